@@ -1,0 +1,35 @@
+"""Hook specifications: every hook a hermes-plugin plugin can implement (see docs/hooks.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("hermes_plugin")
+hookimpl = pluggy.HookimplMarker("hermes_plugin")
+
+
+@hookspec
+def register_catalogs(register: Any) -> None:
+    """Declare providers: call ``register(provider_id, static=[...], live=source, label=None)``."""
+
+
+@hookspec
+def register_provider_kinds(register: Any) -> None:
+    """Declare config kinds: call ``register(kind, factory)``; ``factory(provider_id, table)`` returns register() kwargs."""
+
+
+@hookspec(firstresult=True)
+def resolve_model_alias(model_id: str, provider: str | None) -> str | None:
+    """Return the canonical id for ``model_id`` (e.g. ``@nous:kimi`` -> ``kimi``), or None to leave it."""
+
+
+@hookspec
+def model_write_decided(decision: Any) -> None:
+    """Observe a guard decision on a model write (a ``hermes_plugin.writeguard.Decision``)."""
+
+
+@hookspec(firstresult=True)
+def authorize_request(request: Any, action: str, session_id: str | None) -> bool | None:
+    """Allow (True) or refuse (False) a request to one of the plugin's routes; None defers."""
