@@ -1,0 +1,1 @@
+"""Bundled provider plugins (installed as hermes_plugin.hooks)."""

@@ -1,0 +1,1 @@
+"""Browser assets (installed as hermes_plugin.static)."""
