@@ -1,0 +1,368 @@
+"""``ModelGuard``: the Flask extension that guards a host's model writes and serves the browser guard."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import os
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, has_app_context, make_response, request
+from flask.wrappers import Response
+
+from . import api, inject, jsonpath, observe
+from .config import load_providers
+from .errors import ConfigError, InvalidModelId
+from .models import validate_write_id
+from .plugins import make_plugin_manager
+from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, SessionLocks, VersionMap, decide, needs_availability
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXTENSION = "hermes_plugin"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+UNMARKED_POLICIES = ("browser-auto", "user", "auto")
+DEFAULTS: dict[str, Any] = {
+    "HERMES_PLUGIN_PREFIX": "/hermes-plugin",
+    "HERMES_PLUGIN_PROVIDERS": {},
+    "HERMES_PLUGIN_CONFIG": None,
+    "HERMES_PLUGIN_CACHE": "sqlite",
+    "HERMES_PLUGIN_CACHE_EXPIRE": 300,
+    "HERMES_PLUGIN_FETCH_TIMEOUT": 15,
+    "HERMES_PLUGIN_MODEL_SELECT": "#modelSelect, [data-hermes-model]",
+    "HERMES_PLUGIN_PICKER": None,
+    "HERMES_PLUGIN_LIVE_URLS": [],
+    "HERMES_PLUGIN_STATIC_URLS": [],
+    "HERMES_PLUGIN_SESSION_URLS": [],
+    "HERMES_PLUGIN_ON_KEEP": "keep",
+    "HERMES_PLUGIN_UNMARKED_INTENT": "browser-auto",
+    "HERMES_PLUGIN_INJECT": True,
+    "HERMES_PLUGIN_AUDIT_SIZE": 100,
+    "HERMES_PLUGIN_AUDIT_SESSIONS": 10000,
+    "HERMES_PLUGIN_WS_QUEUE": 100,
+    "HERMES_PLUGIN_ALLOWED_ORIGINS": [],
+}
+
+
+@dataclass(frozen=True)
+class WriteSpec:
+    """Where a guarded write carries its session id and its model (dotted JSON paths or a URL variable)."""
+
+    session: str
+    model: str
+
+
+class WriteRefused(Exception):
+    """A guarded write answered with an error before the view runs."""
+
+    def __init__(self, status: int, error: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.response = api.json_error(status, error, detail, **extra)
+
+
+def _check_config(config: Any) -> None:
+    prefix = config["HERMES_PLUGIN_PREFIX"]
+    if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.endswith("/"):
+        raise ConfigError(f"HERMES_PLUGIN_PREFIX must start with '/' and not end with one, got {prefix!r}")
+    if config["HERMES_PLUGIN_ON_KEEP"] not in ON_KEEP:
+        raise ConfigError(f"HERMES_PLUGIN_ON_KEEP must be one of {ON_KEEP}")
+    if config["HERMES_PLUGIN_UNMARKED_INTENT"] not in UNMARKED_POLICIES:
+        raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
+    for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_SESSIONS", "HERMES_PLUGIN_WS_QUEUE"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ConfigError(f"{key} must be a positive integer")
+
+
+class GuardState:
+    """Everything one app's guard holds: catalog service, versions, audit, locks, WebSocket hub."""
+
+    def __init__(self, guard: ModelGuard, app: Flask) -> None:
+        from .catalog import CatalogService  # pulls in requests-cache: only once an app is initialised
+        from .ws import Hub
+
+        config = app.config
+        self.guard = guard
+        self.config = config
+        self.app_ref = weakref.ref(app)
+        self.pm = make_plugin_manager()
+        providers = dict(load_providers(config["HERMES_PLUGIN_CONFIG"]))
+        providers.update(config["HERMES_PLUGIN_PROVIDERS"] or {})
+        cache = config["HERMES_PLUGIN_CACHE"]
+        if cache == "sqlite":
+            os.makedirs(app.instance_path, exist_ok=True)
+        self.catalog = CatalogService(
+            self.pm, providers_config=providers, cache=cache, cache_dir=app.instance_path,
+            expire_after=config["HERMES_PLUGIN_CACHE_EXPIRE"], total_timeout=config["HERMES_PLUGIN_FETCH_TIMEOUT"],
+        )
+        self.versions = VersionMap(config["HERMES_PLUGIN_AUDIT_SESSIONS"])
+        self.audit = AuditLog(config["HERMES_PLUGIN_AUDIT_SIZE"], config["HERMES_PLUGIN_AUDIT_SESSIONS"])
+        self.locks = SessionLocks()
+        self.hub = Hub(config["HERMES_PLUGIN_WS_QUEUE"])
+        self.endpoints = observe.endpoints(config["HERMES_PLUGIN_LIVE_URLS"], config["HERMES_PLUGIN_STATIC_URLS"])
+        self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
+        self.catalog.subscribe(self._catalog_changed)
+
+    def _catalog_changed(self, catalog: Any) -> None:
+        self.hub.publish({"type": "catalog", "provider": catalog.id, "state": catalog.state})
+
+    def read_model(self, session: str) -> str | None:
+        """The host's stored model for a session; anything but a non-empty string counts as none."""
+        reader = self.guard._reader
+        model = reader(session) if reader is not None else None
+        return model if isinstance(model, str) and model else None
+
+    def availability(self, model: str) -> str:
+        """Availability of a stored model; fetch providers never fetched before calling it ``unknown``."""
+        availability = self.catalog.explain(model)[0]
+        if availability != "unknown":
+            return str(availability)
+        never_fetched = [
+            provider for provider in self.catalog.provider_ids()
+            if (snap := self.catalog.snapshot(provider)).fetched_at is None and snap.error is None
+        ]
+        if not never_fetched:
+            return "unknown"
+        # Only the never-fetched ones: refetching failed providers on every write would stall writes.
+        for provider in never_fetched:
+            self.catalog.catalog(provider)
+        return str(self.catalog.explain(model)[0])
+
+    def notify(self, decision: Decision) -> None:
+        """``model_write_decided`` to every observer; one that raises is logged and skipped."""
+        for impl in self.pm.hook.model_write_decided.get_hookimpls():
+            try:
+                impl.function(**({"decision": decision} if "decision" in impl.argnames else {}))
+            except Exception:
+                log.exception("hermes-plugin: model_write_decided observer %s failed", impl.plugin_name)
+
+    def authorized(self, action: str, session_id: str | None) -> bool:
+        if self.pm.hook.authorize_request(request=request, action=action, session_id=session_id) is False:
+            return False
+        return all(check(action, session_id) for check in self.guard._authorizers)
+
+    def cross_origin(self) -> str | None:
+        """Why this request counts as cross-origin, or None (same origin or an allowed one)."""
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            if origin == request.host_url.rstrip("/") or origin in self.config["HERMES_PLUGIN_ALLOWED_ORIGINS"]:
+                return None
+            return f"origin {origin[:100]!r} may not write here"
+        if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+            return "cross-site request"
+        return None
+
+    def intent(self) -> str:
+        header = request.headers.get("X-Hermes-Intent")
+        if header is not None:
+            intent = header.strip().lower()
+            if intent not in INTENTS:
+                raise WriteRefused(400, "bad_request", "X-Hermes-Intent must be 'user' or 'auto'")
+            return intent
+        policy = self.config["HERMES_PLUGIN_UNMARKED_INTENT"]
+        if policy == "browser-auto":
+            # A browser sends Sec-Fetch-Site; one without the guard script cannot tell a pick from a fallback.
+            return "auto" if "Sec-Fetch-Site" in request.headers else "user"
+        return str(policy)
+
+    def after_request(self, response: Response) -> Response:
+        observe.observe_response(self.catalog, self.endpoints, response)
+        return inject.inject(self, response)
+
+
+class ModelGuard:
+    """Guard a Flask app's model writes: ``guard = ModelGuard(app)`` or ``ModelGuard()`` + ``init_app``."""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self._reader: Callable[[str], str | None] | None = None
+        self._authorizers: list[Callable[[str, str | None], bool]] = []
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        self._bp, self._sock = api.make_blueprint(self._authorized)
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, copy.deepcopy(value))
+        _check_config(app.config)
+        app.extensions[EXTENSION] = GuardState(self, app)
+        prefix = app.config["HERMES_PLUGIN_PREFIX"]
+        app.register_blueprint(self._bp, url_prefix=prefix)
+        self._sock.init_app(app)
+        app.before_request(functools.partial(api.routing_error, prefix))
+        app.after_request(app.extensions[EXTENSION].after_request)
+        self._apps.add(app)
+
+    # -- what the host registers -------------------------------------------------------------------
+
+    def session_model(self, reader: Callable[[str], str | None]) -> Callable[[str], str | None]:
+        """Register ``reader(session_id) -> stored model or None``."""
+        self._reader = reader
+        return reader
+
+    def authorize(self, check: Callable[[str, str | None], bool]) -> Callable[[str, str | None], bool]:
+        """Register ``check(action, session_id) -> bool`` for the plugin's own routes (False -> 403)."""
+        self._authorizers.append(check)
+        return check
+
+    def model_write(self, session: str = "session_id", model: str = "model") -> Callable[[F], F]:
+        """Guard a view that writes a session's model: ``session``/``model`` name where the write carries them."""
+        for path in (session, model):
+            jsonpath.parse(path)
+            if "[]" in path:
+                raise ValueError(f"model_write paths name one value, got {path!r}")
+        spec = WriteSpec(session, model)
+
+        def decorator(view: F) -> F:
+            @functools.wraps(view)
+            def guarded(*args: Any, **kwargs: Any) -> Any:
+                if request.method in SAFE_METHODS:
+                    return view(*args, **kwargs)
+                try:
+                    return _guarded_write(_state(current_app), spec, view, args, kwargs)
+                except WriteRefused as refused:
+                    return refused.response
+
+            guarded._hermes_write = spec  # type: ignore[attr-defined]  # found by inject.write_routes
+            return guarded  # type: ignore[return-value]
+
+        return decorator
+
+    # -- the current app's services ----------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Any:
+        """The current app's ``CatalogService``."""
+        return self._current().catalog
+
+    @property
+    def pm(self) -> Any:
+        """The current app's pluggy plugin manager."""
+        return self._current().pm
+
+    def state(self, app: Flask | None = None) -> GuardState:
+        """The per-app state (versions, audit, hub); mostly for tests and tools."""
+        return _state(app) if app is not None else self._current()
+
+    def _current(self) -> GuardState:
+        if has_app_context() and EXTENSION in current_app.extensions:
+            return _state(current_app)
+        apps = list(self._apps)
+        if len(apps) != 1:
+            raise RuntimeError("ModelGuard is used by several apps (or none): use it inside an app context")
+        return _state(apps[0])
+
+    def _authorized(self, action: str, session_id: str | None) -> bool:
+        return _state(current_app).authorized(action, session_id)
+
+
+def _state(app: Any) -> GuardState:
+    try:
+        return app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    except KeyError:
+        raise RuntimeError("this app was not initialised with ModelGuard (call guard.init_app(app))") from None
+
+
+def _parse_write(spec: WriteSpec) -> tuple[dict[str, Any], str | None, str | None]:
+    """The JSON body, session id and proposed model of a write; WriteRefused before anything is touched."""
+    if not request.is_json:
+        raise WriteRefused(415, "unsupported_media_type", "a guarded write must send a JSON body (application/json)")
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except (ValueError, RecursionError) as exc:
+        raise WriteRefused(400, "bad_request", f"malformed JSON: {str(exc)[:200]}") from None
+    if not isinstance(body, dict):
+        raise WriteRefused(400, "bad_request", f"the body must be a JSON object, got {type(body).__name__}")
+    view_args = request.view_args or {}
+    try:
+        if spec.session in view_args:  # a URL variable wins over a body field of the same name
+            session: Any = str(view_args[spec.session])
+        else:
+            session = jsonpath.get(body, spec.session)
+        model = jsonpath.get(body, spec.model)
+    except jsonpath.PathError as exc:
+        raise WriteRefused(400, "bad_request", str(exc)[:200]) from None
+    session = None if session is jsonpath.MISSING else session
+    if session is not None:
+        problem = api.session_id_problem(session)
+        if problem:
+            raise WriteRefused(400, "bad_request", problem)
+    if model is jsonpath.MISSING:
+        model = None
+    else:
+        try:
+            model = validate_write_id(model)
+        except InvalidModelId as exc:
+            raise WriteRefused(400, "bad_request", f"{spec.model}: {exc}") from None
+    return body, session, model
+
+
+def _keep_in_request(body: dict[str, Any], path: str, model: str) -> None:
+    jsonpath.set_value(body, path, model)
+    # The view may read get_json() or get_data(): both caches must show the kept model, not the proposal.
+    request._cached_json = (body, body)  # type: ignore[attr-defined]
+    request._cached_data = json.dumps(body).encode()  # type: ignore[attr-defined]
+
+
+def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
+                   args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response:
+    refused = state.cross_origin()
+    if refused:
+        raise WriteRefused(403, "cross_origin", refused)
+    body, session, proposed = _parse_write(spec)
+    intent = state.intent()
+    request._cached_json = (body, body)  # type: ignore[attr-defined]  # the view need not parse it again
+    on_keep = state.config["HERMES_PLUGIN_ON_KEEP"]
+    if session is None:  # a new session or a message without one: nothing is stored yet
+        decision = decide(None, proposed, intent, None, on_keep)
+        state.notify(decision)
+        response = make_response(view(*args, **kwargs))
+        response.headers["X-Hermes-Decision"] = decision.outcome
+        return response
+    with state.locks.hold(session):  # the check, the view's write and the re-read are one step per session
+        if_match = request.headers.get("If-Match")
+        if if_match is not None and not state.versions.matches(session, if_match):
+            version = state.versions.current(session)
+            response = api.json_error(412, "stale_version", "the session's model changed since you read it",
+                                      version=version)
+            response.set_etag(str(version))
+            return response
+        stored = state.read_model(session)
+        availability = state.availability(stored) if needs_availability(stored, proposed, intent) else None
+        decision = decide(stored, proposed, intent, availability, on_keep, session)
+        state.notify(decision)
+        if decision.outcome == "reject":
+            state.audit.record(decision, stored)
+            response = api.json_error(
+                409, "model_write_rejected", f"kept the stored model {stored!r}: {decision.reason}",
+                reason=decision.reason, stored_model=stored, proposed_model=proposed,
+            )
+        else:
+            if decision.outcome == "keep":
+                _keep_in_request(body, spec.model, stored)  # type: ignore[arg-type]
+            response = make_response(view(*args, **kwargs))
+            if response.status_code < 400:
+                _record(state, decision, stored)
+        if decision.outcome in ("keep", "reject"):
+            response.headers["X-Hermes-Model-Kept"] = decision.reason
+        response.headers["X-Hermes-Decision"] = decision.outcome
+        response.set_etag(str(state.versions.current(session)))
+        return response
+
+
+def _record(state: GuardState, decision: Decision, stored: str | None) -> None:
+    """After a successful view: version, audit and WebSocket event if the stored model changed."""
+    session = decision.session
+    assert session is not None
+    after = state.read_model(session)
+    if after != stored:
+        version = state.versions.bump(session)
+        state.audit.record(decision, after)
+        state.hub.publish({"type": "model", "session": session, "model": after, "version": version})
+    elif decision.outcome == "keep":
+        state.audit.record(decision, stored)

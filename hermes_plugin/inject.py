@@ -1,0 +1,126 @@
+"""Insert the browser config element and the guard script right after ``<head>`` of HTML pages.
+
+Only where it is safe (STYLE.md 7): a complete 200 ``text/html`` body we can edit, not a stream, not a
+WebSocket upgrade, not already compressed. The guard must run before the host's scripts, hence ``<head>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from flask import Flask, g, request
+from flask.wrappers import Response
+from markupsafe import escape
+
+HEAD_TAG = re.compile(rb"<head(?:\s[^>]*)?>", re.IGNORECASE)
+NONCE = re.compile(r"'nonce-([A-Za-z0-9+/=_-]+)'")
+URL_VARIABLE = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\((?P<args>.*?)\))?:)?(?P<name>[a-zA-Z_]\w*)>")
+# The only characters that could end a <script> element early or confuse an HTML parser.
+_SCRIPT_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                   0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """JSON safe to put inside a ``<script>`` element."""
+    return json.dumps(value, separators=(",", ":")).translate(_SCRIPT_ESCAPES)
+
+
+def rule_regex(rule: str) -> tuple[str, list[str]]:
+    """``/chats/<chat_id>`` -> ``^/chats/(?P<chat_id>[^/]+)$`` and the URL variable names."""
+    parts, names, end = ["^"], [], 0
+    for match in URL_VARIABLE.finditer(rule):
+        parts.append(re.escape(rule[end:match.start()]))
+        name = match.group("name")
+        names.append(name)
+        pattern = ".+" if match.group("converter") == "path" else "[^/]+"
+        parts.append(f"(?P<{name}>{pattern})")
+        end = match.end()
+    parts.append(re.escape(rule[end:]))
+    parts.append("$")
+    return "".join(parts), names
+
+
+def write_routes(app: Flask, script_root: str = "") -> list[dict[str, str]]:
+    """One entry per method of every route whose view is a guarded write (``@guard.model_write``)."""
+    routes = []
+    for rule in app.url_map.iter_rules():
+        spec = getattr(app.view_functions.get(rule.endpoint), "_hermes_write", None)
+        if spec is None:
+            continue
+        regex, names = rule_regex(rule.rule)
+        regex = "^" + re.escape(script_root) + regex[1:]
+        session = f"path:{spec.session}" if spec.session in names else f"body:{spec.session}"
+        for method in sorted((rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}):
+            routes.append({"method": method, "url": regex, "session": session, "model": f"body:{spec.model}"})
+    return routes
+
+
+def browser_config(app: Flask, script_root: str = "") -> dict[str, Any]:
+    """The JSON the guard script reads (docs/internals.md "Browser config element")."""
+    cfg = app.config
+    prefix = script_root + cfg["HERMES_PLUGIN_PREFIX"]
+    return {
+        "prefix": prefix,
+        "ws": prefix + "/ws",
+        "modelSelect": cfg["HERMES_PLUGIN_MODEL_SELECT"],
+        "picker": cfg["HERMES_PLUGIN_PICKER"],
+        "writes": write_routes(app, script_root),
+        "live": [dict(entry) for entry in cfg["HERMES_PLUGIN_LIVE_URLS"]],
+        "static": [dict(entry) for entry in cfg["HERMES_PLUGIN_STATIC_URLS"]],
+        "sessions": [dict(entry) for entry in cfg["HERMES_PLUGIN_SESSION_URLS"]],
+        # The script's own give-up time: the server's fetch timeout plus room for the host's round trip.
+        "fetchTimeoutMs": int((float(cfg["HERMES_PLUGIN_FETCH_TIMEOUT"]) + 5) * 1000),
+    }
+
+
+def csp_nonce(response: Response) -> str | None:
+    """The nonce the page's CSP allows scripts with: from the header, else what the host exposes."""
+    policy = response.headers.get("Content-Security-Policy", "")
+    for directive in policy.split(";"):
+        name, _, sources = directive.strip().partition(" ")
+        if name.lower() in ("script-src", "script-src-elem"):
+            found = NONCE.search(sources)
+            if found:
+                return found.group(1)
+    nonce = getattr(request, "csp_nonce", None) or g.get("csp_nonce")  # Flask-Talisman / host convention
+    return nonce if isinstance(nonce, str) and nonce else None
+
+
+def should_inject(response: Response) -> bool:
+    return (
+        response.status_code == 200
+        and response.mimetype == "text/html"
+        and not response.direct_passthrough
+        and not response.is_streamed
+        and "Content-Encoding" not in response.headers
+        and request.headers.get("Upgrade", "").lower() != "websocket"
+    )
+
+
+def snippet(state: Any, nonce: str | None) -> bytes:
+    """The two elements to insert; the config JSON is computed once per app and script root."""
+    root = request.script_root
+    config = state.browser_config_json.get(root)
+    if config is None:
+        config = state.browser_config_json[root] = script_json(browser_config(state.app_ref(), root))
+    nonce_attr = f' nonce="{escape(nonce)}"' if nonce else ""
+    src = escape(root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/hermes-guard.js")
+    return (
+        f'<script type="application/json" id="hermes-plugin-config"{nonce_attr}>{config}</script>'
+        f'<script src="{src}"{nonce_attr}></script>'
+    ).encode("ascii", "xmlcharrefreplace")
+
+
+def inject(state: Any, response: Response) -> Response:
+    """The ``after_request`` body: returns the response, edited only when every safety check passes."""
+    if not state.config["HERMES_PLUGIN_INJECT"] or not should_inject(response):
+        return response
+    body = response.get_data()
+    head = HEAD_TAG.search(body)
+    if head is None:
+        return response
+    # set_data also fixes Content-Length.
+    response.set_data(body[:head.end()] + snippet(state, csp_nonce(response)) + body[head.end():])
+    return response

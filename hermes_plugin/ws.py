@@ -1,0 +1,81 @@
+"""WebSocket fan-out: catalog and session-model events to every open tab, never blocking the publisher."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# How often a quiet connection checks that its peer is still there.
+IDLE_CHECK_SECONDS = 5.0
+
+
+class Client:
+    """One connected socket: a bounded queue the hub fills and the socket's own thread drains."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: queue.Queue[str] = queue.Queue(maxsize=maxsize)
+        self.closed = threading.Event()
+
+    def next_message(self, timeout: float) -> str | None:
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+class Hub:
+    """Publish JSON events to all clients; a client too slow to keep up is dropped, not waited for."""
+
+    def __init__(self, queue_size: int = 100) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self.queue_size = queue_size
+        self._clients: set[Client] = set()
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def connect(self) -> Client:
+        client = Client(self.queue_size)
+        with self._lock:
+            self._clients.add(client)
+        return client
+
+    def disconnect(self, client: Client) -> None:
+        client.closed.set()
+        with self._lock:
+            self._clients.discard(client)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._clients)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        message = json.dumps(event)
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:
+            try:
+                client.queue.put_nowait(message)
+            except queue.Full:
+                # A full queue means the peer stopped reading: drop it so writers never wait on it.
+                log.info("hermes-plugin: dropping a WebSocket client that is %d events behind", self.queue_size)
+                self.dropped += 1
+                self.disconnect(client)
+
+
+def serve(ws: Any, hub: Hub) -> None:
+    """Run one connection: say hello once registered (clients may rely on it), then forward events."""
+    client = hub.connect()
+    try:
+        ws.send(json.dumps({"type": "hello"}))
+        while ws.connected and not client.closed.is_set():
+            message = client.next_message(IDLE_CHECK_SECONDS)
+            if message is not None and not client.closed.is_set():
+                ws.send(message)
+    finally:
+        hub.disconnect(client)
