@@ -7,8 +7,10 @@ import os
 import pty
 import select
 import shutil
+import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -340,3 +342,29 @@ def test_errors_and_help_never_print_a_traceback(tmp_path: Path) -> None:
     assert "--static-latency" in run("demo", "--help").stdout
     bad = run("demo", "--fail", "sometimes")
     assert bad.exit_code == 2 and "'sometimes' is not one of" in bad.stderr
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_demo_command_serves_until_interrupted(tmp_path: Path, guard: bool) -> None:
+    exe = shutil.which("hermes-plugin")
+    assert exe
+    args = [exe, "demo", "--port", "0", "--latency", "0", "--data", str(tmp_path / "data")]
+    proc = subprocess.Popen(args + ([] if guard else ["--no-guard"]), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=script_env())
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the demo prints its URL once it listens
+        assert first.startswith(f"hermes-plugin demo, guard {'on' if guard else 'OFF'}: http://127.0.0.1:"), (
+            first or proc.communicate(timeout=60)[1])
+        with urllib.request.urlopen(first.rsplit(" ", 1)[1].strip(), timeout=30) as response:
+            page = response.read().decode("utf-8")
+        assert 'id="modelSelect"' in page
+        assert ('id="hermes-plugin-config"' in page) == guard
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
