@@ -24,7 +24,9 @@ const walk = (obj, path) => String(path).split('.').reduce((cur, seg) => {
 const first = list => typeof list[0] === 'number' ? String(list[0]) : str(list[0]);
 
 const parseConfig = text => {
-  const c = JSON.parse(text), out = {
+  const c = JSON.parse(text);
+  if (c?.constructor !== Object) throw new Error('config is not a JSON object');
+  const out = {
     prefix: str(c.prefix, '/hermes-plugin').replace(/\/+$/, ''), ws: str(c.ws), picker: str(c.picker),
     modelSelect: str(c.modelSelect, SEL), timeout: c.fetchTimeoutMs > 0 ? +c.fetchTimeoutMs : 20000,
   };
