@@ -213,7 +213,7 @@ test('a session response teaches the current session and its stored model before
   const p = ctx.fetch('/api/session?session_id=s9');
   fetch.calls[0].resolve(new Response('{"session":{"session_id":"s9","model":"live/only"}}'));
   await p;
-  assert.deepEqual(plain(guard.state()), { session: 's9', model: 'live/only', held: 0, pending: [] });
+  assert.deepEqual(plain(guard.state()), { session: 's9', model: 'live/only', held: 0 });
 });
 
 test('an automatic write restating the stored model is not held', async () => {
