@@ -66,7 +66,7 @@ class FakeProvider:
             listen = self._fault != "refused"
         if listen:
             self._server.start()
-        elif not self._server_has_port():
+        elif not self._server.bound:
             # "refused" from the start still needs a port that refuses: bind once, then close.
             self._server.start()
             self._server.stop()
@@ -84,13 +84,6 @@ class FakeProvider:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
-
-    def _server_has_port(self) -> bool:
-        try:
-            self._server.port
-        except RuntimeError:
-            return False
-        return True
 
     @property
     def url(self) -> str:

@@ -42,6 +42,11 @@ class LoopbackServer:
         return self._port
 
     @property
+    def bound(self) -> bool:
+        """Whether a port has been chosen (it stays the same across stop()/start())."""
+        return bool(self._port)
+
+    @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
