@@ -20,7 +20,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
-from werkzeug.serving import make_server
+
+from hermes_plugin.testing.servers import LoopbackServer
 
 GUARD_JS = (importlib.resources.files("hermes_plugin.static") / "hermes-guard.js").read_text()
 WAIT = 15  # seconds an explicit wait may take before the test fails
@@ -33,8 +34,13 @@ CONFIG: dict[str, Any] = {
     "writes": [{"method": "POST", "url": "^/api/session/update$", "session": "body:session_id", "model": "body:model"}],
     "live": [{"url": r"/api/models/live\?provider=(?P<provider>[^&]+)", "models": "models[].id"}],
     "static": [{"url": "/api/models$", "models": "groups[].models[].id", "provider": "groups[].provider"}],
-    "sessions": [{"url": r"/api/session\?session_id=(?P<session>[^&]+)", "model": "session.model",
-                  "session": "session.session_id"}],
+    "sessions": [
+        {
+            "url": r"/api/session\?session_id=(?P<session>[^&]+)",
+            "model": "session.model",
+            "session": "session.session_id",
+        }
+    ],
     "fetchTimeoutMs": 20000,
 }
 
@@ -98,17 +104,25 @@ def make_app(host: Host) -> Flask:
 
     @app.get("/page")
     def page() -> str:
-        config = "" if host.config is None else (
-            '<script type="application/json" id="hermes-plugin-config">'
-            + host.config.replace("<", "\\u003c") + "</script>")
-        return ("<!doctype html><html><head>" + config + '<script src="/guard.js"></script></head><body>'
-                '<select id="modelSelect"><option value="static/a">static/a</option>'
-                '<option value="static/b">static/b</option></select>'
-                '<select id="defaultModel"><option value="static/a">static/a</option>'
-                '<option value="live/m1">live/m1</option></select>'
-                '<div id="picker"><button id="pickerItem">static/b</button></div>'
-                '<button id="sessionItem">Session 1</button>'
-                '<script src="/host.js"></script></body></html>')
+        config = (
+            ""
+            if host.config is None
+            else (
+                '<script type="application/json" id="hermes-plugin-config">'
+                + host.config.replace("<", "\\u003c")
+                + "</script>"
+            )
+        )
+        return (
+            "<!doctype html><html><head>" + config + '<script src="/guard.js"></script></head><body>'
+            '<select id="modelSelect"><option value="static/a">static/a</option>'
+            '<option value="static/b">static/b</option></select>'
+            '<select id="defaultModel"><option value="static/a">static/a</option>'
+            '<option value="live/m1">live/m1</option></select>'
+            '<div id="picker"><button id="pickerItem">static/b</button></div>'
+            '<button id="sessionItem">Session 1</button>'
+            '<script src="/host.js"></script></body></html>'
+        )
 
     @app.get("/guard.js")
     def guard_js() -> Response:
@@ -152,8 +166,14 @@ def make_app(host: Host) -> Flask:
 
     @app.get("/hermes-plugin/api/sessions/<sid>/model")
     def session_model(sid: str) -> Any:
-        resp = jsonify(session=sid, model=host.stored.get(sid), version=1,
-                       availability=host.availability, provider="p1", reason=host.reason)
+        resp = jsonify(
+            session=sid,
+            model=host.stored.get(sid),
+            version=1,
+            availability=host.availability,
+            provider="p1",
+            reason=host.reason,
+        )
         resp.call_on_close(host.model_answered.set)
         return resp
 
@@ -170,9 +190,16 @@ def make_app(host: Host) -> Flask:
 def driver() -> Iterator[WebDriver]:
     options = Options()
     options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ):
         options.add_argument(arg)
     drv = webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
     try:
@@ -191,17 +218,14 @@ def host() -> Iterator[Host]:
 
 @pytest.fixture
 def base_url(host: Host) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, make_app(host), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = LoopbackServer(make_app(host)).start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield server.url
     finally:
         for gate in host.gates.values():
             gate.set()
         host.ws_messages.put("{}")  # wakes the WebSocket handler so its thread can end
-        server.shutdown()
-        thread.join(WAIT)
+        server.stop()
 
 
 def until(driver: WebDriver, condition: Callable[[WebDriver], Any]) -> Any:
@@ -237,13 +261,17 @@ def key_pick(driver: WebDriver, value: str) -> None:
 
 # ---- pending tracking ----
 
+
 def test_fetch_pending_until_settled_for_success_error_and_abort(driver: WebDriver, base_url: str, host: Host) -> None:
     open_page(driver, base_url)
     gate = host.gate("p1")
     host.gate("p2")
-    js(driver, "window.ac = new AbortController(); window.r = {};"
-               "fetch('/api/models/live?provider=p1').then(x => r.ok = x.status);"
-               "fetch('/api/models/live?provider=p2', {signal: ac.signal}).catch(e => r.aborted = e.name);")
+    js(
+        driver,
+        "window.ac = new AbortController(); window.r = {};"
+        "fetch('/api/models/live?provider=p1').then(x => r.ok = x.status);"
+        "fetch('/api/models/live?provider=p2', {signal: ac.signal}).catch(e => r.aborted = e.name);",
+    )
     assert sorted(js(driver, "return hermesGuard.pending()")) == ["p1", "p2"]
     js(driver, "ac.abort()")
     until(driver, lambda d: js(d, "return hermesGuard.pending()") == ["p1"])
@@ -274,14 +302,18 @@ def test_fetch_timeout_clears_pending(driver: WebDriver, base_url: str, host: Ho
     host.config = json.dumps({**CONFIG, "fetchTimeoutMs": 200})
     host.gate("p1")  # never answered during the test
     open_page(driver, base_url)
-    started = js(driver, "window.settled = false; fetch('/api/models/live?provider=p1');"
-                         "hermesGuard.whenSettled().then(() => { settled = true; }); return hermesGuard.pending()")
+    started = js(
+        driver,
+        "window.settled = false; fetch('/api/models/live?provider=p1');"
+        "hermesGuard.whenSettled().then(() => { settled = true; }); return hermesGuard.pending()",
+    )
     assert started == ["p1"]
     until(driver, lambda d: js(d, "return settled"))
     assert js(driver, "return hermesGuard.pending()") == []
 
 
 # ---- held writes and user picks ----
+
 
 def test_auto_write_held_while_pending_then_released_and_kept(driver: WebDriver, base_url: str, host: Host) -> None:
     open_page(driver, base_url)
@@ -297,8 +329,9 @@ def test_auto_write_held_while_pending_then_released_and_kept(driver: WebDriver,
     until(driver, lambda d: events(d, "write-kept"))
     assert {"intent": "auto", "session_id": "s1", "model": "static/a"} in host.writes
     # the only other write is the host following the re-applied stored model
-    assert all(w == {"intent": "auto", "session_id": "s1", "model": "live/m1"} for w in host.writes
-               if w["model"] != "static/a")
+    assert all(
+        w == {"intent": "auto", "session_id": "s1", "model": "live/m1"} for w in host.writes if w["model"] != "static/a"
+    )
     assert events(driver, "write-kept") == [{"session": "s1", "model": "static/a", "reason": "model_present"}]
     until(driver, lambda d: js(d, "return modelSelect.value") == "live/m1")
     assert host.stored["s1"] == "live/m1"
@@ -337,6 +370,7 @@ def test_custom_picker_gesture_counts_but_untrusted_clicks_do_not(driver: WebDri
 
 # ---- re-apply ----
 
+
 def test_reapply_when_options_land_in_the_same_task(driver: WebDriver, base_url: str, host: Host) -> None:
     open_page(driver, base_url)
     session_loaded(driver)
@@ -356,14 +390,23 @@ def test_websocket_model_event_is_followed(driver: WebDriver, base_url: str, hos
     host.ws_messages.put(json.dumps({"type": "model", "session": "s1", "model": "static/b", "version": 7}))
     until(driver, lambda d: js(d, "return modelSelect.value") == "static/b")
     js(driver, "addOptions(['live/m1'])")
-    for message in [{"model": "live/m1", "version": 8}, {"model": "static/a", "version": 3},
-                    {"model": "static/a", "version": 9, "session": "s2"}, "not json", {"model": "static/b", "version": 9}]:
-        host.ws_messages.put(message if isinstance(message, str) else json.dumps({"type": "model", "session": "s1", **message}))
+    messages: list[dict[str, Any] | str] = [
+        {"model": "live/m1", "version": 8},
+        {"model": "static/a", "version": 3},
+        {"model": "static/a", "version": 9, "session": "s2"},
+        "not json",
+        {"model": "static/b", "version": 9},
+    ]
+    for message in messages:
+        host.ws_messages.put(
+            message if isinstance(message, str) else json.dumps({"type": "model", "session": "s1", **message})
+        )
     until(driver, lambda d: [e["model"] for e in events(d, "reapplied")] == ["static/b", "live/m1", "static/b"])
     assert js(driver, "return modelSelect.value") == "static/b"  # the older version 3 never won
 
 
 # ---- unavailable models ----
+
 
 def test_unknown_model_shown_as_unavailable_with_notice(driver: WebDriver, base_url: str, host: Host) -> None:
     host.live_status = 500
@@ -418,13 +461,18 @@ def test_html_in_model_ids_and_reasons_is_text(driver: WebDriver, base_url: str,
 
 # ---- a broken or missing config leaves the page alone ----
 
+
 @pytest.mark.parametrize("config", [None, "{broken", '"a string"', "null"])
 def test_missing_or_broken_config_keeps_the_host_working(
-        driver: WebDriver, base_url: str, host: Host, config: str | None) -> None:
+    driver: WebDriver, base_url: str, host: Host, config: str | None
+) -> None:
     host.config = config
     open_page(driver, base_url)
-    js(driver, "window.got = null; fetch('/api/models').then(r => r.json()).then(j => { got = j; });"
-               "xhr('x', 'POST', '/api/session/update', JSON.stringify({session_id: 's1', model: 'static/b'}))")
+    js(
+        driver,
+        "window.got = null; fetch('/api/models').then(r => r.json()).then(j => { got = j; });"
+        "xhr('x', 'POST', '/api/session/update', JSON.stringify({session_id: 's1', model: 'static/b'}))",
+    )
     until(driver, lambda d: js(d, "return got && host.xhrs.x.done"))
     assert js(driver, "return got.groups[0].provider") == "static"
     assert host.writes == [{"intent": None, "session_id": "s1", "model": "static/b"}]
