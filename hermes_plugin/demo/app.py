@@ -107,6 +107,10 @@ def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.Pa
                                live_cache_ttl=app.config["DEMO_LIVE_CACHE_TTL"],
                                guard="on" if app.config["DEMO_GUARD"] else "off")
 
+    @app.get("/favicon.ico")
+    def favicon() -> tuple[str, int]:
+        return "", 204
+
     @app.get("/api/sessions")
     def list_sessions() -> Response:
         return jsonify(sessions=[{k: s[k] for k in ("session_id", "title", "model", "provider")} for s in store.all()])

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import WebDriverWait
 
 from hermes_plugin.demo.app import LOCALAI_LIVE, OPENROUTER_LIVE, create_app, demo_providers
 from hermes_plugin.pytest_plugin import ModelWrite, ModelWriteRecorder
@@ -75,7 +75,14 @@ class DemoPage:
         return list(self.js("return demo.events.filter(e => e.kind === arguments[0]).map(e => e.detail)", kind))
 
     def pick_native(self, model: str) -> None:
-        Select(self.focus().driver.find_element(By.ID, "modelSelect")).select_by_value(model)
+        """Pick by typing the option's text into the focused select, as a keyboard user does.
+
+        Selenium's ``Select`` fires untrusted (script) events for options, which no page may count as
+        a user's pick; key presses are real input events."""
+        select = self.focus().driver.find_element(By.ID, "modelSelect")
+        label = self.js("return Array.from(arguments[0].options).find(o => o.value === arguments[1]).text", select, model)
+        select.send_keys(label)
+        self.wait_js("return document.getElementById('modelSelect').value === arguments[0]", model)
 
     def pick_in_picker(self, model: str) -> None:
         self.click("#modelPickerButton")
@@ -87,7 +94,10 @@ class DemoPage:
 
     def switch_provider(self, provider: str) -> None:
         self.click("#modelPickerButton")
-        Select(self.driver.find_element(By.ID, "providerSelect")).select_by_value(provider)
+        select = self.driver.find_element(By.ID, "providerSelect")
+        select.send_keys(self.js("return Array.from(arguments[0].options).find(o => o.value === arguments[1]).text",
+                                 select, provider))
+        self.wait_js("return document.getElementById('providerSelect').value === arguments[0]", provider)
 
     def click(self, css: str) -> None:
         self.focus()
