@@ -118,8 +118,9 @@ class ModelWriteRecorder:
                 return inner(environ, start_response)
             return self._record(inner, environ, start_response, match, read_model, session, model)
 
+        own = "wsgi_app" in vars(app)  # Flask's is a method: restoring means deleting our instance attribute
         app.wsgi_app = middleware
-        self._detach.append(lambda: setattr(app, "wsgi_app", inner))
+        self._detach.append(lambda: setattr(app, "wsgi_app", inner) if own else delattr(app, "wsgi_app"))
         return self
 
     def detach(self) -> None:
