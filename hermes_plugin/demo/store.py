@@ -61,7 +61,7 @@ class SessionStore:
         with self._lock:
             data = self._read()
             session_id = session_id or uuid.uuid4().hex[:12]
-            session = {"session_id": session_id, "title": title, "model": model, "provider": provider,
+            session: dict[str, Any] = {"session_id": session_id, "title": title, "model": model, "provider": provider,
                        "messages": [], "order": len(data)}
             data[session_id] = session
             self._write(data)
