@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import sys
 import threading
@@ -168,7 +169,19 @@ def _env(ctx: click.Context) -> Env:
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, cache: str | None) -> None:
     """Inspect hermes-plugin providers, catalogs and plugins, or run the demo host."""
+    _quiet_library_logs()
     ctx.meta["hermes_plugin.env"] = Env(ctx, config_path, cache)
+
+
+def _quiet_library_logs() -> None:
+    # With no logging configured, Python prints library warnings raw on stderr (logging.lastResort); the CLI
+    # already reports plugin errors and fetch errors itself, once and in its own format.
+    if os.environ.get(DEBUG_ENV):
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+        return
+    logger = logging.getLogger("hermes_plugin")
+    if not logging.getLogger().handlers and not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
 
 
 def _age(fetched_at: float | None, now: float) -> str:
