@@ -1,0 +1,428 @@
+"""The catalog service: static + live catalogs per provider, single-flight fetches, three-valued availability."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+import requests
+
+from .errors import (
+    HermesPluginError,
+    InvalidModelId,
+    PluginRegistrationError,
+    ProviderResponseError,
+    UnknownProviderError,
+)
+from .http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, ProviderHTTP, make_cached_session
+from .models import Model, to_model, to_models
+from .plugins import PROVIDER_ID, ProviderSpec, collect_registrations, make_plugin_manager
+
+log = logging.getLogger(__name__)
+
+STATES = ("fresh", "stale", "pending", "failed")
+MAX_ERROR_LENGTH = 500
+RETRY_AFTER_FAILURE = 5.0  # seconds before a failed/stale provider is asked again (unless refresh)
+WAIT_MARGIN = 1.0  # callers wait total_timeout plus this for a fetch to settle, then get "pending"
+MAX_WORKERS = 16
+
+Subscriber = Callable[["ProviderCatalog"], None]
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    id: str
+    label: str | None
+    source: str  # "static" | "live"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label or self.id, "source": self.source}
+
+
+@dataclass(frozen=True)
+class ProviderCatalog:
+    """One provider's merged catalog at one moment (immutable; take a new snapshot to see changes)."""
+
+    id: str
+    label: str
+    state: str
+    fetched_at: float | None
+    error: str | None
+    models: list[CatalogModel] = field(default_factory=list)
+
+    @property
+    def ids(self) -> set[str]:
+        return {model.id for model in self.models}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "state": self.state, "fetched_at": self.fetched_at,
+                "error": self.error, "models": [model.to_json() for model in self.models]}
+
+
+@dataclass
+class _Provider:
+    """Mutable per-provider state; every field is read and written under ``lock``."""
+
+    spec: ProviderSpec
+    observed_only: bool = False  # created by observe(): only a live observation can confirm absence
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    observed_static: list[Model] = field(default_factory=list)
+    live: list[Model] | None = None  # last known live models
+    state: str = "new"  # "new" (never fetched) | fresh | stale | failed; "pending" is future is not None
+    confirmed: bool = False  # the live list in hand came from a successful, non-stale fetch
+    fetched_at: float | None = None
+    error: str | None = None
+    future: Future[ProviderCatalog] | None = None
+    fresh_until: float = 0.0  # wall clock: no refetch before this (the cache lifetime)
+    retry_at: float = 0.0  # monotonic: no new attempt before this after a failure
+
+
+@dataclass
+class _Result:
+    models: list[Model] | None
+    stale: bool = False
+    fetched_at: float | None = None
+    error: str | None = None
+
+
+class CatalogService:
+    """Providers' catalogs for one app: see docs/internals.md ("Catalog service")."""
+
+    def __init__(self, pm: pluggy.PluginManager | None = None, providers_config: Mapping[str, Any] | None = None, *,
+                 specs: Mapping[str, ProviderSpec] | Iterable[ProviderSpec] | None = None,
+                 cache: str = "sqlite", cache_dir: str | os.PathLike[str] | None = None, expire_after: float = 300,
+                 timeout: tuple[float, float] | float = DEFAULT_TIMEOUT, total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
+                 max_bytes: int = DEFAULT_MAX_BYTES, session: Any = None,
+                 retry_after_failure: float = RETRY_AFTER_FAILURE) -> None:
+        self.plugin_errors: list[PluginRegistrationError] = []
+        if specs is None:
+            self.pm: pluggy.PluginManager | None = pm or make_plugin_manager()
+            found, self.plugin_errors = collect_registrations(self.pm, providers_config)
+            spec_list = list(found.values())
+        else:
+            self.pm = pm
+            spec_list = list(specs.values()) if isinstance(specs, Mapping) else list(specs)
+        self.expire_after = float(expire_after)
+        self.timeout = timeout
+        self.total_timeout = float(total_timeout)
+        self.retry_after_failure = float(retry_after_failure)
+        self.session = session if session is not None else make_cached_session(
+            cache, cache_dir, expire_after, max_bytes=max_bytes, total_timeout=total_timeout)
+        self._lock = threading.Lock()
+        self._providers: dict[str, _Provider] = {spec.id: _Provider(spec) for spec in spec_list}
+        self._subscribers: list[Subscriber] = []
+        self._executor = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="hermes-catalog")
+        self._closed = False
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def provider_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._providers)
+
+    def snapshot(self, provider: str) -> ProviderCatalog:
+        """The provider's catalog as known now; never does I/O."""
+        prov = self._get(provider)
+        with prov.lock:
+            return _snapshot(prov)
+
+    def catalog(self, provider: str, refresh: bool = False) -> ProviderCatalog:
+        """Fetch if needed (one fetch per provider however many callers) and return the result.
+
+        Never raises for provider trouble: errors become the ``failed``/``stale`` state. A caller waits at
+        most ``total_timeout`` (plus a margin) and otherwise gets the ``pending`` snapshot.
+        """
+        prov = self._get(provider)
+        future = self._start(prov, refresh)
+        if future is not None:
+            try:
+                future.result(timeout=self.total_timeout + WAIT_MARGIN)
+            except FutureTimeout:
+                pass
+        return self.snapshot(provider)
+
+    def catalogs(self, refresh: bool = False) -> list[ProviderCatalog]:
+        """Every provider's catalog, fetched concurrently."""
+        ids = self.provider_ids()
+        futures = [self._start(self._get(provider_id), refresh) for provider_id in ids]
+        deadline = time.monotonic() + self.total_timeout + WAIT_MARGIN
+        for future in futures:
+            if future is not None:
+                try:
+                    future.result(timeout=max(0.0, deadline - time.monotonic()))
+                except FutureTimeout:
+                    pass
+        return [self.snapshot(provider_id) for provider_id in ids]
+
+    def availability(self, model_id: str, provider: str | None = None) -> str:
+        return self.explain(model_id, provider)[0]
+
+    def explain(self, model_id: str, provider: str | None = None) -> tuple[str, str | None, str | None]:
+        """``(availability, provider, reason)``: only a confirmed live catalog (or a static-only provider) says absent."""
+        model_id = self._resolve_alias(model_id, provider)
+        if provider is not None:
+            with self._lock:
+                prov = self._providers.get(provider)
+            if prov is None:
+                return "unknown", provider, f"provider {provider} is not registered"
+            return _judge(prov, model_id)
+        with self._lock:
+            provs = list(self._providers.values())
+        if not provs:
+            return "unknown", None, "no providers are registered"
+        verdicts = [_judge(prov, model_id) for prov in provs]
+        for verdict in verdicts:
+            if verdict[0] == "present":
+                return verdict
+        for verdict in verdicts:
+            if verdict[0] == "unknown":
+                return "unknown", verdict[1], verdict[2]
+        return "absent", None, f"{model_id} is not listed by any provider ({', '.join(p.spec.id for p in provs)})"
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def observe(self, provider: str, models: Any, source: str = "live", ok: bool = True,
+                error: str | None = None) -> ProviderCatalog:
+        """Record a catalog the host's own endpoint served (or failed to serve) for ``provider``."""
+        if not isinstance(provider, str) or not PROVIDER_ID.match(provider):
+            raise ValueError(f"invalid provider id {provider!r}")
+        if source not in ("live", "static"):
+            raise ValueError(f"source must be 'live' or 'static', got {source!r}")
+        parsed = to_models(list(models or ()), strict=False) if ok else []
+        with self._lock:
+            prov = self._providers.get(provider)
+            if prov is None:
+                prov = self._providers[provider] = _Provider(ProviderSpec(provider, provider, plugin="observed"),
+                                                             observed_only=True)
+        with prov.lock:
+            before = _snapshot(prov)
+            if source == "static":
+                if ok:
+                    prov.observed_static = parsed
+            elif ok and parsed:
+                prov.live, prov.state, prov.confirmed = parsed, "fresh", True
+                prov.fetched_at, prov.error = time.time(), None
+                prov.fresh_until = prov.fetched_at + self._expire_after(prov)
+            elif not ok:
+                prov.state = "stale" if prov.live is not None else "failed"
+                prov.confirmed = False
+                prov.error = _clip(str(error or "the host's catalog request failed"))
+            after = _snapshot(prov)
+        if (after.state, after.ids, after.error) != (before.state, before.ids, before.error):
+            self._notify(after)
+        return after
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(ProviderCatalog)`` when a provider's fetch settles or its models change; returns an unsubscribe."""
+        with self._lock:
+            self._subscribers.append(callback)
+        return lambda: self.unsubscribe(callback)
+
+    def unsubscribe(self, callback: Subscriber) -> None:
+        with self._lock:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.session.close()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _get(self, provider: str) -> _Provider:
+        with self._lock:
+            prov = self._providers.get(provider)
+        if prov is None:
+            raise UnknownProviderError(provider)
+        return prov
+
+    def _expire_after(self, prov: _Provider) -> float:
+        return prov.spec.expire_after if prov.spec.expire_after is not None else self.expire_after
+
+    def _resolve_alias(self, model_id: str, provider: str | None) -> str:
+        if self.pm is None:
+            return model_id
+        try:
+            alias = self.pm.hook.resolve_model_alias(model_id=model_id, provider=provider)
+        except Exception:  # a broken alias plugin must not break availability
+            log.exception("hermes-plugin: resolve_model_alias failed for %r", model_id)
+            return model_id
+        return alias if isinstance(alias, str) and alias else model_id
+
+    def _start(self, prov: _Provider, refresh: bool) -> Future[ProviderCatalog] | None:
+        """The in-flight fetch to wait for (joining one already running), or None when none is needed."""
+        with prov.lock:
+            if prov.future is not None:
+                return prov.future
+            if prov.spec.live is None or self._closed:
+                return None
+            if not refresh:
+                if prov.state == "fresh" and time.time() < prov.fresh_until:
+                    return None
+                if prov.state in ("stale", "failed") and time.monotonic() < prov.retry_at:
+                    return None
+            future: Future[ProviderCatalog] = Future()
+            prov.future = future
+        try:
+            self._executor.submit(self._run, prov, refresh, future)
+        except RuntimeError:  # closed meanwhile: settle at once with what is known
+            with prov.lock:
+                prov.future = None
+                snap = _snapshot(prov)
+            future.set_result(snap)
+        return future
+
+    def _run(self, prov: _Provider, refresh: bool, future: Future[ProviderCatalog]) -> None:
+        try:
+            with prov.lock:
+                have_live = prov.live is not None
+            result = self._fetch(prov.spec, refresh, self._expire_after(prov), have_live)
+        except BaseException as exc:  # _fetch catches everything it can; this keeps the future settling
+            result = _Result(None, error=_error_text(prov.spec, exc))
+        with prov.lock:
+            if result.models is not None:
+                prov.live = result.models
+                prov.state = "stale" if result.stale else "fresh"
+                prov.confirmed = not result.stale
+                prov.fetched_at = result.fetched_at
+                prov.error = result.error
+                prov.fresh_until = (result.fetched_at or time.time()) + self._expire_after(prov)
+            else:
+                prov.state = "stale" if prov.live is not None else "failed"
+                prov.confirmed = False
+                prov.error = result.error
+            if prov.state != "fresh":
+                prov.retry_at = time.monotonic() + min(self.retry_after_failure, self._expire_after(prov))
+            prov.future = None
+            snap = _snapshot(prov)
+        future.set_result(snap)
+        self._notify(snap)
+
+    def _fetch(self, spec: ProviderSpec, refresh: bool, expire_after: float, have_live: bool) -> _Result:
+        http = ProviderHTTP(self.session, self.timeout, refresh, expire_after=expire_after,
+                            total_timeout=self.total_timeout)
+        try:
+            models = _validated(_call(spec.live, http))
+        except Exception as exc:
+            http.rollback()  # keep the last good cached answer for the stale copy below and after restarts
+            error = _error_text(spec, exc)
+            if not have_live and http.requests:
+                stale = self._cached_copy(spec)
+                if stale is not None:
+                    return _Result(stale[0], stale=True, fetched_at=stale[1], error=error)
+            return _Result(None, error=error)
+        errors = "; ".join(http.errors) or None
+        return _Result(models, stale=http.used_stale, fetched_at=http.fetched_at,
+                       error=_scrub(spec, errors) if errors else None)
+
+    def _cached_copy(self, spec: ProviderSpec) -> tuple[list[Model], float] | None:
+        """Re-run the source on cached answers of any age (e.g. the last good catalog before a restart)."""
+        offline = ProviderHTTP(self.session, offline=True)
+        try:
+            return _validated(_call(spec.live, offline)), offline.fetched_at
+        except Exception:
+            return None
+
+    def _notify(self, snap: ProviderCatalog) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(snap)
+            except Exception:  # a subscriber's bug must not break fetching or other subscribers
+                log.exception("hermes-plugin: catalog subscriber failed")
+
+
+def _call(source: Any, http: ProviderHTTP) -> Any:
+    fetch = getattr(source, "fetch", None)
+    return fetch(http) if callable(fetch) else source(http)
+
+
+def _validated(items: Any) -> list[Model]:
+    """Valid items kept exactly; invalid ones skipped; a non-list or an all-invalid list is an error."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+        raise ProviderResponseError(f"expected a list of models, got {type(items).__name__}")
+    models: dict[str, Model] = {}
+    rejected = 0
+    for item in items:
+        try:
+            model = to_model(item)
+        except InvalidModelId:
+            rejected += 1
+            continue
+        models.setdefault(model.id, model)
+    if rejected and not models:
+        raise ProviderResponseError(f"none of the {rejected} models returned has a valid id")
+    return list(models.values())
+
+
+def _snapshot(prov: _Provider) -> ProviderCatalog:
+    """Build the immutable view; the caller holds ``prov.lock``."""
+    merged: dict[str, CatalogModel] = {}
+    for model in [*prov.spec.static, *prov.observed_static]:
+        merged.setdefault(model.id, CatalogModel(model.id, model.label, "static"))
+    for model in prov.live or ():
+        merged.setdefault(model.id, CatalogModel(model.id, model.label, "live"))
+    if prov.future is not None:
+        state = "pending"
+    elif prov.state == "new":
+        state = "fresh" if prov.spec.live is None else "pending"
+    else:
+        state = prov.state
+    return ProviderCatalog(prov.spec.id, prov.spec.label or prov.spec.id, state, prov.fetched_at, prov.error,
+                           list(merged.values()))
+
+
+def _judge(prov: _Provider, model_id: str) -> tuple[str, str | None, str | None]:
+    with prov.lock:
+        snap = _snapshot(prov)
+        no_live = prov.spec.live is None and not prov.observed_only
+        confirmed = prov.confirmed and prov.future is None
+        observed_live = prov.live is not None
+        raw_state = prov.state
+    name = snap.id
+    if model_id in snap.ids:
+        return "present", name, None
+    if no_live:
+        return "absent", name, f"{model_id} is not in {name}'s static catalog (it has no live catalog)"
+    if confirmed and snap.state == "fresh":
+        return "absent", name, f"{model_id} is not listed by {name}'s live catalog"
+    if snap.state == "pending":
+        why = "not fetched yet" if raw_state == "new" else "being fetched"
+        return "unknown", name, f"{name}'s live catalog is {why}"
+    if snap.state == "stale":
+        return "unknown", name, f"{name}'s live catalog is stale ({snap.error or 'last fetch failed'})"
+    if snap.state == "failed":
+        return "unknown", name, f"{name}'s live catalog could not be fetched ({snap.error or 'unknown error'})"
+    if not observed_live:
+        return "unknown", name, f"no live catalog of {name} has been seen yet"
+    return "unknown", name, f"{name}'s live catalog is not confirmed"
+
+
+def _error_text(spec: ProviderSpec, exc: BaseException) -> str:
+    # Our exceptions carry texts we wrote; anything else (a plugin's) gets its type name for context.
+    ours = isinstance(exc, (HermesPluginError, requests.RequestException))
+    text = str(exc) if ours else f"{type(exc).__name__}: {exc}"
+    return _clip(_scrub(spec, text or type(exc).__name__))
+
+
+def _scrub(spec: ProviderSpec, text: str) -> str:
+    """Belt and braces: the value of the source's API key variable never appears in an error."""
+    env_name = getattr(spec.live, "api_key_env", None)
+    secret = os.environ.get(env_name, "").strip() if isinstance(env_name, str) and env_name else ""
+    return text.replace(secret, "***") if len(secret) >= 4 else text
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"
