@@ -283,6 +283,7 @@ def test_spec_from_table_static_and_bundled_kinds() -> None:
         ("bad id", {"static": ["x"]}, "invalid provider id 'bad id'"),
         ("p", {"static": ["x"], "label": 5}, "label must be a string"),
         ("p", {"static": ["ok", ""]}, "model id must be"),
+        ("p", {"static": "just-one-id"}, "static must be a list"),
     ],
 )
 def test_spec_from_table_rejects_bad_tables(provider_id: str, table: Any, message: str) -> None:
