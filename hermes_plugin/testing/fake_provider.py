@@ -53,6 +53,7 @@ class FakeProvider:
         self._fault: str | None = None
         self._count = 0
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._release = threading.Event()
         self._started = False
         self._server = LoopbackServer(self._wsgi)
@@ -122,6 +123,11 @@ class FakeProvider:
         with self._lock:
             return self._count
 
+    def wait_requests(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until at least ``count`` model-list requests have arrived (an explicit wait for tests)."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: self._count >= count, timeout)
+
     def reset(self) -> None:
         """Zero the request counter."""
         with self._lock:
@@ -165,6 +171,7 @@ class FakeProvider:
         with self._lock:
             self._count += 1
             release = self._release
+            self._arrived.notify_all()
         if self.latency > 0:
             release.wait(self.latency)  # release()/stop() cut the latency short
         denied = self._check_auth(request)
