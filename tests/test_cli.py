@@ -148,7 +148,7 @@ def test_catalog_table(config: Path, provider: FakeProvider) -> None:
     result = run("--config", str(config), "--cache", "memory", "catalog")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert any(line.startswith("local (Local)  fresh  fetched ") and line.endswith("s ago") for line in lines)
+    assert any(line.startswith("local (Local)  fresh  fetched ") and line.endswith(" ago") for line in lines)
     assert any(line.split() == ["local/live-b", "live", "Live", "B"] for line in lines)
     assert any(line.split() == ["local/static-a", "static"] for line in lines)
     provider.stop()
@@ -156,6 +156,15 @@ def test_catalog_table(config: Path, provider: FakeProvider) -> None:
     assert failed.exit_code == 0
     header = failed.stdout.splitlines()[0]
     assert header.startswith("local (Local)  failed  never fetched  error: ")
+
+
+def test_catalog_age_wording() -> None:
+    from hermes_plugin.cli import _age
+
+    assert _age(None, 1000.0) == "never fetched"
+    assert [_age(1000.0 - ago, 1000.0) for ago in (0, 59, 60, 3599, 3600, 86400 * 3)] == [
+        "fetched 0s ago", "fetched 59s ago", "fetched 1m ago", "fetched 59m ago", "fetched 1h ago", "fetched 3d ago"]
+    assert _age(1010.0, 1000.0) == "fetched 0s ago"  # a clock step backwards is not a negative age
 
 
 def test_providers_command(config: Path) -> None:
