@@ -14,7 +14,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError, PluginRegistrationError
+from .errors import ConfigError, PluginRegistrationError, ProviderResponseError
 from .models import Model, to_models
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,13 @@ def make_spec(provider_id: Any, static: Any = (), live: Any = None, label: Any =
         raise TypeError(f"provider {provider_id}: label must be a string")
     if expire_after is not None and not isinstance(expire_after, (int, float)):
         raise TypeError(f"provider {provider_id}: expire_after must be seconds")
-    return ProviderSpec(provider_id, label, to_models(list(static or ())), live,
+    if isinstance(static, (str, bytes, Mapping)):  # list("abc") would register one model per character
+        raise TypeError(f"provider {provider_id}: static must be a list of model ids or Model objects")
+    try:
+        models = to_models(list(static or ()))
+    except ProviderResponseError as exc:
+        raise ValueError(f"provider {provider_id}: {exc}") from exc
+    return ProviderSpec(provider_id, label, models, live,
                         float(expire_after) if expire_after is not None else None, plugin)
 
 
@@ -192,7 +198,10 @@ def spec_from_table(provider_id: str, table: Any, kinds: Mapping[str, Callable[.
             raise ConfigError(f"provider {provider_id}: {exc}") from exc
     else:
         raise ConfigError(f"provider {provider_id}: unknown kind {kind!r} (known: static, {', '.join(sorted(kinds))})")
-    static = list(declared.pop("static", ()) or ()) + list(table.get("static", ()) or ())
+    table_static = table.get("static", ()) or ()
+    if isinstance(table_static, (str, bytes, Mapping)):
+        raise ConfigError(f"provider {provider_id}: static must be a list of model ids")
+    static = list(declared.pop("static", ()) or ()) + list(table_static)
     label = table.get("label", declared.pop("label", None))
     expire_after = table.get("expire_after", declared.pop("expire_after", None))
     try:
