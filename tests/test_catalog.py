@@ -17,7 +17,7 @@ from hermes_plugin.errors import UnknownProviderError
 from hermes_plugin.plugins import make_plugin_manager, make_spec
 from hermes_plugin.testing.fake_provider import FakeProvider
 
-FAST = {"timeout": (1.0, 0.5), "total_timeout": 1.5}
+FAST: dict[str, Any] = {"timeout": (1.0, 0.5), "total_timeout": 1.5}
 
 
 @pytest.fixture

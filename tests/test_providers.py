@@ -23,7 +23,7 @@ from hermes_plugin.plugins import collect_registrations, make_plugin_manager, ma
 from hermes_plugin.testing.fake_provider import FakeProvider
 from hermes_plugin.testing.servers import LoopbackServer
 
-FAST = {"timeout": (1.0, 0.5), "total_timeout": 1.5}
+FAST: dict[str, Any] = {"timeout": (1.0, 0.5), "total_timeout": 1.5}
 
 
 @pytest.fixture
