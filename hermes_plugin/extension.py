@@ -150,7 +150,8 @@ class GuardState:
         """Why this request counts as cross-origin, or None (same origin or an allowed one)."""
         origin = request.headers.get("Origin")
         if origin is not None:
-            if origin == request.host_url.rstrip("/") or origin in self.config["HERMES_PLUGIN_ALLOWED_ORIGINS"]:
+            scheme = {"ws": "http", "wss": "https"}.get(request.scheme, request.scheme)  # a WebSocket's page origin
+            if origin == f"{scheme}://{request.host}" or origin in self.config["HERMES_PLUGIN_ALLOWED_ORIGINS"]:
                 return None
             return f"origin {origin[:100]!r} may not write here"
         if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":

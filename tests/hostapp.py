@@ -71,6 +71,7 @@ def create_app(tmp_path: Path, guard: ModelGuard | None = None, sessions: dict[s
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
     app.config["HERMES_PLUGIN_CACHE"] = "memory"
     app.config.update(config)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     store = SessionStore(tmp_path / "sessions.json")
     for session_id, model in (sessions or {}).items():
         store.create(session_id, model)

@@ -1,0 +1,169 @@
+"""The /ws fan-out with a real WebSocket client against a real loopback server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import simple_websocket
+from hostapp import create_app, provider_config, running
+
+from hermes_plugin import hookimpl
+from hermes_plugin.testing.fake_provider import FakeProvider
+from hermes_plugin.ws import Hub
+
+LIVE_ONLY = "live/kimi-k2"
+WAIT = 30  # an upper bound for a message that must come, never a synchronisation delay
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeProvider]:
+    with FakeProvider("openai", models=[LIVE_ONLY]) as fake:
+        yield fake
+
+
+@pytest.fixture
+def app(tmp_path, provider):
+    return create_app(tmp_path, sessions={"s1": LIVE_ONLY}, HERMES_PLUGIN_PROVIDERS={"prov": provider_config(provider)})
+
+
+@pytest.fixture
+def url(app) -> Iterator[str]:
+    with running(app) as base:
+        yield base
+
+
+class Client(simple_websocket.Client):
+    """simple_websocket's client leaves a frame that arrives with the handshake unread until more data comes."""
+
+    def handshake(self) -> None:
+        super().handshake()
+        self._handle_events()  # the server's hello may be in that same packet
+
+
+def connect(url: str, **headers: str) -> simple_websocket.Client:
+    client = Client.connect(url.replace("http://", "ws://") + "/hermes-plugin/ws", headers=headers)
+    assert json.loads(client.receive(timeout=WAIT)) == {"type": "hello"}  # registered with the hub from here on
+    return client
+
+
+def next_of(client: simple_websocket.Client, kind: str) -> dict[str, Any]:
+    while True:
+        message = client.receive(timeout=WAIT)
+        assert message is not None, f"no {kind} event"
+        event = json.loads(message)
+        if event["type"] == kind:
+            return event  # type: ignore[no-any-return]
+
+
+def test_model_event_reaches_every_tab(url):
+    tabs = [connect(url), connect(url)]
+    try:
+        response = requests.post(url + "/api/session/update", json={"session_id": "s1", "model": "live/new"},
+                                 headers={"X-Hermes-Intent": "user"}, timeout=30)
+        assert response.status_code == 200
+        for tab in tabs:
+            assert next_of(tab, "model") == {"type": "model", "session": "s1", "model": "live/new", "version": 2}
+    finally:
+        for tab in tabs:
+            tab.close()
+
+
+def test_catalog_event_when_a_provider_settles(url):
+    tab = connect(url)
+    try:
+        requests.get(url + "/hermes-plugin/api/catalog/prov?refresh=1", timeout=30)
+        event = next_of(tab, "catalog")
+        assert (event["provider"], event["state"]) in {("prov", "pending"), ("prov", "fresh")}
+        while event["state"] != "fresh":
+            event = next_of(tab, "catalog")
+    finally:
+        tab.close()
+
+
+def test_a_kept_write_sends_no_model_event(url):
+    tab = connect(url)
+    try:
+        kept = requests.post(url + "/api/session/update", json={"session_id": "s1", "model": "other"},
+                             headers={"X-Hermes-Intent": "auto"}, timeout=30)
+        assert kept.headers["X-Hermes-Decision"] == "keep"
+        user = requests.post(url + "/api/session/update", json={"session_id": "s1", "model": "live/x"},
+                             headers={"X-Hermes-Intent": "user"}, timeout=30)
+        assert user.headers["X-Hermes-Decision"] == "pass", user.text
+        assert next_of(tab, "model")["model"] == "live/x"  # the first model event is the user's, not the kept one
+    finally:
+        tab.close()
+
+
+def test_a_client_that_never_reads_does_not_block_writes(url, app):
+    silent = connect(url)  # connected, never reads again
+    reader = connect(url)
+    try:
+        for index in range(30):
+            response = requests.post(url + "/api/session/update", json={"session_id": "s1", "model": f"live/m{index}"},
+                                     headers={"X-Hermes-Intent": "user"}, timeout=30)
+            assert response.status_code == 200
+        versions = [next_of(reader, "model")["version"] for _ in range(30)]
+        assert versions == list(range(2, 32))
+    finally:
+        silent.close()
+        reader.close()
+
+
+def test_hub_drops_a_full_client_without_blocking():
+    hub = Hub(queue_size=2)
+    stuck = hub.connect()  # nobody drains this queue
+    live = hub.connect()
+    for index in range(3):
+        hub.publish({"n": index})
+        live.queue.get_nowait()
+    assert hub.dropped == 1
+    assert stuck.closed.is_set()
+    assert len(hub) == 1
+    hub.publish({"n": 3})
+    assert json.loads(live.queue.get_nowait()) == {"n": 3}
+
+
+def test_hub_publish_from_many_threads():
+    hub = Hub(queue_size=1000)
+    client = hub.connect()
+    threads = [threading.Thread(target=lambda: [hub.publish({"x": 1}) for _ in range(100)]) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert client.queue.qsize() == 500
+
+
+def test_cross_origin_websocket_is_refused(url):
+    with pytest.raises(simple_websocket.ConnectionError) as refused:
+        simple_websocket.Client.connect(url.replace("http://", "ws://") + "/hermes-plugin/ws",
+                                        headers={"Origin": "http://evil.example"})
+    assert refused.value.status_code == 403
+    connect(url, Origin="http://127.0.0.1").close()  # same origin (simple_websocket sends Host without the port)
+
+
+def test_websocket_goes_through_authorisation(url, app):
+    class Gate:
+        @hookimpl
+        def authorize_request(self, request: Any, action: str, session_id: str | None) -> bool | None:
+            return False if action == "ws" else None
+
+    pm = app.extensions["hermes_plugin"].pm
+    pm.register(Gate(), name="test-ws-gate")
+    try:
+        with pytest.raises(simple_websocket.ConnectionError) as refused:
+            simple_websocket.Client.connect(url.replace("http://", "ws://") + "/hermes-plugin/ws")
+        assert refused.value.status_code == 403
+    finally:
+        pm.unregister(name="test-ws-gate")
+
+
+def test_plain_http_to_the_websocket_route_is_a_json_error(url):
+    response = requests.get(url + "/hermes-plugin/ws", timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_request"
