@@ -97,6 +97,8 @@ def create_app(tmp_path: Path, guard: ModelGuard | None = None, sessions: dict[s
     @guard.model_write(session="session_id", model="model")
     def update_session() -> Any:
         body = request.get_json()
+        if "session_id" not in body:  # the guard lets a write without a session through: the host decides
+            return jsonify({"error": "session_id required"}), 400
         session = store.update(body["session_id"], model=body.get("model"), workspace=body.get("workspace"))
         if session is None:
             return jsonify({"error": "no such session"}), 404
