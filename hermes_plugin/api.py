@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.resources
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -58,7 +57,7 @@ def state() -> Any:
 
 def static_folder() -> str:
     """The installed ``hermes_plugin.static`` package directory (the repo's ``static/``)."""
-    return os.fspath(importlib.resources.files("hermes_plugin.static"))  # type: ignore[arg-type]
+    return str(importlib.resources.files("hermes_plugin.static"))  # a real directory: the package is not zipped
 
 
 def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Blueprint, Sock]:

@@ -334,7 +334,7 @@ def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
             response.set_etag(str(version))
             return response
         stored = state.read_model(session)
-        availability = state.availability(stored) if needs_availability(stored, proposed, intent) else None
+        availability = state.availability(stored) if stored and needs_availability(stored, proposed, intent) else None
         decision = decide(stored, proposed, intent, availability, on_keep, session)
         state.notify(decision)
         if decision.outcome == "reject":

@@ -89,7 +89,7 @@ def grouped(doc: Any, provider_path: str, models_path: str) -> list[tuple[Any, l
     ``groups[].models[].id``): one (provider, models) per item of that list; else one pair for the document."""
     provider_steps, model_steps = parse(provider_path), parse(models_path)
     shared = 0  # steps up to and including the last common list walk
-    for index, (a, b) in enumerate(zip(provider_steps, model_steps)):
+    for index, (a, b) in enumerate(zip(provider_steps, model_steps, strict=False)):
         if a != b:
             break
         if a.walk:

@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask, jsonify
+from hostapp import create_app, provider_config, running
 
 from hermes_plugin import ModelGuard, hookimpl
 from hermes_plugin.testing.fake_provider import FakeProvider
-
-from hostapp import create_app, provider_config, running
 
 LIVE_ONLY = "live/kimi-k2"  # like the seed's Kimi K2: only the live catalog lists it
 STATIC = "static/opus"
