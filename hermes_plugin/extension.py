@@ -106,6 +106,7 @@ class GuardState:
         self.hub = Hub(config["HERMES_PLUGIN_WS_QUEUE"])
         self.endpoints = observe.endpoints(config["HERMES_PLUGIN_LIVE_URLS"], config["HERMES_PLUGIN_STATIC_URLS"])
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
+        self.extra_writes: list[dict[str, str]] = []  # browser write routes not declared by a view (the proxy's)
         self.catalog.subscribe(self._catalog_changed)
 
     def _catalog_changed(self, catalog: Any) -> None:
@@ -224,10 +225,7 @@ class ModelGuard:
             def guarded(*args: Any, **kwargs: Any) -> Any:
                 if request.method in SAFE_METHODS:
                     return view(*args, **kwargs)
-                try:
-                    return _guarded_write(_state(current_app), spec, view, args, kwargs)
-                except WriteRefused as refused:
-                    return refused.response
+                return guard_write(spec, view, *args, **kwargs)
 
             guarded._hermes_write = spec  # type: ignore[attr-defined]  # found by inject.write_routes
             return guarded  # type: ignore[return-value]
@@ -267,6 +265,14 @@ def _state(app: Any) -> GuardState:
         return app.extensions[EXTENSION]  # type: ignore[no-any-return]
     except KeyError:
         raise RuntimeError("this app was not initialised with ModelGuard (call guard.init_app(app))") from None
+
+
+def guard_write(spec: WriteSpec, view: Callable[..., Any], *args: Any, **kwargs: Any) -> Response:
+    """Run ``view`` as a guarded write of the current app (the decorator and the reverse proxy share this)."""
+    try:
+        return _guarded_write(_state(current_app), spec, view, args, kwargs)
+    except WriteRefused as refused:
+        return refused.response
 
 
 def _parse_write(spec: WriteSpec) -> tuple[dict[str, Any], str | None, str | None]:

@@ -54,6 +54,8 @@ def write_routes(app: Flask, script_root: str = "") -> list[dict[str, str]]:
         session = f"path:{spec.session}" if spec.session in names else f"body:{spec.session}"
         for method in sorted((rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}):
             routes.append({"method": method, "url": regex, "session": session, "model": f"body:{spec.model}"})
+    state = app.extensions.get("hermes_plugin")
+    routes.extend(dict(entry) for entry in getattr(state, "extra_writes", ()))  # e.g. the reverse proxy's routes
     return routes
 
 

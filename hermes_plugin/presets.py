@@ -1,0 +1,49 @@
+"""Built-in ``[proxy]`` tables for known host apps (``hermes-plugin proxy --preset NAME``).
+
+A preset is exactly what a user would write under ``[proxy]`` in the TOML file; docs/proxy.md walks
+through ``hermes-webui`` as the example of writing one.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .errors import ConfigError
+
+LIVE_URL = r"/api/models/live\?provider=(?P<provider>[^&]+)"
+SESSION_URL = r"/api/session\?session_id=(?P<session>[^&]+)"
+
+# The seed's app (hermes-webui), from its public API.
+HERMES_WEBUI: dict[str, Any] = {
+    "model_select": "#modelSelect",
+    "static_urls": [{"url": r"/api/models$", "models": "groups[].models[].id", "provider": "groups[].provider_id"}],
+    "live_urls": [{"url": LIVE_URL, "models": "models[].id"}],
+    "session_read": {"url": "/api/session?session_id={session}", "model": "session.model"},
+    "session_urls": [{"url": SESSION_URL, "model": "session.model", "session": "session.session_id"}],
+    "writes": [
+        {"method": "POST", "url": r"^/api/session/update$", "session": "session_id", "model": "model"},
+        {"method": "POST", "url": r"^/api/session/new$", "model": "model"},
+        {"method": "POST", "url": r"^/api/chat/start$", "session": "session_id", "model": "model"},
+    ],
+}
+
+# The reference demo host (``hermes-plugin demo --no-guard`` or hermes_plugin.demo.plain): the same routes,
+# but its static groups name the provider ``provider``, it reports the live state, and it has a custom picker.
+DEMO: dict[str, Any] = {
+    **copy.deepcopy(HERMES_WEBUI),
+    "model_select": "#modelSelect, [data-hermes-model]",
+    "picker": "#modelPicker",
+    "static_urls": [{"url": r"/api/models$", "models": "groups[].models[].id", "provider": "groups[].provider"}],
+    "live_urls": [{"url": LIVE_URL, "models": "models[].id", "state": "state"}],
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"hermes-webui": HERMES_WEBUI, "demo": DEMO}
+
+
+def preset(name: str) -> dict[str, Any]:
+    """A fresh copy of a built-in ``[proxy]`` table; ConfigError naming the known ones otherwise."""
+    try:
+        return copy.deepcopy(PRESETS[name])
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})") from None
