@@ -21,6 +21,9 @@ class SessionStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / STORE_NAME
         self._lock = threading.RLock()
+        # A host killed mid-write leaves its temp file behind; without this, every crash adds one forever.
+        for stale in self.dir.glob(".sessions-*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def _read(self) -> dict[str, dict[str, Any]]:
         try:
