@@ -156,6 +156,9 @@ def _check(body: Any, required: tuple[str, ...]) -> str | None:
 def _handler(app: PlainDemo) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as a real app server would
+        # Buffered: headers and body leave in one write (two small writes on a kept-alive connection meet
+        # Nagle + delayed ACK, 40 ms per response); http.server flushes after every request.
+        wbufsize = -1
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet like the Flask build's test server
