@@ -345,6 +345,52 @@ def demo(host: str, port: int, latency_ms: int, static_latency_ms: int, fail: st
              guard=not no_guard, data_dir=data_dir)
 
 
+@cli.command()
+@click.option("--upstream", required=True, metavar="URL",
+              help="The chat app to guard, e.g. http://127.0.0.1:8787 (it keeps running unchanged).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface the proxy listens on.")
+@click.option("--port", default=8788, show_default=True, type=click.IntRange(0, 65535),
+              help="Port the proxy listens on; open the app at this address instead of the upstream's.")
+@click.option("--config", "proxy_config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML file with a [proxy] table (write routes, session read, catalog URLs) and [providers.*].")
+@click.option("--preset", default=None, metavar="NAME",
+              help="Built-in [proxy] table for a known app instead of --config: hermes-webui, demo.")
+@click.pass_context
+def proxy(ctx: click.Context, upstream: str, host: str, port: int, proxy_config_path: str | None,
+          preset: str | None) -> None:
+    """Guard an app that is not a Flask app: serve it through a reverse proxy that adds hermes-plugin.
+
+    Every request is forwarded to --upstream unchanged (streams, server-sent events, WebSockets, cookies,
+    redirects); on the way the proxy injects the browser guard into HTML pages, guards the model writes
+    the config names, learns catalogs from the app's own catalog responses and serves /hermes-plugin/.
+    For production run it under gunicorn (docs/proxy.md). Ctrl-C to stop.
+
+    \b
+    Example:
+      hermes-plugin proxy --upstream http://127.0.0.1:8787 --preset hermes-webui
+    """
+    from werkzeug.serving import make_server
+
+    from .proxy import create_app
+
+    config_path = proxy_config_path or (None if preset else _env(ctx).config_path)
+    app = create_app(upstream, config=config_path, preset=preset)
+    logging.getLogger("hermes_plugin.proxy.access").setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("hermes_plugin.proxy.access").addHandler(handler)
+    server: Any = make_server(host, port, app, threaded=True)
+    click.echo(f"hermes-plugin proxy: http://{host}:{server.port}/ -> {upstream} "
+               f"({'preset ' + preset if preset else config_path})")
+    click.echo("  Ctrl-C to stop", err=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console script entry point (``hermes-plugin``)."""
     cli.main(args=argv, prog_name="hermes-plugin")
