@@ -68,9 +68,25 @@ class Hub:
                 self.disconnect(client)
 
 
+def refuse_input(ws: Any, client: Client) -> None:
+    """The protocol is server -> client only: a client that sends anything is let go, so its input never piles up."""
+    try:
+        while ws.connected and not client.closed.is_set():
+            if ws.receive(timeout=IDLE_CHECK_SECONDS) is not None:
+                break
+    except Exception:  # a closed or broken socket: the connection ends either way
+        pass
+    client.closed.set()
+    try:
+        client.queue.put_nowait("")  # wake the sender so it ends now, not at its next idle check
+    except queue.Full:
+        pass
+
+
 def serve(ws: Any, hub: Hub) -> None:
     """Run one connection: say hello once registered (clients may rely on it), then forward events."""
     client = hub.connect()
+    threading.Thread(target=refuse_input, args=(ws, client), daemon=True, name="hermes-ws-input").start()
     try:
         ws.send(json.dumps({"type": "hello"}))
         while ws.connected and not client.closed.is_set():
