@@ -8,6 +8,7 @@ ways; only responses the guard must read (HTML pages, catalog JSON, guarded writ
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import logging
 import re
@@ -524,7 +525,8 @@ def _websocket_routes(app: Flask, proxy: Proxy, prefix: str) -> None:
             except ConnectionClosed:
                 pass
             finally:
-                ws.close()
+                with contextlib.suppress(ConnectionClosed):  # the client may have closed first
+                    ws.close()
 
         thread = threading.Thread(target=down, name="hermes-proxy-ws", daemon=True)
         thread.start()

@@ -22,8 +22,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from ..errors import InvalidModelId
 from ..models import validate_write_id
 from .app import HERE
-from .store import SessionStore
 from .app import seed_sessions as _seed
+from .store import SessionStore
 
 MAX_BODY = 1 * 2**20  # the demo's writes are small JSON objects
 
@@ -129,7 +129,7 @@ class PlainDemo:
     def url(self) -> str:
         assert self.server is not None, "not serving"
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def stop(self) -> None:
         if self.server is not None:

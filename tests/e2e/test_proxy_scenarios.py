@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import WRITE_ROUTES, DemoHost
+from test_scenarios import *  # noqa: F403  (the S1-S13 tests, collected again with the fixture below)
 
 from hermes_plugin.demo.app import demo_providers
 from hermes_plugin.demo.plain import PlainDemo
 from hermes_plugin.presets import preset
 from hermes_plugin.proxy import create_app, proxy_config
 from hermes_plugin.pytest_plugin import ModelWriteRecorder
-
-from conftest import WRITE_ROUTES, DemoHost
-from test_scenarios import *  # noqa: F403  (the S1-S13 tests, collected again with the fixture below)
 
 pytestmark = pytest.mark.e2e
 
