@@ -155,8 +155,9 @@ class GuardState:
             if origin == f"{scheme}://{request.host}" or origin in self.config["HERMES_PLUGIN_ALLOWED_ORIGINS"]:
                 return None
             return f"origin {origin[:100]!r} may not write here"
-        if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
-            return "cross-site request"
+        # same-site is still another origin (a sibling subdomain): only same-origin and "none" (typed URL) pass.
+        if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+            return f"{request.headers['Sec-Fetch-Site'].lower()} request"
         return None
 
     def intent(self) -> str:
