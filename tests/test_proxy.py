@@ -428,3 +428,45 @@ def test_path_group_sessions_are_guarded(upstream, loopback_server):
     picked = requests.put(f"{url}/chats/c1", json={"settings": {"model": "p/x"}}, headers={"X-Hermes-Intent": "user"},
                           timeout=WAIT)
     assert picked.headers["X-Hermes-Decision"] == "pass" and models["c1"] == "p/x"
+
+
+# -- the command ----------------------------------------------------------------------------------------
+
+
+def test_cli_help_and_one_line_errors():
+    from click.testing import CliRunner
+
+    from hermes_plugin.cli import cli
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["proxy", "--help"])
+    assert result.exit_code == 0 and "--upstream URL" in result.output and "hermes-webui" in result.output
+    for args, message in ((["--preset", "nope"], "unknown preset 'nope'"),
+                          (["--preset", "demo", "--config", "x.toml"], "not both"),
+                          ([], "needs --config")):
+        result = runner.invoke(cli, ["proxy", "--upstream", "http://127.0.0.1:9", *args], env={"HERMES_PLUGIN_CONFIG": ""})
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [f"Error: {result.output.split('Error: ', 1)[1].strip()}"]
+        assert message in result.output and "Traceback" not in result.output
+
+
+def test_cli_proxy_serves_until_interrupted(upstream, loopback_server):
+    import signal
+    import subprocess
+    import sys
+
+    up = loopback_server(upstream.app)
+    proc = subprocess.Popen([sys.executable, "-c", "from hermes_plugin.cli import main; main()", "proxy",
+                             "--upstream", up.url, "--preset", "demo", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stdout.readline()  # type: ignore[union-attr]
+        assert banner.startswith("hermes-plugin proxy: http://127.0.0.1:"), banner + proc.stderr.read()  # type: ignore[union-attr]
+        url = banner.split()[2].rstrip("/")
+        page = requests.get(f"{url}/page", headers={"Accept": "text/html"}, timeout=WAIT)
+        assert 'id="hermes-plugin-config"' in page.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0
+    assert '"GET /page" 200' in out  # the access log

@@ -213,3 +213,32 @@ def _handler(app: PlainDemo) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
 
     return Handler
+
+
+def main(port: int = 8787, latency_ms: int = 300) -> None:
+    """``python -m hermes_plugin.demo.plain [PORT]``: the plain host with two simulated providers, unguarded."""
+    import sys
+    import tempfile
+
+    from ..testing.fake_provider import FakeProvider
+    from .app import LOCALAI_LIVE, OPENROUTER_LIVE, demo_providers
+
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else port
+    openrouter = FakeProvider("openai", OPENROUTER_LIVE, latency=latency_ms / 1000).start()
+    localai = FakeProvider("ollama", LOCALAI_LIVE, latency=latency_ms / 1000).start()
+    demo = PlainDemo(demo_providers(openrouter.base_url, localai.base_url), tempfile.mkdtemp(prefix="hermes-plain-"))
+    demo.serve(port=port)
+    print(f"plain demo host (no guard): {demo.url}/ — guard it with: "
+          f"hermes-plugin proxy --upstream {demo.url} --preset demo", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.stop()
+        openrouter.stop()
+        localai.stop()
+
+
+if __name__ == "__main__":
+    main()
