@@ -1,17 +1,16 @@
-// hermes-plugin browser guard; how and why: docs/browser-guard.md
+// hermes-plugin guard: docs/browser-guard.md
 (() => {
-const W = window, D = document, SEL = '#modelSelect, [data-hermes-model]';
-if (W.hermesGuard) return; // injected twice
+const W = window, D = document;
+if (W.hermesGuard) return;
 const now = () => performance.now();
 const warn = e => console.warn('hermes-guard:', e);
 const safely = f => { try { return f(); } catch (e) { warn(e); } };
 const str = (v, d) => typeof v === 'string' && v ? v : d;
+const dec = s => safely(() => decodeURIComponent(s)) ?? s;
 
-// Python regex -> JS named groups
 const toJsRegex = src => new RegExp(String(src).replace(/\\.|\(\?P<(\w+)>|\(\?P=(\w+)\)/g,
   (m, n, r) => n ? `(?<${n}>` : r ? `\\k<${r}>` : m));
 
-// "a.b" walks objects, "x[]" the list at x
 const walk = (obj, path) => String(path).split('.').reduce((cur, seg) => {
   const many = seg.endsWith('[]'), key = many ? seg.slice(0, -2) : seg;
   return cur.flatMap(v => {
@@ -26,12 +25,12 @@ const parseConfig = text => {
   if (c?.constructor !== Object) throw Error('config is not an object');
   const out = {
     prefix: str(c.prefix, '/hermes-plugin').replace(/\/+$/, ''), ws: str(c.ws), picker: str(c.picker),
-    modelSelect: str(c.modelSelect, SEL), timeout: c.fetchTimeoutMs > 0 ? +c.fetchTimeoutMs : 20000,
+    modelSelect: str(c.modelSelect, '#modelSelect, [data-hermes-model]'),
+    timeout: c.fetchTimeoutMs > 0 ? +c.fetchTimeoutMs : 20000,
   };
-  D.querySelector(out.modelSelect); // fail here, not in host events
-  for (const kind of ['writes', 'live', 'static', 'sessions']) {
+  D.querySelector(out.modelSelect);
+  for (const kind of ['writes', 'live', 'static', 'sessions'])
     out[kind] = [].concat(c[kind] || []).flatMap(e => safely(() => str(e.url) && [{ ...e, kind, re: toJsRegex(e.url) }]) || []);
-  }
   return out;
 };
 
@@ -43,7 +42,7 @@ const decideIntent = c => {
 const expose = off => {
   W.hermesGuard = Object.freeze({
     pending: () => [...pending.keys()],
-    whenSettled: () => pending.size ? new Promise(r => waiters.push(r)) : Promise.resolve(),
+    whenSettled: () => new Promise(r => pending.size ? waiters.push(r) : r()),
     userIntent: () => { markAt = now(); },
     state: () => ({ ...off, session: cur, model: stored() ?? null, held: held.length }),
     _internals: { toJsRegex, walk, parseConfig, decideIntent },
@@ -51,61 +50,56 @@ const expose = off => {
 };
 
 const pending = new Map(), waiters = [], held = [], known = new Map(), versions = new Map(), pickAt = new Map(), ofetch = W.fetch;
-let cfg, cur = null, pick, gestureAt, markAt, unloading = false, unavailable, budget = 0, busy = false;
-const stored = () => known.get(cur);
+let cfg, cur = null, pick, gestureAt, markAt, unloading, unavailable, budget = 0, frames = 0;
+const stored = () => known.get(cur), gesture = () => now() - gestureAt <= 1500;
 try {
   cfg = parseConfig(D.getElementById('hermes-plugin-config').textContent);
-} catch (e) { // no usable config: stay out of the way
+} catch (e) {
   warn(e);
   return expose({ disabled: e.message });
 }
 
 const HDR = 'X-Hermes-Intent', FAKE = 'data-hermes-unavailable', NOTICE = 'hermes-notice';
 const emit = (name, detail = {}) => D.dispatchEvent(new CustomEvent('hermes:' + name, { detail }));
-const dec = s => safely(() => decodeURIComponent(s)) ?? s;
+const group = (m, k) => (k = m.groups?.[k]) && dec(k);
 
 const classify = (method, url) => {
-  const u = new URL(url, location.href), own = cfg.prefix + '/api/catalog';
-  let m, target = u.pathname + u.search;
+  const u = new URL(url, location.href), own = cfg.prefix + '/api/catalog', path = u.pathname, target = path + u.search;
+  let m;
   if (u.origin !== location.origin) return;
   method = (method || 'GET').toUpperCase();
-  for (const e of cfg.writes) {
+  for (const e of cfg.writes)
     if ((e.method || 'POST').toUpperCase() === method && (m = e.re.exec(target))) return { kind: 'write', e, m };
-  }
-  if (u.pathname === own || u.pathname.startsWith(own + '/')) {
-    return { kind: 'catalog', key: dec(u.pathname.slice(own.length + 1)) || 'hermes:catalog' };
-  }
+  if (path === own || path.startsWith(own + '/')) return { kind: 'catalog', key: dec(path.slice(own.length + 1)) || 'hermes:catalog' };
   for (const e of [...cfg.live, ...cfg.static, ...cfg.sessions]) {
     if (!(m = e.re.exec(target))) continue;
-    const g = m.groups?.provider;
-    return e.kind === 'sessions' ? { kind: 'session', e, m } : { kind: 'catalog', key: g ? dec(g) : `${e.kind}:${e.url}` };
+    return { e, m, kind: e.kind === 'sessions' ? 'session' : 'catalog', key: group(m, 'provider') || `${e.kind}:${e.url}` };
   }
 };
 
 const pend = key => {
   const n = pending.get(key) || 0;
-  let over = false;
+  let timer = setTimeout(() => done(), cfg.timeout);
   pending.set(key, n + 1);
   if (!n) emit('pending', { provider: key });
   const done = () => {
-    if (over) return;
-    over = true;
+    if (!timer) return;
     clearTimeout(timer);
-    pending.set(key, pending.get(key) - 1);
-    if (!pending.get(key)) pending.delete(key);
+    timer = 0;
+    const left = pending.get(key) - 1;
+    left ? pending.set(key, left) : pending.delete(key);
     if (pending.size) return;
     safely(reapply);
-    for (const h of held.splice(0)) safely(h.send); // the server decides
+    for (const send of held.splice(0)) safely(send);
     emit('settled');
     for (const r of waiters.splice(0)) r();
     safely(checkUnavailable);
   };
-  const timer = setTimeout(done, cfg.timeout);
   return done;
 };
 
 const setKnown = (s, m, v) => {
-  if (versions.get(s) > v) return; // an older version never wins
+  if (versions.get(s) > v) return;
   if (v != null) versions.set(s, v);
   str(m) ? known.set(s, m) : known.delete(s);
   budget = 0;
@@ -116,21 +110,20 @@ const clearUnavailable = () => {
 };
 const setCurrent = s => { if (cur !== s) { cur = s; budget = 0; clearUnavailable(); } };
 
+const sessionModel = s => ofetch.call(W, `${cfg.prefix}/api/sessions/${encodeURIComponent(s)}/model`).then(r => r.json()).then(info => {
+  if (info.session === s) {
+    setKnown(s, info.model, +info.version);
+    if (s === cur) reapply();
+  }
+  return info;
+}).catch(() => ({}));
+
 const learnSession = (c, j, t0) => {
-  const s = (c.e.session && first(walk(j, c.e.session))) || (c.m.groups?.session && dec(c.m.groups.session));
+  const s = (c.e.session && first(walk(j, c.e.session))) || group(c.m, 'session');
   if (!s) return;
   setCurrent(s);
-  if (!(pickAt.get(s) > t0) && c.e.model) // a later pick wins
-    setKnown(s, first(walk(j, c.e.model)));
-  reapply();
-};
-
-const sessionModel = async s => {
-  try {
-    const info = await (await ofetch.call(W, `${cfg.prefix}/api/sessions/${encodeURIComponent(s)}/model`)).json();
-    if (info.session === s) setKnown(s, info.model, +info.version);
-    return info;
-  } catch (e) { return {}; }
+  if (!(pickAt.get(s) > t0) && c.e.model) setKnown(s, first(walk(j, c.e.model)));
+  known.has(s) ? reapply() : sessionModel(s);
 };
 
 const selects = () => [...D.querySelectorAll(cfg.modelSelect)].filter(n => n.options);
@@ -141,18 +134,19 @@ const show = (sel, m) => {
   emit('reapplied', { session: cur, model: m });
 };
 
-function reapply() {
+// value resets fire no mutation: re-check a few frames
+const tick = () => { if (!gesture()) safely(() => reapply(1)); if (--frames > 0) requestAnimationFrame(tick); };
+
+function reapply(again) {
   const m = stored();
-  if (m == null || busy || budget > 50) return; // host fights back
-  busy = true;
-  try {
-    for (const sel of selects()) {
-      const real = option(sel, m);
-      if (real && unavailable) clearUnavailable();
-      if (!real && unavailable?.s === cur && unavailable.m === m && !option(sel, m, 1)) markUnavailable(sel);
-      else if ((real || option(sel, m, 1)) && sel.value !== m) { budget++; show(sel, m); }
-    }
-  } finally { busy = false; }
+  if (m == null || budget > 50) return;
+  if (!again) { if (!frames) requestAnimationFrame(tick); frames = 15; }
+  for (const sel of selects()) {
+    const real = option(sel, m);
+    if (real && unavailable) clearUnavailable();
+    if (!real && unavailable?.s === cur && unavailable.m === m && !option(sel, m, 1)) markUnavailable(sel);
+    else if ((real || option(sel, m, 1)) && sel.value !== m) { budget++; show(sel, m); }
+  }
 }
 
 const markUnavailable = sel => {
@@ -178,12 +172,12 @@ const describeWrite = (c, body, header) => {
   const json = safely(() => body && JSON.parse(body));
   const read = spec => {
     const [kind, p] = String(spec).split(/:(.*)/);
-    return kind === 'path' ? c.m.groups?.[p] && dec(c.m.groups[p]) : kind === 'body' && json ? first(walk(json, p)) : undefined;
+    return kind === 'path' ? group(c.m, p) : kind === 'body' && json ? first(walk(json, p)) : undefined;
   };
   const session = read(c.e.session), model = read(c.e.model), t = now();
   const intent = decideIntent({ header, proposed: model, pick, gestureAt, markAt, now: t });
   if (intent === 'user') {
-    markAt = undefined; // one-shot
+    markAt = undefined;
     if (session != null && model != null) {
       if (cur == null) setCurrent(session);
       setKnown(session, model);
@@ -194,10 +188,9 @@ const describeWrite = (c, body, header) => {
 };
 
 const hold = (w, send) => {
-  const h = { send };
-  if (!unloading) held.push(h);
+  if (!unloading) held.push(send);
   emit('write-held', w.detail);
-  return h;
+  return send;
 };
 const unhold = h => held.includes(h) && held.splice(held.indexOf(h), 1);
 
@@ -205,7 +198,7 @@ const afterWrite = (w, kept) => {
   if (!kept) return;
   emit('write-kept', { ...w.detail, reason: kept });
   reapply();
-  if (w.session != null) sessionModel(w.session).then(() => w.session === cur && reapply());
+  if (w.session != null) sessionModel(w.session);
 };
 
 const fetchWrite = async (c, input, init) => {
@@ -214,14 +207,10 @@ const fetchWrite = async (c, input, init) => {
   try {
     const b = await (init?.body ?? (req && req.clone().text())), h = new Headers(init?.headers || req?.headers);
     w = describeWrite(c, typeof b === 'string' && b, h.get(HDR));
-    if (!h.has(HDR)) h.set(HDR, w.intent);
+    h.has(HDR) || h.set(HDR, w.intent);
     i = { ...init, headers: h };
   } catch (e) { warn(e); return ofetch.call(W, input, init); }
-  const send = async () => {
-    const r = await ofetch.call(W, input, i);
-    safely(() => afterWrite(w, r.headers.get('X-Hermes-Model-Kept')));
-    return r;
-  };
+  const send = () => ofetch.call(W, input, i).then(r => (safely(() => afterWrite(w, r.headers.get('X-Hermes-Model-Kept'))), r));
   return !w.hold ? send() : new Promise((resolve, reject) => {
     const sig = i.signal || req?.signal, h = hold(w, () => send().then(resolve, reject));
     sig?.addEventListener('abort', () => { unhold(h); reject(sig.reason); });
@@ -229,75 +218,69 @@ const fetchWrite = async (c, input, init) => {
 };
 
 const fetchCatalog = (c, input, init) => {
-  const done = pend(c.key), after = () => setTimeout(done); // after the host's .json()
+  const done = pend(c.key), after = () => setTimeout(done);
   return ofetch.call(W, input, init).then(r => {
     safely(() => r.clone().arrayBuffer().then(after, after)) || done();
     return r;
   }, e => { done(); throw e; });
 };
 
-// learn the stored model before the host sees it
 const fetchSession = (c, input, init, t0 = now()) => ofetch.call(W, input, init).then(r => !r.ok ? r
   : r.clone().json().then(j => learnSession(c, j, t0)).catch(warn).then(() => r));
 
-if (ofetch) {
-  W.fetch = function (input, init) {
-    const c = safely(() => classify(init?.method || input?.method, input?.url || input));
-    try {
-      if (c) return (c.kind === 'write' ? fetchWrite : c.kind === 'session' ? fetchSession : fetchCatalog)(c, input, init);
-    } catch (e) { warn(e); }
-    return ofetch.apply(this, arguments);
-  };
-}
+if (ofetch) W.fetch = function (input, init) {
+  const c = safely(() => classify(init?.method || input?.method, input?.url || input));
+  try {
+    if (c) return (c.kind === 'write' ? fetchWrite : c.kind === 'session' ? fetchSession : fetchCatalog)(c, input, init);
+  } catch (e) { warn(e); }
+  return ofetch.apply(this, arguments);
+};
 
-const XP = W.XMLHttpRequest?.prototype;
-if (XP) {
-  const { open, send, setRequestHeader: setHeader } = XP, info = new WeakMap();
-  XP.open = function (method, url, async) {
+const XP = W.XMLHttpRequest?.prototype, X = Symbol(), { open, send, setRequestHeader } = XP || {};
+if (XP) Object.assign(XP, {
+  open(method, url, async) {
+    const x = this, t0 = now();
     safely(() => {
-      const x = this, c = classify(method, url), t0 = now();
-      if (info.get(x)?.held) unhold(info.get(x).held);
-      info.set(x, { c, sync: async === false, headers: {} });
-      if (c?.kind === 'session') {
-        x.addEventListener('load', () => x.status < 300 && safely(() =>
-          learnSession(c, x.responseType === 'json' ? x.response : JSON.parse(x.responseText), t0)));
-      }
+      const c = classify(method, url);
+      unhold(x[X]?.held);
+      x[X] = { c, sync: async === false };
+      if (c?.kind === 'session') x.addEventListener('readystatechange', () => x.readyState === 4 && x.status > 199 && x.status < 300 &&
+        safely(() => learnSession(c, x.responseType === 'json' ? x.response : JSON.parse(x.responseText), t0)));
     });
-    return open.apply(this, arguments);
-  };
-  XP.setRequestHeader = function (k, v) {
-    const i = info.get(this);
-    if (i) i.headers[String(k).toLowerCase()] = v;
-    return setHeader.apply(this, arguments);
-  };
-  XP.send = function (body) {
-    const x = this, args = arguments, i = info.get(x), c = i?.c;
+    return open.apply(x, arguments);
+  },
+  setRequestHeader(k, v) {
+    if (this[X] && String(k).toLowerCase() === 'x-hermes-intent') this[X].intent = v;
+    return setRequestHeader.apply(this, arguments);
+  },
+  send(body) {
+    const x = this, args = arguments, i = x[X], c = i?.c;
     const waiting = safely(() => {
       if (c?.kind === 'catalog') x.addEventListener('loadend', pend(c.key));
       if (c?.kind !== 'write') return;
-      const w = describeWrite(c, typeof body === 'string' && body, i.headers['x-hermes-intent']);
-      if (!i.headers['x-hermes-intent']) setHeader.call(x, HDR, w.intent);
+      const w = describeWrite(c, typeof body === 'string' && body, i.intent);
+      if (!i.intent) setRequestHeader.call(x, HDR, w.intent);
       x.addEventListener('load', () => afterWrite(w, x.getResponseHeader('X-Hermes-Model-Kept')));
       if (w.hold && !i.sync) return i.held = hold(w, () => { i.held = null; send.apply(x, args); });
     });
     if (!waiting) return send.apply(x, args);
-  };
-}
+  },
+});
 
-for (const t of ['pointerdown', 'click', 'keydown']) {
-  D.addEventListener(t, e => { if (e.isTrusted && cfg.picker && e.target.closest?.(cfg.picker)) gestureAt = now(); }, true);
-}
+for (const t of ['pointerdown', 'click', 'keydown']) D.addEventListener(t, e => {
+  if (e.isTrusted && cfg.picker && e.target.closest?.(cfg.picker)) gestureAt = now();
+}, true);
 for (const t of ['input', 'change']) D.addEventListener(t, onPick, true);
 function onPick(e) {
   const t = e.target, n = now();
-  if (!t.matches?.(cfg.modelSelect) || !(e.isTrusted || n - gestureAt <= 1500)) return;
+  if (!t.matches?.(cfg.modelSelect) || !(e.isTrusted || gesture())) return;
   pick = { value: t.value, at: n };
   if (unavailable && t.value !== unavailable.m) clearUnavailable();
   if (cur != null) { setKnown(cur, t.value); pickAt.set(cur, n); }
 }
 W.addEventListener('pagehide', () => { unloading = true; held.length = 0; });
 new MutationObserver(recs => safely(() => recs.some(r => r.target.closest?.('select') ||
-  [...r.addedNodes].some(n => n.querySelector && (n.tagName === 'SELECT' || n.querySelector('select')))) && reapply()))
+  [...r.addedNodes].some(n => n.tagName === 'SELECT' || n.querySelector?.('select'))) && reapply()))
   .observe(D.documentElement, { childList: true, subtree: true, attributeFilter: ['value'] });
 
 let delay = 500;

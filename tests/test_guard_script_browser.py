@@ -74,6 +74,8 @@ document.getElementById('sessionItem').addEventListener('click', () => {  // the
 document.getElementById('pickerItem').addEventListener('click', () => {  // a custom dropdown's item
   sel.value = 'static/b'; sel.dispatchEvent(new Event('change'));
 });
+document.getElementById('pickerSilent').addEventListener('click', () => { sel.value = 'static/b'; });  // no event
+function frames(n) { return new Promise(r => { const f = () => (n-- > 0 ? requestAnimationFrame(f) : r()); f(); }); }
 """
 
 
@@ -119,7 +121,7 @@ def make_app(host: Host) -> Flask:
             '<option value="static/b">static/b</option></select>'
             '<select id="defaultModel"><option value="static/a">static/a</option>'
             '<option value="live/m1">live/m1</option></select>'
-            '<div id="picker"><button id="pickerItem">static/b</button></div>'
+            '<div id="picker"><button id="pickerItem">static/b</button><button id="pickerSilent">b</button></div>'
             '<button id="sessionItem">Session 1</button>'
             '<script src="/host.js"></script></body></html>'
         )
@@ -381,6 +383,56 @@ def test_reapply_when_options_land_in_the_same_task(driver: WebDriver, base_url:
     assert events(driver, "reapplied") == [{"session": "s1", "model": "live/m1"}]
     assert js(driver, "return host.changes") == 1  # the host's own change handler followed
     assert js(driver, "return [defaultModel.value, host.defaultChanges]") == ["static/a", 0]  # never re-targeted
+
+
+def test_reapply_again_when_the_host_resets_the_value_without_an_event(
+    driver: WebDriver, base_url: str, host: Host
+) -> None:
+    open_page(driver, base_url)
+    session_loaded(driver)
+    # the host's own late code (a timer after its render) sets the value silently: no mutation reports it
+    js(driver, "addOptions(['live/m1']); setTimeout(() => { modelSelect.value = 'static/a'; window.reset = true; })")
+    until(driver, lambda d: js(d, "return window.reset === true"))
+    until(driver, lambda d: js(d, "return modelSelect.value") == "live/m1")
+    assert events(driver, "reapplied") == [{"session": "s1", "model": "live/m1"}] * 2
+
+
+def test_reapply_recheck_leaves_a_gesture_in_the_picker_alone(driver: WebDriver, base_url: str, host: Host) -> None:
+    open_page(driver, base_url)
+    session_loaded(driver)
+    js(driver, "addOptions(['live/m1'])")
+    until(driver, lambda d: js(d, "return modelSelect.value") == "live/m1")
+    driver.find_element(By.ID, "pickerSilent").click()  # a real click in the picker sets the value, no event
+    js(driver, "window.waited = false; frames(20).then(() => { waited = true; })")  # past the re-check window
+    until(driver, lambda d: js(d, "return waited"))
+    assert js(driver, "return modelSelect.value") == "static/b"
+    assert events(driver, "reapplied") == [{"session": "s1", "model": "live/m1"}]
+
+
+def test_xhr_session_is_learnt_before_the_hosts_readystatechange(driver: WebDriver, base_url: str, host: Host) -> None:
+    open_page(driver, base_url)
+    js(
+        driver,
+        "const x = new XMLHttpRequest(); x.open('GET', '/api/session?session_id=s1');"
+        "x.onreadystatechange = () => { if (x.readyState === 4) window.seen = hermesGuard.state(); }; x.send();",
+    )
+    until(driver, lambda d: js(d, "return !!window.seen"))
+    assert js(driver, "return [seen.session, seen.model]") == ["s1", "live/m1"]
+
+
+def test_session_response_without_a_model_asks_the_server(driver: WebDriver, base_url: str, host: Host) -> None:
+    host.config = json.dumps(
+        {
+            **CONFIG,
+            "sessions": [{"url": r"/api/session\?session_id=(?P<session>[^&]+)", "session": "session.session_id"}],
+        }
+    )
+    open_page(driver, base_url)
+    session_loaded(driver)
+    assert host.model_answered.wait(WAIT)
+    until(driver, lambda d: js(d, "return hermesGuard.state().model") == "live/m1")
+    js(driver, "addOptions(['live/m1'])")
+    until(driver, lambda d: js(d, "return modelSelect.value") == "live/m1")
 
 
 def test_websocket_model_event_is_followed(driver: WebDriver, base_url: str, host: Host) -> None:

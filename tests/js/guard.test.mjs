@@ -49,6 +49,7 @@ function load(configText = JSON.stringify(CONFIG)) {
   const fetch = fakeFetch();
   const ctx = {
     document: doc, location: new URL('http://app.test/chat'), performance, setTimeout: unrefTimeout, clearTimeout,
+    requestAnimationFrame: f => setTimeout(f, 16),
     console: { warn() {} }, URL, Headers, Request, Response, Event, CustomEvent, DOMException,
     MutationObserver: class { observe() {} }, XMLHttpRequest: makeXHR(), fetch,
     addEventListener: win.addEventListener.bind(win), dispatchEvent: win.dispatchEvent.bind(win),
