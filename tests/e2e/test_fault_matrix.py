@@ -108,13 +108,13 @@ def test_fault_cell_answers_after_the_page_switched_provider(demo_host, cache):
     host.openrouter.latency = 0
     host.openrouter.release()  # openrouter answers now, after the switch
     page.finish("openrouter")
-    took = pending_ms(page, "openrouter")
     assert page.value == QWEN
     assert not set(page.option_values()) & {KIMI, LLAMA}  # the late answer stayed out of localai's picker
     assert page.js("return hermesGuard.pending()") == []
     assert host.stored("kimi") == QWEN
     assert [(c.old, c.new) for c in host.writes.changes] == [(KIMI, QWEN)]  # only the user's switch
     assert all(w.intent == "user" for w in host.writes.writes if w.model != KIMI and w.decision != "keep")
+    # pending_ms is not recorded: this row holds the fetch on purpose until the switch is done.
     record({"fault": "late answer after provider switch", "cache": cache,
-            "page_state": page.js("return demo.liveState.openrouter"), "pending_ms": took, "shown": page.value,
+            "page_state": page.js("return demo.liveState.openrouter"), "pending_ms": None, "shown": page.value,
             "notice": None, "stored": host.stored("kimi"), "timeout_s": None})
