@@ -362,6 +362,8 @@ class Proxy:
         # Pages to inject into and the configured catalog/session JSON; any other JSON may be a stream.
         readable = request.method == "GET" and upstream.status_code == 200 and (
             mimetype == "text/html" or ("json" in mimetype and self.matches_catalog()))
+        if buffer and mimetype == "text/event-stream":  # a write answered with a stream: pass it on live
+            buffer = False
         if (buffer or readable) and encoding in ("identity", "gzip", "deflate") and (length or 0) <= MAX_BUFFER:
             body = raw.read(MAX_BUFFER + 1, decode_content=True)
             if len(body) <= MAX_BUFFER:
