@@ -3,11 +3,21 @@
 Each trial serves a fresh demo host (fresh data dir, fresh origin, so no cache carries over) with random
 static and live catalog latencies (0..1500 ms), opens a random session in headless Chromium, and at a
 random moment reloads, switches session (a click) or switches provider (a pick in the picker). When the
-page is quiet, every session's stored model is compared with what it must be (unchanged, or the user's
-pick). It also measures, in the page (a MutationObserver + performance.now()), the time from the stored
-model's live option landing in the DOM to the picker showing it.
+page is quiet (the expected session loaded, its live catalog settled, no write in flight or held), every
+session's stored model is compared with what it must be (unchanged, or the user's pick).
+
+For the session on screen at the end, when its stored model is one only a live catalog lists, it also
+measures in the page (a MutationObserver, input/change listeners and a per-frame check, all registered
+before the page's own scripts; times from performance.now()):
+
+* ready -> shown: from the later of "the model's option landed in the picker" (its last insertion) and
+  "the stored model was known to the page" (responseEnd of the session response the page showed) to the
+  picker showing the model. Nothing can show a model before both, so this is the guard's own latency.
+* landed -> shown: from the option's last insertion alone. It also counts waiting for the session
+  response (a switch to a session whose option had landed long before), so it is not the guard's latency.
 
     python bench/race_trials.py --trials 100          # 100 trials with the guard off, 100 with it on
+    python bench/race_trials.py --trials 100 --verbose  # also list trials slower than one frame (16 ms)
 """
 
 from __future__ import annotations
@@ -50,9 +60,12 @@ ACTIONS = ("none", "reload", "session_switch", "provider_switch")
 SETTLE_TIMEOUT = 30
 
 # Runs before the page's own scripts, so its observer fires before the guard's for the same mutations.
+# land: last insertion time per option value; shown: every change of the picker's value, seen at a mutation,
+# an input/change event or the next frame (a silent value change is painted at a frame, not before).
 MEASURE = """
 (() => {
   const B = window.__bench = { land: {}, shown: [] };
+  performance.setResourceTimingBufferSize(100000);
   const check = () => {
     const s = document.getElementById('modelSelect');
     if (!s) return;
@@ -62,7 +75,7 @@ MEASURE = """
   new MutationObserver(recs => {
     const t = performance.now();
     for (const r of recs) for (const n of r.addedNodes) {
-      if (n.nodeName === 'OPTION' && n.parentNode && n.parentNode.id === 'modelSelect' && !(n.value in B.land)) B.land[n.value] = t;
+      if (n.nodeName === 'OPTION' && n.parentNode && n.parentNode.id === 'modelSelect') B.land[n.value] = t;
     }
     check();
   }).observe(document, { childList: true, subtree: true });
@@ -72,11 +85,26 @@ MEASURE = """
   requestAnimationFrame(frame);
 })();
 """
+# Quiet: the expected session is loaded, its provider's live list settled, no write in flight or held. Checked
+# in a timer queued after the session's own setTimeout(syncTopbar), so that fallback has run (or is in flight).
 QUIET = """
-const p = window.demo && demo.S.activeProvider;
-return !!p && ['loaded', 'cached', 'failed', 'stale'].includes(demo.liveState[p]) && demo.inflightWrites === 0
-  && (!window.hermesGuard || hermesGuard.pending().length === 0);
+const done = arguments[arguments.length - 1], want = arguments[0];
+const quiet = () => {
+  const p = window.demo && demo.S.activeProvider;
+  return !!p && !!demo.S.session && demo.S.session.session_id === want
+    && ['loaded', 'cached', 'failed', 'stale'].includes(demo.liveState[p]) && demo.inflightWrites === 0
+    && (!window.hermesGuard || (hermesGuard.pending().length === 0 && hermesGuard.state().held === 0));
+};
+setTimeout(() => done(quiet()), 0);
 """
+# Known: responseEnd of the last response for the current session (the one the page shows).
+REVEAL = """
+const cur = window.demo && demo.S.session && demo.S.session.session_id;
+const mark = '/api/session?session_id=' + encodeURIComponent(cur || '');
+const known = performance.getEntriesByType('resource').filter(e => e.name.endsWith(mark)).map(e => e.responseEnd);
+return [window.__bench, cur, known.length ? known[known.length - 1] : null];
+"""
+ONE_FRAME_MS = 16
 
 
 @dataclass
@@ -88,58 +116,77 @@ class Trial:
     action: str
     delay_ms: int
     wrong: list[str] = field(default_factory=list)
-    reveal_ms: float | None = None
+    reveal_ms: float | None = None  # ready (landed and known) -> shown
+    landed_ms: float | None = None  # landed -> shown
     live_only: bool = False  # the session on screen at the end has a model only a live catalog lists
     settled: bool = True
 
 
-def run_trial(driver: Any, providers: tuple[FakeProvider, FakeProvider], root: Path, trial: Trial,
-              rng: random.Random) -> Trial:
+def run_trial(
+    driver: Any, providers: tuple[FakeProvider, FakeProvider], root: Path, trial: Trial, rng: random.Random
+) -> Trial:
     openrouter, localai = providers
     openrouter.latency = localai.latency = trial.live_ms / 1000
-    app = create_app(demo_providers(openrouter.base_url, localai.base_url), root / f"{trial.mode}-{id(trial)}",
-                     guard=trial.mode == "on", static_latency_ms=trial.static_ms)
+    app = create_app(
+        demo_providers(openrouter.base_url, localai.base_url),
+        root / f"{trial.mode}-{id(trial)}",
+        guard=trial.mode == "on",
+        static_latency_ms=trial.static_ms,
+    )
     expected = dict(ORIGINAL)
+    on_screen = trial.session
     with LoopbackServer(app) as server:
         driver.get(f"{server.url}/?session={trial.session}")
         time.sleep(trial.delay_ms / 1000)  # the randomized moment of the user's action, not a synchronisation
         if trial.action == "reload":
             driver.refresh()
         elif trial.action == "session_switch":
-            target = rng.choice([s for s in SESSIONS if s != trial.session])
+            target = on_screen = rng.choice([s for s in SESSIONS if s != trial.session])
             WebDriverWait(driver, SETTLE_TIMEOUT).until(
-                lambda d: d.find_elements(By.CSS_SELECTOR, f'.session[data-session="{target}"]'))[0].click()
+                lambda d: d.find_elements(By.CSS_SELECTOR, f'.session[data-session="{target}"]')
+            )[0].click()
         elif trial.action == "provider_switch":
             other = "localai" if PROVIDER_OF[trial.session] == "openrouter" else "openrouter"
-            WebDriverWait(driver, SETTLE_TIMEOUT).until(lambda d: d.execute_script(
-                "return !!(window.demo && demo.S.session && document.querySelector("
-                "'#providerSelect option[value=\"' + arguments[0] + '\"]'))", other))
+            WebDriverWait(driver, SETTLE_TIMEOUT).until(
+                lambda d: d.execute_script(
+                    "return !!(window.demo && demo.S.session && document.querySelector("
+                    "'#providerSelect option[value=\"' + arguments[0] + '\"]'))",
+                    other,
+                )
+            )
             driver.find_element(By.ID, "modelPickerButton").click()
             driver.find_element(By.ID, "providerSelect").send_keys(LABELS[other])
             expected[trial.session] = FIRST_STATIC[other]
         try:
-            WebDriverWait(driver, SETTLE_TIMEOUT).until(lambda d: d.execute_script(QUIET))
+            WebDriverWait(driver, SETTLE_TIMEOUT).until(lambda d: d.execute_async_script(QUIET, on_screen))
         except TimeoutException:
             trial.settled = False
         store = app.extensions["hermes_demo"]["store"]
         trial.wrong = [sid for sid in SESSIONS if store.model(sid) != expected[sid]]
-        trial.live_only, trial.reveal_ms = reveal_time(driver, expected)
+        trial.live_only, trial.reveal_ms, trial.landed_ms = reveal_time(driver, expected)
     app.extensions["hermes_demo"]["catalog"].close()
     return trial
 
 
-def reveal_time(driver: Any, expected: dict[str, str]) -> tuple[bool, float | None]:
-    """(live-only?, ms from the stored model's live option landing to the picker showing it, None if never)."""
-    bench, current = driver.execute_script(
-        "return [window.__bench, window.demo && demo.S.session && demo.S.session.session_id]")
+def reveal_time(driver: Any, expected: dict[str, str]) -> tuple[bool, float | None, float | None]:
+    """(live-only?, ms ready -> shown, ms landed -> shown); None when the model was never shown after that."""
+    bench, current, known = driver.execute_script(REVEAL)
     model = expected.get(current or "")
     if model not in LIVE_ONLY:
-        return False, None
-    if not bench or model not in bench["land"]:
-        return True, None
+        return False, None, None
+    if not bench or model not in bench["land"] or known is None:
+        return True, None, None
     landed = bench["land"][model]
-    shown = [s["t"] for s in bench["shown"] if s["v"] == model and s["t"] >= landed]
-    return True, (shown[0] - landed if shown else None)
+    return True, shown_after(bench["shown"], model, max(landed, known)), shown_after(bench["shown"], model, landed)
+
+
+def shown_after(shown: list[dict[str, Any]], model: str, since: float) -> float | None:
+    """Ms from ``since`` until the picker showed ``model`` (0 if it already did), None if it never did."""
+    before = [s for s in shown if s["t"] <= since]
+    if before and before[-1]["v"] == model:
+        return 0.0
+    later = [s["t"] for s in shown if s["v"] == model and s["t"] > since]
+    return later[0] - since if later else None
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -150,18 +197,38 @@ def report(trials: list[Trial], mode: str) -> None:
     mine = [t for t in trials if t.mode == mode]
     wrong = [t for t in mine if t.wrong]
     by_action = Counter(t.action for t in wrong)
-    print(f"guard {mode:>3}: {len(mine)} trials, {len(wrong)} with a wrong persisted model "
-          f"({sum(len(t.wrong) for t in mine)} sessions); by action: "
-          + ", ".join(f"{a} {by_action.get(a, 0)}/{sum(t.action == a for t in mine)}" for a in ACTIONS)
-          + f"; unsettled {sum(not t.settled for t in mine)}")
-    reveals = [t.reveal_ms for t in mine if t.reveal_ms is not None]
+    print(
+        f"guard {mode:>3}: {len(mine)} trials, {len(wrong)} with a wrong persisted model "
+        f"({sum(len(t.wrong) for t in mine)} sessions); by action: "
+        + ", ".join(f"{a} {by_action.get(a, 0)}/{sum(t.action == a for t in mine)}" for a in ACTIONS)
+        + f"; unsettled {sum(not t.settled for t in mine)}"
+    )
     eligible = [t for t in mine if t.live_only]
-    if reveals:
-        print(f"           live option landed -> stored model shown: p50 {percentile(reveals, 50):.2f} ms, "
-              f"p95 {percentile(reveals, 95):.2f} ms, max {max(reveals):.2f} ms "
-              f"(shown in {len(reveals)} of {len(eligible)} trials whose model is live-only)")
-    else:
-        print(f"           live option landed -> stored model shown: never (0 of {len(eligible)} live-only trials)")
+    for label, values in (
+        (
+            "ready (option landed and stored model known) -> shown",
+            [t.reveal_ms for t in eligible if t.reveal_ms is not None],
+        ),
+        (
+            "option landed -> shown (includes waiting for the session)",
+            [t.landed_ms for t in eligible if t.landed_ms is not None],
+        ),
+    ):
+        if values:
+            print(
+                f"           {label}: p50 {percentile(values, 50):.2f} ms, p95 {percentile(values, 95):.2f} ms, "
+                f"max {max(values):.2f} ms, over one frame {sum(v > ONE_FRAME_MS for v in values)} "
+                f"(shown in {len(values)} of {len(eligible)} trials whose model is live-only)"
+            )
+        else:
+            print(f"           {label}: never shown (0 of {len(eligible)} live-only trials)")
+
+
+def print_slow(trials: list[Trial]) -> None:
+    """Guarded trials whose live-only model was not shown within one frame of being ready."""
+    for t in trials:
+        if t.mode == "on" and t.live_only and (t.reveal_ms is None or t.reveal_ms > ONE_FRAME_MS or not t.settled):
+            print(f"  slow/unshown: {t}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1169, help="RNG seed (default 1169, the seed issue)")
     parser.add_argument("--max-latency-ms", type=int, default=1500)
     parser.add_argument("--modes", default="off,on", help="comma list of off,on")
+    parser.add_argument("--verbose", action="store_true", help="list live-only trials not shown within one frame")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.max_latency_ms < 0:
         parser.error("--trials must be >= 1 and --max-latency-ms >= 0")
@@ -177,9 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     if not set(modes) <= {"off", "on"}:
         parser.error("--modes takes off and/or on")
     rng = random.Random(args.seed)
-    plans = [Trial(mode, rng.choice(SESSIONS), rng.randint(0, args.max_latency_ms), rng.randint(0, args.max_latency_ms),
-                   rng.choice(ACTIONS), rng.randint(0, args.max_latency_ms))
-             for _ in range(args.trials) for mode in modes]  # interleaved, so load drift hits both modes alike
+    plans = [
+        Trial(
+            mode,
+            rng.choice(SESSIONS),
+            rng.randint(0, args.max_latency_ms),
+            rng.randint(0, args.max_latency_ms),
+            rng.choice(ACTIONS),
+            rng.randint(0, args.max_latency_ms),
+        )
+        for _ in range(args.trials)
+        for mode in modes
+    ]  # interleaved, so load drift hits both modes alike
     providers = (FakeProvider("openai", OPENROUTER_LIVE).start(), FakeProvider("ollama", LOCALAI_LIVE).start())
     driver = make_chromium()
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": MEASURE})
@@ -199,10 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         driver.quit()
         for provider in providers:
             provider.stop()
-    print(f"race trials: seed {args.seed}, latencies 0-{args.max_latency_ms} ms (static and live), "
-          f"actions {', '.join(ACTIONS)}; {time.monotonic() - started:.0f} s")
+    print(
+        f"race trials: seed {args.seed}, latencies 0-{args.max_latency_ms} ms (static and live), "
+        f"actions {', '.join(ACTIONS)}; {time.monotonic() - started:.0f} s"
+    )
     for mode in modes:
         report(done, mode)
+    if args.verbose:
+        print_slow(done)
     return 0
 
 
