@@ -499,6 +499,17 @@ def _access_log(response: Response) -> Response:
     return response
 
 
+def _client_with_host(client: Any, host: str) -> Any:
+    """A simple_websocket Client class whose handshake sends ``Host: host`` (it connects to the URL's address)."""
+
+    class HostClient(client):  # type: ignore[misc, valid-type]
+        def handshake(self) -> None:
+            self.host = host  # the socket is already connected: only the Host header changes
+            super().handshake()
+
+    return HostClient
+
+
 def _websocket_routes(app: Flask, proxy: Proxy, prefix: str) -> None:
     """WebSocket requests to any path but the plugin's own ``/ws`` are pumped to the upstream both ways."""
     from flask_sock import Sock
@@ -514,10 +525,10 @@ def _websocket_routes(app: Flask, proxy: Proxy, prefix: str) -> None:
                    if name in request.headers}
         url = proxy.ws_upstream + proxy.target()[len(proxy.upstream):]
         try:
-            upstream = Client.connect(url, headers=headers)
+            upstream = _client_with_host(Client, request.host).connect(url, headers=headers)
         except Exception as exc:  # refused, handshake rejected, DNS: the client only hears "unavailable"
             log.warning("hermes-plugin proxy: upstream WebSocket %s failed: %s", request.path, type(exc).__name__)
-            ws.close(reason=1014, message="upstream unavailable")
+            ws.close(reason=1011, message="upstream unavailable")  # 1011: the server cannot fulfil it
             return
 
         def down() -> None:

@@ -7,6 +7,7 @@ time out (and the test fail), not pass slowly.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -18,11 +19,11 @@ import pytest
 import requests
 from flask import Flask, Response, request
 from flask_sock import Sock
-from simple_websocket import Client
+from simple_websocket import Client, ConnectionClosed
 
 from hermes_plugin.errors import ConfigError
 from hermes_plugin.presets import PRESETS, preset
-from hermes_plugin.proxy import create_app, load_config, proxy_config
+from hermes_plugin.proxy import _client_with_host, create_app, load_config, proxy_config
 
 WAIT = 10.0  # upper bound on an event wait; met at once unless the proxy buffers
 MB = 2**20
@@ -114,6 +115,7 @@ class Upstream:
 
         @self.sock.route("/ws/echo")
         def ws_echo(ws: Any) -> None:
+            ws.send(json.dumps({"host": request.host, "origin": request.headers.get("Origin")}))
             while True:
                 ws.send("echo:" + ws.receive())
 
@@ -193,8 +195,10 @@ def test_sized_upload_keeps_its_length(proxied, upstream):
 
 def test_websocket_echo_through_the_proxy(proxied):
     url, _, _ = proxied
-    ws = Client.connect("ws" + url[4:] + "/ws/echo")
+    host = "chat.example:8788"  # a Host the upstream could only see if the proxy kept the client's
+    ws = _client_with_host(Client, host).connect("ws" + url[4:] + "/ws/echo", headers={"Origin": url})
     try:
+        assert json.loads(ws.receive(timeout=WAIT)) == {"host": host, "origin": url}
         for text in ("hello", "second message"):
             ws.send(text)
             assert ws.receive(timeout=WAIT) == "echo:" + text
@@ -470,3 +474,18 @@ def test_cli_proxy_serves_until_interrupted(upstream, loopback_server):
         out, _ = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0
     assert '"GET /page" 200' in out  # the access log
+
+
+def test_websocket_to_a_dead_upstream_is_closed(loopback_server):
+    dead = loopback_server(Flask("dead"))
+    dead_url = dead.url
+    dead.stop()
+    url = loopback_server(create_app(dead_url, cfg=proxy_config(PROXY_TABLE))).url
+    ws = Client.connect("ws" + url[4:] + "/ws/echo")
+    try:
+        with pytest.raises(ConnectionClosed):  # closed by the proxy, no message
+            ws.receive(timeout=WAIT)
+        assert ws.close_reason == 1011
+    finally:
+        with contextlib.suppress(ConnectionClosed):
+            ws.close()
