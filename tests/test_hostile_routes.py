@@ -8,9 +8,7 @@ input: never a 5xx, always a JSON error with a stable code, a bounded body, and 
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import unicodedata
 from collections.abc import Iterator
 from typing import Any
@@ -22,8 +20,7 @@ from e2e.conftest import DemoHost, demo_host, demo_providers_pair  # noqa: F401 
 from hostapp import create_app, provider_config, running
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
+from wsclient import RawWS
 
 from hermes_plugin.testing.fake_provider import FakeProvider
 
@@ -31,49 +28,6 @@ FULL = os.environ.get("HERMES_RELIABILITY") == "1"
 EXAMPLES = 2500 if FULL else 250
 LIVE_ONLY = "live/kimi-k2"
 MAX_ERROR_BYTES = 2000  # an error never echoes a 10 KB input back
-class RawWS:
-    """A minimal blocking WebSocket client on wsproto: unlike simple_websocket's client it keeps frames that
-    arrive in the same packet as the handshake (that client can sit on the server's hello until the next frame)."""
-
-    def __init__(self, base_url: str) -> None:
-        host, port = base_url.removeprefix("http://").split(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=30)
-        self.conn = WSConnection(ConnectionType.CLIENT)
-        self.events: list[Any] = []
-        self.closed = False
-        self.sock.sendall(self.conn.send(Request(host=f"{host}:{port}", target="/hermes-plugin/ws")))
-        while not any(isinstance(e, AcceptConnection) for e in self.events):
-            self._pump()
-
-    def _pump(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            self.closed = True
-            raise ConnectionResetError("server closed the connection")
-        self.conn.receive_data(data)
-        for event in self.conn.events():
-            if isinstance(event, CloseConnection):
-                self.closed = True
-            self.events.append(event)
-
-    def receive_json(self) -> Any:
-        """The next text message (blocking up to the socket timeout)."""
-        while True:
-            for i, event in enumerate(self.events):
-                if isinstance(event, TextMessage):
-                    del self.events[i]
-                    return json.loads(event.data)
-            if self.closed:
-                raise ConnectionResetError("server closed the connection")
-            self._pump()
-
-    def send(self, payload: str | bytes) -> None:
-        self.sock.sendall(self.conn.send(Message(data=payload)))
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

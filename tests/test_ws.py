@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import requests
-import simple_websocket
 from hostapp import create_app, provider_config, running
+from wsclient import RawWS, Refused
 
 from hermes_plugin import hookimpl
 from hermes_plugin.testing.fake_provider import FakeProvider
@@ -37,25 +37,15 @@ def url(app) -> Iterator[str]:
         yield base
 
 
-class Client(simple_websocket.Client):
-    """simple_websocket's client leaves a frame that arrives with the handshake unread until more data comes."""
-
-    def handshake(self) -> None:
-        super().handshake()
-        self._handle_events()  # the server's hello may be in that same packet
-
-
-def connect(url: str, **headers: str) -> simple_websocket.Client:
-    client = Client.connect(url.replace("http://", "ws://") + "/hermes-plugin/ws", headers=headers)
-    assert json.loads(client.receive(timeout=WAIT)) == {"type": "hello"}  # registered with the hub from here on
+def connect(url: str, **headers: str) -> RawWS:
+    client = RawWS(url, headers=headers, timeout=WAIT)
+    assert client.receive_json() == {"type": "hello"}  # registered with the hub from here on
     return client
 
 
-def next_of(client: simple_websocket.Client, kind: str) -> dict[str, Any]:
+def next_of(client: RawWS, kind: str) -> dict[str, Any]:
     while True:
-        message = client.receive(timeout=WAIT)
-        assert message is not None, f"no {kind} event"
-        event = json.loads(message)
+        event = client.receive_json()  # raises on the socket timeout: no event came
         if event["type"] == kind:
             return event  # type: ignore[no-any-return]
 
@@ -140,11 +130,10 @@ def test_hub_publish_from_many_threads():
 
 
 def test_cross_origin_websocket_is_refused(url):
-    with pytest.raises(simple_websocket.ConnectionError) as refused:
-        simple_websocket.Client.connect(url.replace("http://", "ws://") + "/hermes-plugin/ws",
-                                        headers={"Origin": "http://evil.example"})
+    with pytest.raises(Refused) as refused:
+        RawWS(url, headers={"Origin": "http://evil.example"})
     assert refused.value.status_code == 403
-    connect(url, Origin="http://127.0.0.1").close()  # same origin (simple_websocket sends Host without the port)
+    connect(url, Origin=url).close()  # the page's own origin is welcome
 
 
 def test_websocket_goes_through_authorisation(url, app):
@@ -156,8 +145,8 @@ def test_websocket_goes_through_authorisation(url, app):
     pm = app.extensions["hermes_plugin"].pm
     pm.register(Gate(), name="test-ws-gate")
     try:
-        with pytest.raises(simple_websocket.ConnectionError) as refused:
-            simple_websocket.Client.connect(url.replace("http://", "ws://") + "/hermes-plugin/ws")
+        with pytest.raises(Refused) as refused:
+            RawWS(url)
         assert refused.value.status_code == 403
     finally:
         pm.unregister(name="test-ws-gate")
