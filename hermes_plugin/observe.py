@@ -74,6 +74,13 @@ def _json_body(response: Response) -> Any:
         return jsonpath.MISSING
 
 
+def _failure(response: Response) -> str:
+    """``HTTP <code>``, plus the host's own ``error``/``detail`` text when its body gives one (the user sees it)."""
+    body = _json_body(response)
+    reason = next((body[key] for key in ("detail", "error") if isinstance(body, dict) and isinstance(body.get(key), str)), None)
+    return f"HTTP {response.status_code}: {reason[:200]}" if reason else f"HTTP {response.status_code}"
+
+
 def observe_response(catalog: Any, points: list[Endpoint], response: Response) -> None:
     """Feed ``catalog.observe`` from one host response; never raises into the host."""
     if request.method != "GET" or not points:
@@ -92,7 +99,7 @@ def _observe(catalog: Any, point: Endpoint, match: re.Match[str], response: Resp
     url_provider = unquote(match.group("provider")) if "provider" in point.url.groupindex else None
     if response.status_code >= 400:
         if point.source == "live" and url_provider:
-            catalog.observe(url_provider, [], "live", ok=False, error=f"HTTP {response.status_code}")
+            catalog.observe(url_provider, [], "live", ok=False, error=_failure(response))
         return
     if response.status_code != 200:
         return

@@ -91,7 +91,7 @@ def test_failed_host_fetch_is_unknown(app, url):
     assert response.status_code == 502
     with app.app_context():
         snapshot = app.guard.catalog.snapshot("down")
-    assert (snapshot.state, snapshot.error) == ("failed", "HTTP 502")
+    assert (snapshot.state, snapshot.error) == ("failed", "HTTP 502: upstream failed")  # the host's own reason, for the user
     assert explain(app, "down/x", "down") == "unknown"
 
 
