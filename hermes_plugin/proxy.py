@@ -499,13 +499,15 @@ def _access_log(response: Response) -> Response:
     return response
 
 
-def _client_with_host(client: Any, host: str) -> Any:
-    """A simple_websocket Client class whose handshake sends ``Host: host`` (it connects to the URL's address)."""
+def client_with_host(client: Any, host: str) -> Any:
+    """A simple_websocket Client class whose handshake sends ``Host: host`` (it connects to the URL's address)
+    and keeps messages that arrived in the handshake's packet (the stock client sits on them until the next)."""
 
     class HostClient(client):  # type: ignore[misc, valid-type]
         def handshake(self) -> None:
             self.host = host  # the socket is already connected: only the Host header changes
             super().handshake()
+            self.connected = self._handle_events()  # the reader thread starts after this: no race
 
     return HostClient
 
@@ -525,7 +527,7 @@ def _websocket_routes(app: Flask, proxy: Proxy, prefix: str) -> None:
                    if name in request.headers}
         url = proxy.ws_upstream + proxy.target()[len(proxy.upstream):]
         try:
-            upstream = _client_with_host(Client, request.host).connect(url, headers=headers)
+            upstream = client_with_host(Client, request.host).connect(url, headers=headers)
         except Exception as exc:  # refused, handshake rejected, DNS: the client only hears "unavailable"
             log.warning("hermes-plugin proxy: upstream WebSocket %s failed: %s", request.path, type(exc).__name__)
             ws.close(reason=1011, message="upstream unavailable")  # 1011: the server cannot fulfil it

@@ -23,7 +23,7 @@ from simple_websocket import Client, ConnectionClosed
 
 from hermes_plugin.errors import ConfigError
 from hermes_plugin.presets import PRESETS, preset
-from hermes_plugin.proxy import _client_with_host, create_app, load_config, proxy_config
+from hermes_plugin.proxy import client_with_host, create_app, load_config, proxy_config
 
 WAIT = 10.0  # upper bound on an event wait; met at once unless the proxy buffers
 MB = 2**20
@@ -196,7 +196,7 @@ def test_sized_upload_keeps_its_length(proxied, upstream):
 def test_websocket_echo_through_the_proxy(proxied):
     url, _, _ = proxied
     host = "chat.example:8788"  # a Host the upstream could only see if the proxy kept the client's
-    ws = _client_with_host(Client, host).connect("ws" + url[4:] + "/ws/echo", headers={"Origin": url})
+    ws = client_with_host(Client, host).connect("ws" + url[4:] + "/ws/echo", headers={"Origin": url})
     try:
         assert json.loads(ws.receive(timeout=WAIT)) == {"host": host, "origin": url}
         for text in ("hello", "second message"):
@@ -208,9 +208,9 @@ def test_websocket_echo_through_the_proxy(proxied):
 
 def test_the_plugins_own_websocket_is_served_by_the_proxy(proxied):
     url, _, _ = proxied
-    ws = Client.connect("ws" + url[4:] + "/hermes-plugin/ws")
+    ws = client_with_host(Client, url.removeprefix("http://")).connect("ws" + url[4:] + "/hermes-plugin/ws")
     try:
-        assert json.loads(ws.receive(timeout=WAIT)) == {"type": "hello"}
+        assert json.loads(ws.receive(timeout=WAIT)) == {"type": "hello"}  # sent with the handshake
     finally:
         ws.close()
 
