@@ -123,7 +123,7 @@ const learnSession = (c, j, t0) => {
   if (!s) return;
   setCurrent(s);
   if (!(pickAt.get(s) > t0) && c.e.model) setKnown(s, first(walk(j, c.e.model)));
-  known.has(s) ? reapply() : sessionModel(s);
+  known.has(s) ? recheck(17) : sessionModel(s);
 };
 
 const selects = () => [...D.querySelectorAll(cfg.modelSelect)].filter(n => n.options);
@@ -135,12 +135,13 @@ const show = (sel, m) => {
 };
 
 // value resets fire no mutation: re-check a few frames
-const tick = () => { if (!gesture()) safely(() => reapply(1)); if (--frames > 0) requestAnimationFrame(tick); };
+const tick = () => { if (frames <= 15 && !gesture()) safely(() => reapply(1)); if (--frames > 0) requestAnimationFrame(tick); };
+const recheck = n => { if (!frames) requestAnimationFrame(tick); frames = Math.max(frames, n); };
 
 function reapply(again) {
   const m = stored();
   if (m == null || budget > 50) return;
-  if (!again) { if (!frames) requestAnimationFrame(tick); frames = 15; }
+  if (!again) recheck(15);
   for (const sel of selects()) {
     const real = option(sel, m);
     if (real && unavailable) clearUnavailable();

@@ -237,17 +237,22 @@ def test_s10_settings_default_model_select_is_never_retargeted(demo_host):
 def test_s11_cached_catalog_no_pending_state_and_the_right_model_at_once(demo_host):
     host = demo_host()
     page = host.page("kimi")
-    page.finish()
+    page.finish()  # fills the page's live-model cache (the seed's cache-hit path)
     host.openrouter.reset()
     host.writes.clear()
-    page.open("kimi")
-    page.wait_js("return demo.liveState.openrouter === 'cached' && demo.topbarHistory.length > 0")
+    # Switch to the live-only session once the page has its lists: a reload would race the *static* list (S2).
+    page.open("opus")
+    page.finish()
+    page.js("demo.topbarHistory.length = 0")
+    page.click('#sessionList .session[data-session="kimi"]')
+    page.wait_js("return demo.S.session.session_id === 'kimi' && demo.topbarHistory.length > 0")
     page.when_settled()
     assert "openrouter" not in [e["provider"] for e in page.events("hermes:pending")]  # the live list never pended
     assert page.js("return demo.topbarHistory") == [KIMI]  # the first thing shown was the stored model
     assert page.value == KIMI
     assert host.openrouter.requests == 0
     assert host.writes.writes == []
+    assert_untouched(host, "kimi", KIMI)
 
 
 # -- S12 ----------------------------------------------------------------------------------------------
