@@ -196,7 +196,7 @@ def _age(fetched_at: float | None, now: float) -> str:
 
 def _with_progress(work: Callable[[], T], label: str) -> T:
     """Run ``work`` while a spinner turns on stderr; no spinner when stderr is not a terminal."""
-    stream = click.get_text_stream("stderr")
+    stream = sys.stderr  # click.get_text_stream is deprecated (Click 9); CliRunner swaps sys.stderr too
     if not stream.isatty():
         return work()
     done = threading.Event()
