@@ -113,10 +113,10 @@ def collect_kinds(pm: pluggy.PluginManager, errors: list[PluginRegistrationError
     for plugin, function, _ in _each_impl(pm, "register_provider_kinds"):
         found: dict[str, Callable[..., Any]] = {}
 
-        def register(kind: str, factory: Callable[..., Any]) -> None:
+        def register(kind: str, factory: Callable[..., Any], _into: dict[str, Callable[..., Any]] = found) -> None:
             if not isinstance(kind, str) or not kind or not callable(factory):
                 raise TypeError("register(kind: str, factory: callable)")
-            found[kind] = factory
+            _into[kind] = factory
 
         try:
             function(register=register)
