@@ -21,6 +21,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from hermes_plugin.pytest_plugin import CHROMIUM_FLAGS
 from hermes_plugin.testing.servers import LoopbackServer
 
 GUARD_JS = (importlib.resources.files("hermes_plugin.static") / "hermes-guard.js").read_text()
@@ -192,16 +193,7 @@ def make_app(host: Host) -> Flask:
 def driver() -> Iterator[WebDriver]:
     options = Options()
     options.binary_location = "/usr/bin/chromium"
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ):
+    for arg in CHROMIUM_FLAGS:  # the flags this sandbox needs, kept in one place
         options.add_argument(arg)
     drv = webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
     try:
