@@ -18,7 +18,7 @@ import pytest
 import requests
 from flask import Flask, request
 from hostapp import create_app, provider_config, running
-from test_hostile_routes import RawWS
+from wsclient import RawWS, Refused
 
 from hermes_plugin import hookimpl
 from hermes_plugin.testing.fake_provider import FakeProvider
@@ -138,8 +138,9 @@ def test_a_host_that_denies_everything_gets_403_on_every_plugin_route_and_the_we
             for name, path in ROUTES.items():
                 response = requests.get(url + path, timeout=30)
                 assert (response.status_code, response.json()["error"]) == (403, "forbidden"), name
-            with pytest.raises(ConnectionError):
-                RawWS(url).receive_json()  # the upgrade is refused before any hello
+            with pytest.raises(Refused) as refused:
+                RawWS(url)  # the upgrade is refused before any hello
+            assert refused.value.status_code == 403
     finally:
         pm.unregister(name="test-deny-all")
     assert set(calls) == {"catalog", "refresh", "session_model", "model_log", "ws"}
