@@ -14,6 +14,7 @@ from werkzeug.routing import RequestRedirect
 
 from . import ws as ws_module
 from .errors import UnknownProviderError
+from .state import StateUnavailable
 
 MAX_SESSION_ID = 256
 ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -108,15 +109,18 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
         if problem:
             return json_error(400, "bad_request", problem)
         guard_state = state()
-        model = guard_state.read_model(session_id)
+        try:
+            model, version = guard_state.session_version(session_id)
+        except StateUnavailable as exc:
+            return unavailable(exc)
         availability = provider = reason = None
         if model is not None:
             availability, provider, reason = guard_state.catalog.explain(model)
         response = no_store(jsonify({
-            "session": session_id, "model": model, "version": guard_state.versions.current(session_id),
+            "session": session_id, "model": model, "version": version,
             "availability": availability, "provider": provider, "reason": reason,
         }))
-        response.set_etag(str(guard_state.versions.current(session_id)))
+        response.set_etag(str(version))
         return response
 
     @bp.get("/api/sessions/<session_id>/model-log")
@@ -124,13 +128,23 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
         problem = session_id_problem(session_id)
         if problem:
             return json_error(400, "bad_request", problem)
-        return no_store(jsonify({"session": session_id, "entries": state().audit.entries(session_id)}))
+        try:
+            entries = state().audit.entries(session_id)
+        except StateUnavailable as exc:
+            return unavailable(exc)
+        return no_store(jsonify({"session": session_id, "entries": entries}))
 
     @sock.route("/ws", bp=bp, endpoint="websocket")
     def websocket(ws: Any) -> None:
         ws_module.serve(ws, state().hub)
 
     return bp, sock
+
+
+def unavailable(exc: Exception) -> Response:
+    """The shared guard state (Redis, the state file) cannot be reached: a clear 503, never a guess."""
+    return json_error(503, "state_unavailable", f"the guard's shared state is unavailable: {exc}",
+                      headers={"Retry-After": "1"})
 
 
 def wants_refresh() -> bool:

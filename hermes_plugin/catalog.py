@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from .errors import (
 from .http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, ProviderHTTP, make_cached_session
 from .models import Model, to_model, to_models
 from .plugins import PROVIDER_ID, ProviderSpec, collect_registrations, make_plugin_manager
+from .state import LockTimeout, StateStore, StateUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class _Result:
     stale: bool = False
     fetched_at: float | None = None
     error: str | None = None
+    network: bool = False  # an upstream answered (not only the cache): other workers should re-read
 
 
 class CatalogService:
@@ -101,7 +104,7 @@ class CatalogService:
                  cache: str = "sqlite", cache_dir: str | os.PathLike[str] | None = None, expire_after: float = 300,
                  timeout: tuple[float, float] | float = DEFAULT_TIMEOUT, total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
                  max_bytes: int = DEFAULT_MAX_BYTES, session: Any = None,
-                 retry_after_failure: float = RETRY_AFTER_FAILURE) -> None:
+                 retry_after_failure: float = RETRY_AFTER_FAILURE, fleet: StateStore | None = None) -> None:
         self.plugin_errors: list[PluginRegistrationError] = []
         if specs is None:
             self.pm: pluggy.PluginManager | None = pm or make_plugin_manager()
@@ -121,6 +124,11 @@ class CatalogService:
         self._subscribers: list[Subscriber] = []
         self._executor = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="hermes-catalog")
         self._closed = False
+        # Shared with the other workers (and hosts): fetch locks, observed catalogs, invalidations.
+        self.fleet = fleet if fleet is not None and fleet.shared else None
+        if self.fleet is not None:
+            self.fleet.listen(self._from_fleet)
+            self._load_observed()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -190,8 +198,11 @@ class CatalogService:
     # -- writing ---------------------------------------------------------------------------------
 
     def observe(self, provider: str, models: Any, source: str = "live", ok: bool = True,
-                error: str | None = None) -> ProviderCatalog:
-        """Record a catalog the host's own endpoint served (or failed to serve) for ``provider``."""
+                error: str | None = None, *, share: bool = True) -> ProviderCatalog:
+        """Record a catalog the host's own endpoint served (or failed to serve) for ``provider``.
+
+        A change is shared with the other workers (``share=False`` when applying one of theirs).
+        """
         if not isinstance(provider, str) or not PROVIDER_ID.match(provider):
             raise ValueError(f"invalid provider id {provider!r}")
         if source not in ("live", "static"):
@@ -217,8 +228,22 @@ class CatalogService:
                 prov.error = _clip(str(error or "the host's catalog request failed"))
             after = _snapshot(prov)
         if (after.state, after.ids, after.error) != (before.state, before.ids, before.error):
+            if share and self.fleet is not None:
+                self._share_observation(provider, [m.id for m in parsed], source, ok, error)
             self._notify(after)
         return after
+
+    def invalidate(self, provider: str) -> None:
+        """Forget that ``provider``'s catalog is fresh and re-read it (from the shared cache when another worker
+        just fetched it): how one worker's refresh reaches the others at once."""
+        with self._lock:
+            prov = self._providers.get(provider)
+        if prov is None:
+            return
+        with prov.lock:
+            prov.fresh_until = 0.0
+            prov.retry_at = 0.0
+        self._start(prov, refresh=False)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(ProviderCatalog)`` when a provider's fetch settles or its models change; returns an unsubscribe."""
@@ -286,7 +311,7 @@ class CatalogService:
         try:
             with prov.lock:
                 have_live = prov.live is not None
-            result = self._fetch(prov.spec, refresh, self._expire_after(prov), have_live)
+            result = self._fetch_once(prov.spec, refresh, self._expire_after(prov), have_live)
         except BaseException as exc:  # _fetch catches everything it can; this keeps the future settling
             result = _Result(None, error=_error_text(prov.spec, exc))
         with prov.lock:
@@ -306,7 +331,84 @@ class CatalogService:
             prov.future = None
             snap = _snapshot(prov)
         future.set_result(snap)
+        if result.network:
+            self._publish({"type": "invalidate", "provider": prov.spec.id})
         self._notify(snap)
+
+    def _fetch_once(self, spec: ProviderSpec, refresh: bool, expire_after: float, have_live: bool) -> _Result:
+        """One upstream fetch per fleet: the provider's fleet-wide lock is held around the fetch, so workers
+        that missed the cache together wait and then read the winner's answer from the shared cache."""
+        if self.fleet is None:
+            return self._fetch(spec, refresh, expire_after, have_live)
+        mark = f"fetched:{spec.id}"
+        try:
+            seen = (self.fleet.get(mark) or {}).get("n", 0)
+            with self.fleet.lock(f"fetch:{spec.id}", timeout=self.total_timeout):
+                done = (self.fleet.get(mark) or {}).get("n", 0)
+                if refresh and done > seen:
+                    refresh = False  # another worker refreshed while this one waited: its answer is in the cache
+                result = self._fetch(spec, refresh, expire_after, have_live)
+                if result.network:
+                    with contextlib.suppress(StateUnavailable):  # only an optimisation for waiting refreshes
+                        self.fleet.put(mark, {"n": done + 1, "at": time.time()})
+                return result
+        except LockTimeout:
+            stale = self._cached_copy(spec)
+            error = f"another worker's fetch of {spec.id} did not finish within {self.total_timeout:g} s"
+            if stale is not None:
+                return _Result(stale[0], stale=True, fetched_at=stale[1], error=error)
+            return _Result(None, error=error)
+        except StateUnavailable as exc:
+            # The shared state is gone (and with Redis, the shared cache too): fetch alone; stale if that fails.
+            log.warning("hermes-plugin: fetching %s without the fleet lock: %s", spec.id, exc)
+            return self._fetch(spec, refresh, expire_after, have_live)
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        if self.fleet is None:
+            return
+        try:
+            self.fleet.publish(message)
+        except StateUnavailable as exc:
+            log.warning("hermes-plugin: could not tell other workers about %s: %s", message.get("provider"), exc)
+
+    def _share_observation(self, provider: str, ids: list[str], source: str, ok: bool, error: str | None) -> None:
+        record = {"provider": provider, "models": ids, "source": source, "ok": ok, "error": error}
+        try:
+            assert self.fleet is not None
+            self.fleet.put(f"observed:{provider}:{source}", record)
+        except StateUnavailable as exc:
+            log.warning("hermes-plugin: could not share the observed catalog of %s: %s", provider, exc)
+            return
+        self._publish({"type": "observed", **record})
+
+    def _load_observed(self) -> None:
+        """Catalogs other workers learnt before this one started."""
+        assert self.fleet is not None
+        try:
+            records = [record for _, record in self.fleet.items("observed:")]
+        except StateUnavailable as exc:
+            log.warning("hermes-plugin: could not load observed catalogs: %s", exc)
+            return
+        for record in records:
+            self._apply_observation(record)
+
+    def _apply_observation(self, record: dict[str, Any]) -> None:
+        try:
+            self.observe(record["provider"], record.get("models") or [], record.get("source", "live"),
+                         ok=bool(record.get("ok", True)), error=record.get("error"), share=False)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("hermes-plugin: ignoring a malformed shared catalog observation: %s", exc)
+
+    def _from_fleet(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "invalidate" and isinstance(message.get("provider"), str):
+            self.invalidate(message["provider"])
+        elif kind == "observed":
+            self._apply_observation(message)
+        elif kind == "resync":  # events may have been missed while the channel was down
+            for provider in self.provider_ids():
+                self.invalidate(provider)
+            self._load_observed()
 
     def _fetch(self, spec: ProviderSpec, refresh: bool, expire_after: float, have_live: bool) -> _Result:
         http = ProviderHTTP(self.session, self.timeout, refresh, expire_after=expire_after,
@@ -323,7 +425,8 @@ class CatalogService:
             return _Result(None, error=error)
         errors = "; ".join(http.errors) or None
         return _Result(models, stale=http.used_stale, fetched_at=http.fetched_at,
-                       error=_scrub(spec, errors) if errors else None)
+                       error=_scrub(spec, errors) if errors else None,
+                       network=http.requests > 0 and not http.from_cache and not http.used_stale)
 
     def _cached_copy(self, spec: ProviderSpec) -> tuple[list[Model], float] | None:
         """Re-run the source on cached answers of any age (e.g. the last good catalog before a restart)."""

@@ -20,7 +20,8 @@ from .config import load_providers
 from .errors import ConfigError, InvalidModelId
 from .models import validate_write_id
 from .plugins import make_plugin_manager
-from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, SessionLocks, VersionMap, decide, needs_availability
+from .state import StateUnavailable, open_store
+from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, Versions, decide, needs_availability
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_UNMARKED_INTENT": "browser-auto",
     "HERMES_PLUGIN_INJECT": True,
     "HERMES_PLUGIN_AUDIT_SIZE": 100,
-    "HERMES_PLUGIN_AUDIT_SESSIONS": 10000,
+    "HERMES_PLUGIN_AUDIT_MAX_ENTRIES": 10000,
+    "HERMES_PLUGIN_REDIS_URL": None,
+    "HERMES_PLUGIN_STATE": None,
     "HERMES_PLUGIN_WS_QUEUE": 100,
     "HERMES_PLUGIN_ALLOWED_ORIGINS": [],
 }
@@ -74,9 +77,32 @@ def _check_config(config: Any) -> None:
         raise ConfigError(f"HERMES_PLUGIN_ON_KEEP must be one of {ON_KEEP}")
     if config["HERMES_PLUGIN_UNMARKED_INTENT"] not in UNMARKED_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
-    for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_SESSIONS", "HERMES_PLUGIN_WS_QUEUE"):
+    for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_MAX_ENTRIES", "HERMES_PLUGIN_WS_QUEUE"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ConfigError(f"{key} must be a positive integer")
+
+
+def state_settings(config: Any) -> tuple[str, str]:
+    """``(state store, HTTP cache)`` from the config: a Redis URL puts both in Redis unless set otherwise."""
+    redis_url = config.get("HERMES_PLUGIN_REDIS_URL") or os.environ.get("HERMES_PLUGIN_REDIS_URL") or None
+    cache = config["HERMES_PLUGIN_CACHE"]
+    state = config.get("HERMES_PLUGIN_STATE")
+    if redis_url:
+        state = state or redis_url
+        cache = redis_url if cache == "sqlite" else cache  # the default cache follows the fleet
+    # A memory cache means a test or a throwaway process: keep the guard state in memory with it.
+    state = state or ("memory" if cache == "memory" else "sqlite")
+    return state, cache
+
+
+def _warn_scope(state: str) -> None:
+    """Say at startup how far versions and push reach, naming the setting that widens them."""
+    if state == "memory":
+        log.warning("hermes-plugin: guard state is in memory: versions, the model log and WebSocket push are "
+                    "per process; with several workers set HERMES_PLUGIN_STATE='sqlite' or HERMES_PLUGIN_REDIS_URL")
+    elif not state.startswith(("redis://", "rediss://", "unix://")):
+        log.warning("hermes-plugin: guard state is in SQLite: WebSocket push and catalog invalidation reach the "
+                    "workers of this host only; set HERMES_PLUGIN_REDIS_URL to share them across hosts")
 
 
 class GuardState:
@@ -93,24 +119,42 @@ class GuardState:
         self.pm = make_plugin_manager()
         providers = dict(load_providers(config["HERMES_PLUGIN_CONFIG"]))
         providers.update(config["HERMES_PLUGIN_PROVIDERS"] or {})
-        cache = config["HERMES_PLUGIN_CACHE"]
-        if cache == "sqlite":
+        state, cache = state_settings(config)
+        if cache == "sqlite" or state == "sqlite":
             os.makedirs(app.instance_path, exist_ok=True)
+        self.store = open_store(state, app.instance_path, audit_per_session=config["HERMES_PLUGIN_AUDIT_SIZE"],
+                                audit_max_entries=config["HERMES_PLUGIN_AUDIT_MAX_ENTRIES"])
+        _warn_scope(state)
         self.catalog = CatalogService(
             self.pm, providers_config=providers, cache=cache, cache_dir=app.instance_path,
             expire_after=config["HERMES_PLUGIN_CACHE_EXPIRE"], total_timeout=config["HERMES_PLUGIN_FETCH_TIMEOUT"],
+            fleet=self.store,
         )
-        self.versions = VersionMap(config["HERMES_PLUGIN_AUDIT_SESSIONS"])
-        self.audit = AuditLog(config["HERMES_PLUGIN_AUDIT_SIZE"], config["HERMES_PLUGIN_AUDIT_SESSIONS"])
-        self.locks = SessionLocks()
-        self.hub = Hub(config["HERMES_PLUGIN_WS_QUEUE"])
+        self.versions = Versions(self.store)
+        self.audit = AuditLog(self.store)
+        self.hub = Hub(config["HERMES_PLUGIN_WS_QUEUE"], fleet=self.store)
         self.endpoints = observe.endpoints(config["HERMES_PLUGIN_LIVE_URLS"], config["HERMES_PLUGIN_STATIC_URLS"])
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
         self.extra_writes: list[dict[str, str]] = []  # browser write routes not declared by a view (the proxy's)
         self.catalog.subscribe(self._catalog_changed)
 
     def _catalog_changed(self, catalog: Any) -> None:
-        self.hub.publish({"type": "catalog", "provider": catalog.id, "state": catalog.state})
+        # Local only: every worker settles its own copy (an invalidation makes the others re-read) and tells its tabs.
+        self.hub.publish({"type": "catalog", "provider": catalog.id, "state": catalog.state}, fleet=False)
+
+    def session_lock(self, session: str) -> Any:
+        """The per-session lock every worker honours: version check, the view's write and the re-read in one step."""
+        return self.store.lock(f"session:{session}")
+
+    def session_version(self, session: str) -> tuple[str | None, int]:
+        """The stored model and its version, read as one step (never a new version paired with an old model)."""
+        model = self.read_model(session)
+        version = self.versions.peek(session, model)
+        if version is not None:
+            return model, version
+        with self.session_lock(session):  # the record lags the model: bring it up to date under the lock
+            model = self.read_model(session)
+            return model, self.versions.current(session, model)
 
     def read_model(self, session: str) -> str | None:
         """The host's stored model for a session; anything but a non-empty string counts as none."""
@@ -332,45 +376,62 @@ def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
         response = make_response(view(*args, **kwargs))
         response.headers["X-Hermes-Decision"] = decision.outcome
         return response
-    with state.locks.hold(session):  # the check, the view's write and the re-read are one step per session
-        if_match = request.headers.get("If-Match")
-        if if_match is not None and not state.versions.matches(session, if_match):
-            version = state.versions.current(session)
-            response = api.json_error(412, "stale_version", "the session's model changed since you read it",
-                                      version=version)
-            response.set_etag(str(version))
-            return response
-        stored = state.read_model(session)
-        availability = state.availability(stored) if stored and needs_availability(stored, proposed, intent) else None
-        decision = decide(stored, proposed, intent, availability, on_keep, session)
-        state.notify(decision)
-        if decision.outcome == "reject":
-            state.audit.record(decision, stored)
-            response = api.json_error(
-                409, "model_write_rejected", f"kept the stored model {stored!r}: {decision.reason}",
-                reason=decision.reason, stored_model=stored, proposed_model=proposed,
-            )
-        else:
-            if decision.outcome == "keep":
-                _keep_in_request(body, spec.model, stored)  # type: ignore[arg-type]
-            response = make_response(view(*args, **kwargs))
-            if response.status_code < 400:
-                _record(state, decision, stored)
-        if decision.outcome in ("keep", "reject"):
-            response.headers["X-Hermes-Model-Kept"] = decision.reason
-        response.headers["X-Hermes-Decision"] = decision.outcome
-        response.set_etag(str(state.versions.current(session)))
+    try:
+        with state.session_lock(session):
+            return _locked_write(state, spec, view, args, kwargs, body, session, proposed, intent, on_keep)
+    except StateUnavailable as exc:
+        # Refuse rather than write without the lock: a write we cannot order could silently lose another.
+        raise WriteRefused(503, "state_unavailable", f"the guard's shared state is unavailable, nothing was "
+                           f"written: {exc}", headers={"Retry-After": "1"}) from None
+
+
+def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], args: tuple[Any, ...],
+                  kwargs: dict[str, Any], body: dict[str, Any], session: str, proposed: str | None, intent: str,
+                  on_keep: str) -> Response:
+    """A guarded write of ``session``; the caller holds the session's lock."""
+    stored = state.read_model(session)
+    version = state.versions.current(session, stored)
+    if_match = request.headers.get("If-Match")
+    if if_match is not None and not state.versions.matches(if_match, version):
+        response = api.json_error(412, "stale_version", "the session's model changed since you read it",
+                                  version=version)
+        response.set_etag(str(version))
         return response
+    availability = state.availability(stored) if stored and needs_availability(stored, proposed, intent) else None
+    decision = decide(stored, proposed, intent, availability, on_keep, session)
+    state.notify(decision)
+    if decision.outcome == "reject":
+        state.audit.record(decision, stored)
+        response = api.json_error(
+            409, "model_write_rejected", f"kept the stored model {stored!r}: {decision.reason}",
+            reason=decision.reason, stored_model=stored, proposed_model=proposed,
+        )
+    else:
+        if decision.outcome == "keep":
+            _keep_in_request(body, spec.model, stored)  # type: ignore[arg-type]
+        response = make_response(view(*args, **kwargs))
+        if response.status_code < 400:
+            version = _record(state, decision, stored, version)
+    if decision.outcome in ("keep", "reject"):
+        response.headers["X-Hermes-Model-Kept"] = decision.reason
+    response.headers["X-Hermes-Decision"] = decision.outcome
+    response.set_etag(str(version))
+    return response
 
 
-def _record(state: GuardState, decision: Decision, stored: str | None) -> None:
-    """After a successful view: version, audit and WebSocket event if the stored model changed."""
+def _record(state: GuardState, decision: Decision, stored: str | None, version: int) -> int:
+    """After a successful view: version, audit and WebSocket event if the stored model changed; the new version."""
     session = decision.session
     assert session is not None
     after = state.read_model(session)
-    if after != stored:
-        version = state.versions.bump(session)
-        state.audit.record(decision, after)
-        state.hub.publish({"type": "model", "session": session, "model": after, "version": version})
-    elif decision.outcome == "keep":
-        state.audit.record(decision, stored)
+    try:
+        if after != stored:
+            version = state.versions.current(session, after)
+            state.audit.record(decision, after)
+            state.hub.publish({"type": "model", "session": session, "model": after, "version": version})
+        elif decision.outcome == "keep":
+            state.audit.record(decision, stored)
+    except StateUnavailable as exc:
+        # The host has written: say so. The version catches up with the stored model on the next read.
+        log.warning("hermes-plugin: recorded the write of session %r only partly: %s", session[:100], exc)
+    return version

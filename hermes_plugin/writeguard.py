@@ -1,17 +1,16 @@
-"""The server-side write guard: the decision table of DESIGN.md §5, session versions and the audit log.
+"""The server-side write guard: the decision table, session versions and the audit log.
 
-Everything here is plain Python with no Flask: ``extension.py`` feeds it what a request carries.
+Everything here is plain Python with no Flask: ``extension.py`` feeds it what a request carries, and
+versions and the log live in a ``StateStore`` that every worker shares.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+from .state import StateStore, model_digest
 
 Outcome = Literal["pass", "keep", "reject", "fallback"]
 Intent = Literal["user", "auto"]
@@ -47,7 +46,7 @@ def needs_availability(stored: str | None, proposed: str | None, intent: str) ->
 
 def decide(stored: str | None, proposed: str | None, intent: str, availability: str | None,
            on_keep: str = "keep", session: str | None = None) -> Decision:
-    """The table of DESIGN.md §5 (the If-Match row is checked by the caller before this)."""
+    """The decision table (the If-Match row is checked by the caller before this)."""
     if intent not in INTENTS:
         raise ValueError(f"intent must be one of {INTENTS}, got {intent!r}")
     if on_keep not in ON_KEEP:
@@ -67,65 +66,58 @@ def decide(stored: str | None, proposed: str | None, intent: str, availability: 
     return Decision(outcome, reason, availability=availability or "unknown", **common)  # type: ignore[arg-type]
 
 
-class _LRU:
-    """A thread-safe mapping that forgets the least recently used session past ``max_sessions``."""
+class Versions:
+    """Session versions kept in the shared store, each tied to a digest of the model it was given for.
 
-    def __init__(self, max_sessions: int) -> None:
-        if max_sessions < 1:
-            raise ValueError("max_sessions must be at least 1")
-        self.max_sessions = max_sessions
-        self._data: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
+    A version changes exactly when the stored model does: a record whose digest no longer matches what
+    the host stores (a write outside the guard, or one in flight) is moved on under the session's lock.
+    Only sessions that exist get a record, so reading made-up session ids cannot push a real one out.
+    """
 
-    def _touch(self, key: str, default: Any) -> Any:
-        # caller holds the lock
-        if key in self._data:
-            self._data.move_to_end(key)
-            return self._data[key]
-        self._data[key] = default
-        while len(self._data) > self.max_sessions:
-            self._data.popitem(last=False)
-        return default
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._data)
+    def peek(self, session: str, model: str | None) -> int | None:
+        """The version for ``model`` without writing, or None when the record must be brought up to date."""
+        record = self.store.get_version(session)
+        if record is None:
+            return 1 if model is None else None
+        return record[0] if record[1] == model_digest(model) else None
 
+    def current(self, session: str, model: str | None) -> int:
+        """The version of ``model`` as the stored model; the caller holds the session's lock."""
+        record = self.store.get_version(session)
+        digest = model_digest(model)
+        if record is None:
+            if model is not None:
+                self.store.set_version(session, 1, digest)
+            return 1
+        if record[1] == digest:
+            return record[0]
+        self.store.set_version(session, record[0] + 1, digest)
+        return record[0] + 1
 
-class VersionMap(_LRU):
-    """A version per session, 1 the first time it is seen, bumped on every model change."""
-
-    def current(self, session: str) -> int:
-        with self._lock:
-            return int(self._touch(session, 1))
-
-    def bump(self, session: str) -> int:
-        with self._lock:
-            version = int(self._touch(session, 1)) + 1
-            self._data[session] = version
-            return version
-
-    def matches(self, session: str, if_match: str) -> bool:
-        """RFC 9110 If-Match against the session's version: ``*`` or any listed ETag (weak or strong)."""
-        current = self.current(session)
+    @staticmethod
+    def matches(if_match: str, version: int) -> bool:
+        """RFC 9110 If-Match against a version: ``*`` or any listed ETag (weak or strong)."""
         for tag in if_match.split(","):
             tag = tag.strip()
             if tag == "*":
                 return True
-            tag = tag.removeprefix("W/").strip('"')
-            if tag == str(current):
+            if tag.removeprefix("W/").strip('"') == str(version):
                 return True
         return False
 
 
-class AuditLog(_LRU):
-    """The last ``per_session`` model changes (and kept/rejected proposals) of each session."""
+class AuditLog:
+    """Model changes (and kept/rejected proposals) per session, bounded per session and in total."""
 
-    def __init__(self, per_session: int = 100, max_sessions: int = 10000) -> None:
-        super().__init__(max_sessions)
-        if per_session < 1:
-            raise ValueError("per_session must be at least 1")
-        self.per_session = per_session
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    @property
+    def per_session(self) -> int:
+        return self.store.audit_per_session
 
     def record(self, decision: Decision, new: str | None, at: float | None = None) -> dict[str, Any]:
         """Append what happened to ``decision.session``'s model: ``new`` is the model stored afterwards."""
@@ -140,39 +132,9 @@ class AuditLog(_LRU):
             "outcome": decision.outcome,
             "reason": decision.reason,
         }
-        with self._lock:
-            self._touch(decision.session, deque(maxlen=self.per_session)).append(entry)
+        self.store.audit_append(decision.session, entry)
         return entry
 
     def entries(self, session: str) -> list[dict[str, Any]]:
         """Oldest first; an unknown session has none."""
-        with self._lock:
-            log = self._data.get(session)
-            return [dict(entry) for entry in log] if log else []
-
-
-class SessionLocks:
-    """One lock per session that currently has a write in flight; idle sessions hold no memory."""
-
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._locks: dict[str, list[Any]] = {}  # session -> [lock, number of holders and waiters]
-
-    @contextmanager
-    def hold(self, session: str) -> Iterator[None]:
-        with self._mutex:
-            entry = self._locks.setdefault(session, [threading.Lock(), 0])
-            entry[1] += 1
-        entry[0].acquire()
-        try:
-            yield
-        finally:
-            entry[0].release()
-            with self._mutex:
-                entry[1] -= 1
-                if entry[1] == 0:
-                    del self._locks[session]
-
-    def __len__(self) -> int:
-        with self._mutex:
-            return len(self._locks)
+        return self.store.audit_entries(session)

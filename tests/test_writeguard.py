@@ -1,4 +1,4 @@
-"""The pure parts of the server guard: the decision table, versions, the audit log, locks, dotted paths."""
+"""The pure parts of the server guard: the decision table, in-process locks, dotted paths (stores: test_state.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from hermes_plugin import jsonpath
-from hermes_plugin.writeguard import AuditLog, Decision, SessionLocks, VersionMap, decide, needs_availability
+from hermes_plugin.state.memory import NamedLocks
+from hermes_plugin.writeguard import Decision, decide, needs_availability
 
 # Every row of DESIGN.md §5 (the If-Match row is covered in test_extension.py).
 TABLE = [
@@ -63,63 +64,8 @@ def test_changes_model():
     assert decide("m", "p", "user", None).to_json()["outcome"] == "pass"
 
 
-def test_versions_start_at_one_and_bump():
-    versions = VersionMap(10)
-    assert versions.current("a") == 1
-    assert versions.bump("a") == 2
-    assert versions.current("a") == 2
-    assert versions.current("b") == 1
-
-
-@pytest.mark.parametrize(("header", "ok"), [('"2"', True), ("2", True), ('W/"2"', True), ("*", True),
-                                            ('"1", "2"', True), ('"1"', False), ("garbage", False), ("", False)])
-def test_if_match(header, ok):
-    versions = VersionMap(10)
-    versions.bump("a")
-    assert versions.matches("a", header) is ok
-
-
-def test_versions_are_bounded_lru():
-    versions = VersionMap(2)
-    versions.bump("a")
-    versions.bump("b")
-    versions.current("a")  # a is now the most recent
-    versions.bump("c")
-    assert len(versions) == 2
-    assert versions.current("a") == 2
-    assert versions.current("b") == 1  # forgotten: starts again (a stale If-Match then gets 412, never a lost update)
-
-
-def test_versions_thread_safe():
-    versions = VersionMap(10)
-    threads = [threading.Thread(target=lambda: [versions.bump("s") for _ in range(200)]) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert versions.current("s") == 1 + 8 * 200
-
-
-def test_audit_entries_and_bounds():
-    audit = AuditLog(per_session=3, max_sessions=2)
-    for index in range(5):
-        audit.record(Decision("pass", "user", session="a", stored=f"m{index}", proposed=f"m{index + 1}"),
-                     f"m{index + 1}", at=float(index))
-    entries = audit.entries("a")
-    assert [entry["new"] for entry in entries] == ["m3", "m4", "m5"]
-    assert entries[-1] == {"time": 4.0, "old": "m4", "new": "m5", "proposed": "m5", "intent": "user",
-                           "outcome": "pass", "reason": "user"}
-    audit.record(Decision("keep", "model_present", session="b", stored="x", proposed="y", intent="auto"), "x")
-    audit.record(Decision("pass", "user", session="c", stored="x", proposed="y"), "y")
-    assert audit.entries("a") == []  # the least recently used session went
-    assert len(audit) == 2
-    assert audit.entries("b")[0]["outcome"] == "keep"
-    with pytest.raises(ValueError):
-        audit.record(Decision("pass", "same"), None)
-
-
 def test_session_locks_serialise_one_session_and_free_memory():
-    locks = SessionLocks()
+    locks = NamedLocks()
     inside = threading.Event()
     release = threading.Event()
     order: list[str] = []

@@ -1,0 +1,146 @@
+"""Guard state that several worker processes (and hosts) share: versions, audit log, locks, events.
+
+Three backends with one interface (``StateStore``):
+
+- ``memory``: this process only (tests, a single-process dev server);
+- ``sqlite``: one file in the instance folder, shared by every worker of one host (WAL + file locks);
+- ``redis``: one Redis shared by a whole fleet (``HERMES_PLUGIN_REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from ..errors import ConfigError, HermesPluginError
+
+STATE_FILE = "hermes-plugin-state.sqlite"
+LOCK_TIMEOUT = 10.0  # seconds a guarded write waits for its session before a 503
+AUDIT_PER_SESSION = 100
+AUDIT_MAX_ENTRIES = 10_000  # all sessions together: a few MB at most
+MAX_AUDIT_TEXT = 512  # a stored model the host holds can be anything: the log keeps a bounded copy
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class StateUnavailable(HermesPluginError):
+    """The shared state (Redis, the SQLite file) cannot be reached: refuse writes rather than risk losing one."""
+
+
+class LockTimeout(StateUnavailable):
+    """Another writer held a lock for longer than the wait allowed."""
+
+
+def model_digest(model: str | None) -> str:
+    """What a version is tied to: a digest of the stored model (the same in every process)."""
+    return hashlib.sha256(b"\x00" if model is None else b"m" + model.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
+def clip_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """An audit entry with every text field bounded, so the log's size bound holds in bytes too."""
+    return {key: value[:MAX_AUDIT_TEXT] if isinstance(value, str) else value for key, value in entry.items()}
+
+
+class StateStore:
+    """The interface every backend implements; ``shared`` says whether other processes see the same state."""
+
+    shared = False
+    kind = "memory"
+
+    def __init__(self, audit_per_session: int = AUDIT_PER_SESSION, audit_max_entries: int = AUDIT_MAX_ENTRIES) -> None:
+        if audit_per_session < 1 or audit_max_entries < 1:
+            raise ValueError("audit bounds must be at least 1")
+        self.audit_per_session = audit_per_session
+        self.audit_max_entries = audit_max_entries
+        self.origin = uuid.uuid4().hex  # this process's id on the event channel: its own events come back to it
+        self._listeners: list[Listener] = []
+
+    # -- locks ---------------------------------------------------------------------------------------
+    def lock(self, name: str, timeout: float = LOCK_TIMEOUT) -> AbstractContextManager[None]:
+        """Hold ``name`` across every process sharing this store; LockTimeout / StateUnavailable otherwise."""
+        raise NotImplementedError
+
+    # -- versions ------------------------------------------------------------------------------------
+    def get_version(self, session: str) -> tuple[int, str] | None:
+        """``(version, digest of the model it was given for)`` or None when the session has no record."""
+        raise NotImplementedError
+
+    def set_version(self, session: str, version: int, digest: str) -> None:
+        raise NotImplementedError
+
+    # -- audit log -----------------------------------------------------------------------------------
+    def audit_append(self, session: str, entry: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def audit_entries(self, session: str) -> list[dict[str, Any]]:
+        """Oldest first."""
+        raise NotImplementedError
+
+    def audit_count(self) -> int:
+        """Entries kept for all sessions together (bounded by ``audit_max_entries``)."""
+        raise NotImplementedError
+
+    # -- small shared values (observed catalogs, fetch marks) --------------------------------------------
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def items(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        raise NotImplementedError
+
+    # -- events between processes ----------------------------------------------------------------------
+    def publish(self, message: dict[str, Any]) -> None:
+        """Send ``message`` to the listeners of every *other* process sharing this store."""
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener(message)`` for each message another process publishes (from a background thread)."""
+        self._listeners.append(listener)
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        if message.get("origin") == self.origin:
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(message)
+            except Exception:  # one broken listener must not stop the channel
+                import logging
+
+                logging.getLogger(__name__).exception("hermes-plugin: state listener failed")
+
+    def ping(self) -> None:
+        """Raise StateUnavailable when the store cannot be reached."""
+
+    def close(self) -> None:
+        """Release connections and background threads."""
+
+
+def open_store(kind: str, instance_path: str | os.PathLike[str] | None = None, *,
+               audit_per_session: int = AUDIT_PER_SESSION, audit_max_entries: int = AUDIT_MAX_ENTRIES,
+               namespace: str = "hermes-plugin") -> StateStore:
+    """``memory``, ``sqlite`` (in ``instance_path``), a ``.sqlite``/``.db`` path, or a ``redis://`` URL."""
+    bounds: dict[str, Any] = {"audit_per_session": audit_per_session, "audit_max_entries": audit_max_entries}
+    if kind == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore(**bounds)
+    if isinstance(kind, str) and kind.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisStore
+
+        return RedisStore(kind, namespace=namespace, **bounds)
+    if kind == "sqlite":
+        if instance_path is None:
+            raise ConfigError("the sqlite state store needs a folder (the app's instance folder)")
+        path = os.path.join(os.fspath(instance_path), STATE_FILE)
+    elif isinstance(kind, str) and kind.endswith((".sqlite", ".db")):
+        path = os.path.expanduser(kind)
+    else:
+        raise ConfigError(f"unknown state store {kind!r}: use 'memory', 'sqlite', a .sqlite path or a redis:// URL")
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(path, **bounds)
