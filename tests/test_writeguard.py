@@ -8,7 +8,7 @@ import pytest
 
 from hermes_plugin import jsonpath
 from hermes_plugin.state.memory import NamedLocks
-from hermes_plugin.writeguard import Decision, decide, needs_availability
+from hermes_plugin.writeguard import decide, needs_availability
 
 # Every row of DESIGN.md §5 (the If-Match row is covered in test_extension.py).
 TABLE = [
