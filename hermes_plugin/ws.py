@@ -68,10 +68,12 @@ class Hub:
             return len(self._clients)
 
     def publish(self, event: dict[str, Any], fleet: bool = True) -> None:
-        """Send ``event`` to this process's clients and, unless ``fleet`` is False, to every other worker's."""
+        """Send ``event`` to every worker's clients (this one's included, through the same channel, so all
+        clients see events in one order); ``fleet=False`` sends only to this process's clients."""
         if fleet and self.fleet is not None:
             try:
-                self.fleet.publish({"type": "ws", "event": event})
+                self.fleet.publish({"type": "ws", "event": event}, echo=True)
+                return
             except StateUnavailable as exc:  # the local tabs still hear it; the others catch up on their next read
                 log.warning("hermes-plugin: WebSocket event not sent to other workers: %s", exc)
         message = json.dumps(event)

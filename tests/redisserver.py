@@ -26,14 +26,15 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """``redis-server`` on loopback with persistence off; ``stop()`` and ``start()`` again on the same port."""
+    """``redis-server`` on loopback (persistence off unless asked); ``stop()`` and ``start()`` again on the same port."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, persist: bool = False) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise FileNotFoundError("redis-server")
         self.directory = directory
         self.port = port or free_port()
+        self.persist = persist  # an append-only file, so a restart brings the data back
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,7 +45,8 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning"],
+             "--save", "", "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
+             "--protected-mode", "yes", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         while not self.answers():

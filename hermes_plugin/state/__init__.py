@@ -95,15 +95,16 @@ class StateStore:
         raise NotImplementedError
 
     # -- events between processes ----------------------------------------------------------------------
-    def publish(self, message: dict[str, Any]) -> None:
-        """Send ``message`` to the listeners of every *other* process sharing this store."""
+    def publish(self, message: dict[str, Any], echo: bool = False) -> None:
+        """Send ``message`` to the listeners of every *other* process sharing this store (and this one's with
+        ``echo``: one channel for all keeps every listener's order the same)."""
 
     def listen(self, listener: Listener) -> None:
         """Call ``listener(message)`` for each message another process publishes (from a background thread)."""
         self._listeners.append(listener)
 
     def _deliver(self, message: dict[str, Any]) -> None:
-        if message.get("origin") == self.origin:
+        if message.get("origin") == self.origin and not message.get("echo"):
             return
         for listener in list(self._listeners):
             try:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 LOCK_TTL = 30.0  # a lock held longer than this (a worker killed mid-write) expires by itself
 LOCK_POLL = 0.002
+SUBSCRIBE_WAIT = 2.0
 # Append an entry; trim the session's list and the fleet-wide order list (one element per entry, oldest first).
 AUDIT_SCRIPT = """
 redis.call('RPUSH', KEYS[1], ARGV[1])
@@ -60,6 +61,7 @@ class RedisStore(StateStore):
         self._listener: threading.Thread | None = None
         self._listener_pid = -1
         self._stop = threading.Event()
+        self._subscribed = threading.Event()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -130,9 +132,9 @@ class RedisStore(StateStore):
         return iter([(key.decode()[start:], json.loads(value)) for key, value in zip(keys, values, strict=True)
                      if value is not None])
 
-    def publish(self, message: dict[str, Any]) -> None:
+    def publish(self, message: dict[str, Any], echo: bool = False) -> None:
         with self._errors():
-            self.client.publish(self.channel, json.dumps({**message, "origin": self.origin}))
+            self.client.publish(self.channel, json.dumps({**message, "origin": self.origin, "echo": echo}))
 
     def listen(self, listener: Any) -> None:
         super().listen(listener)
@@ -140,12 +142,14 @@ class RedisStore(StateStore):
             self._listener_pid = os.getpid()
             self._listener = threading.Thread(target=self._listen, daemon=True, name="hermes-state-pubsub")
             self._listener.start()
+            # Events published before the subscription is active would be lost: wait for it (briefly, if Redis is up).
+            self._subscribed.wait(SUBSCRIBE_WAIT)
 
     def _listen(self) -> None:
         """Subscribe, and after Redis comes back, subscribe again and tell listeners they may have missed events."""
         backoff, lost = 0.1, False
         while not self._stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub()
             try:
                 pubsub.subscribe(self.channel)
                 if lost:
@@ -154,7 +158,11 @@ class RedisStore(StateStore):
                 backoff = 0.1
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
+                    if message is None:
+                        continue
+                    if message.get("type") == "subscribe":
+                        self._subscribed.set()
+                    elif message.get("type") == "message":
                         self._deliver(json.loads(message["data"]))
             except (RedisError, OSError, ValueError) as exc:
                 if not lost:

@@ -24,7 +24,7 @@ from . import LOCK_TIMEOUT, LockTimeout, StateStore, StateUnavailable, clip_entr
 log = logging.getLogger(__name__)
 
 SLOTS = 4096  # lock slots: two names share one only by hash collision, which just serialises them
-POLL_SECONDS = 0.05  # how often a process looks for other workers' events
+POLL_SECONDS = 0.025  # how often a process looks for other workers' events
 KEEP_EVENTS = 1000
 WAL_LIMIT = 4 * 2**20
 SCHEMA = """
@@ -201,8 +201,8 @@ class SQLiteStore(StateStore):
         return iter([(key, json.loads(value)) for key, value in rows])
 
     # -- events ----------------------------------------------------------------------------------------
-    def publish(self, message: dict[str, Any]) -> None:
-        body = json.dumps({**message, "origin": self.origin})
+    def publish(self, message: dict[str, Any], echo: bool = False) -> None:
+        body = json.dumps({**message, "origin": self.origin, "echo": echo})
         with self._db() as db:
             cur = db.execute("INSERT INTO events (origin, body) VALUES (?, ?)", (self.origin, body))
             self._published += 1
@@ -231,10 +231,9 @@ class SQLiteStore(StateStore):
             except StateUnavailable as exc:
                 log.warning("hermes-plugin: cannot read events from %s: %s", self.path, exc)
                 continue
-            for event_id, origin, body in rows:
+            for event_id, _origin, body in rows:
                 last = event_id
-                if origin != self.origin:
-                    self._deliver(json.loads(body))
+                self._deliver(json.loads(body))
 
     def ping(self) -> None:
         with self._db() as db:
