@@ -355,9 +355,11 @@ def demo(host: str, port: int, latency_ms: int, static_latency_ms: int, fail: st
               help="TOML file with a [proxy] table (write routes, session read, catalog URLs) and [providers.*].")
 @click.option("--preset", default=None, metavar="NAME",
               help="Built-in [proxy] table for a known app instead of --config: hermes-webui, demo.")
+@click.option("--redis", "redis_url", default=None, metavar="redis://...", envvar="HERMES_PLUGIN_REDIS_URL",
+              help="Share guard state, catalog cache and WebSocket events with other proxy processes and hosts.")
 @click.pass_context
 def proxy(ctx: click.Context, upstream: str, host: str, port: int, proxy_config_path: str | None,
-          preset: str | None) -> None:
+          preset: str | None, redis_url: str | None) -> None:
     """Guard an app that is not a Flask app: serve it through a reverse proxy that adds hermes-plugin.
 
     Every request is forwarded to --upstream unchanged (streams, server-sent events, WebSockets, cookies,
@@ -374,7 +376,8 @@ def proxy(ctx: click.Context, upstream: str, host: str, port: int, proxy_config_
     from .proxy import create_app
 
     config_path = proxy_config_path or (None if preset else _env(ctx).config_path)
-    app = create_app(upstream, config=config_path, preset=preset)
+    app = create_app(upstream, config=config_path, preset=preset,
+                     app_config={"HERMES_PLUGIN_REDIS_URL": redis_url} if redis_url else None)
     logging.getLogger("hermes_plugin.proxy.access").setLevel(logging.INFO)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))

@@ -89,7 +89,7 @@ def state_settings(config: Any) -> tuple[str, str]:
     state = config.get("HERMES_PLUGIN_STATE")
     if redis_url:
         state = state or redis_url
-        cache = redis_url if cache == "sqlite" else cache  # the default cache follows the fleet
+        cache = redis_url if cache in ("sqlite", "memory") else cache  # a fleet shares its catalog cache too
     # A memory cache means a test or a throwaway process: keep the guard state in memory with it.
     state = state or ("memory" if cache == "memory" else "sqlite")
     return state, cache

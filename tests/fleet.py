@@ -9,12 +9,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
-from redisserver import free_port
+from fleethost import seed_sessions
+from redisserver import RedisServer, free_port
+from wsclient import RawWS
+
+from hermes_plugin.testing.fake_provider import FakeProvider
 
 TESTS = Path(__file__).resolve().parent
 START_TIMEOUT = 60.0
@@ -24,7 +31,7 @@ class GunicornHost:
     """``gunicorn -w N -k gthread`` serving ``fleethost:create_app()`` on a free loopback port."""
 
     def __init__(self, root: Path, name: str, workers: int, *, redis: str | None = None,
-                 provider: str | None = None, guard: bool = True, threads: int = 8) -> None:
+                 provider: str | None = None, guard: bool = True, threads: int = 8, state: str | None = None) -> None:
         self.root, self.name, self.workers, self.threads = root, name, workers, threads
         self.port = free_port()
         self.env = {**os.environ, "FLEET_DIR": str(root), "FLEET_INSTANCE": str(root / f"instance-{name}"),
@@ -34,6 +41,8 @@ class GunicornHost:
             self.env["FLEET_REDIS"] = redis
         if provider:
             self.env["FLEET_PROVIDER"] = provider
+        if state:
+            self.env["FLEET_STATE"] = state
         self.process: subprocess.Popen[bytes] | None = None
         self.log = root / f"gunicorn-{name}.log"
 
@@ -85,3 +94,191 @@ def post(url: str, **kwargs: Any) -> requests.Response:
     """A POST on a fresh connection."""
     kwargs.setdefault("timeout", 30)
     return requests.post(url, **kwargs)
+
+
+LIVE = "live/only-model"
+P = "/hermes-plugin"
+WAIT = 30  # an upper bound for something that must happen, never a synchronisation delay
+SESSIONS = {name: "start/model" for name in ("fig1", "fig2", "fig3", "fig4", "fig5", "cat")}
+
+
+@dataclass
+class Fleet:
+    """Running hosts (gunicorn instances), their provider and their Redis (if any)."""
+
+    root: Path
+    hosts: list[GunicornHost]
+    provider: FakeProvider
+    redis: RedisServer | None = None
+    turn: int = 0
+    workers: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self) -> str:
+        """The next host's URL, round robin: consecutive requests go to different hosts (and workers)."""
+        with self.lock:
+            self.turn += 1
+            return self.hosts[self.turn % len(self.hosts)].url
+
+    def saw(self, response: Any) -> Any:
+        with self.lock:
+            self.workers.add(response.headers.get("X-Worker", "?"))
+        return response
+
+
+def start_fleet(root: Path, hosts: int, workers: int, redis: bool, persist: bool = False,
+                state: str | None = None, threads: int = 16) -> Fleet:
+    """``hosts`` gunicorn instances of ``workers`` workers on one sessions database (and one Redis if asked)."""
+    root.mkdir(parents=True, exist_ok=True)
+    seed_sessions(root, SESSIONS)
+    provider = FakeProvider("openai", models=[LIVE], latency=0.5).start()
+    server = None
+    if redis:
+        server = RedisServer(root / "redis", persist=persist).start()
+    started: list[GunicornHost] = []
+    try:
+        for n in range(hosts):
+            started.append(GunicornHost(root, f"h{n}", workers, redis=server.url if server else None,
+                                        provider=provider.base_url, threads=threads, state=state).start())
+    except BaseException:
+        stop_fleet(Fleet(root, started, provider, server))
+        raise
+    return Fleet(root, started, provider, server)
+
+
+def stop_fleet(fleet: Fleet) -> None:
+    for host in fleet.hosts:
+        host.stop()
+    if fleet.redis is not None:
+        fleet.redis.stop()
+    fleet.provider.stop()
+
+
+def version(response: Any) -> int:
+    return int(response.headers["ETag"].strip('"'))
+
+
+def write(fleet: Fleet, session: str, model: str, **headers: str) -> Any:
+    return fleet.saw(post(fleet.url() + "/api/session/update", json={"session_id": session, "model": model},
+                          headers={"X-Hermes-Intent": "user", **headers}))
+
+
+def read(fleet: Fleet, session: str) -> Any:
+    return fleet.saw(get(f"{fleet.url()}{P}/api/sessions/{session}/model"))
+
+
+def connect(fleet: Fleet, timeout: float = WAIT) -> RawWS:
+    client = RawWS(fleet.url(), timeout=timeout)
+    assert client.receive_json() == {"type": "hello"}
+    return client
+
+
+def events(client: RawWS, kind: str, count: int, **match: Any) -> list[dict[str, Any]]:
+    """The next ``count`` events of ``kind`` matching ``match``; fewer if the socket times out first."""
+    found: list[dict[str, Any]] = []
+    while len(found) < count:
+        try:
+            event = client.receive_json()
+        except OSError:  # the socket's timeout: no more events came
+            break
+        if event["type"] == kind and all(event.get(key) == value for key, value in match.items()):
+            found.append(event)
+    return found
+
+
+# -- the five figures ---------------------------------------------------------------------------------
+
+
+def concurrent_catalog_reads(fleet: Fleet, count: int = 40) -> tuple[int, list[Any]]:
+    """Upstream requests for ``count`` concurrent catalog requests on a cold cache, and the answers."""
+    fleet.provider.reset()
+    start = threading.Barrier(count)
+    answers: list[Any] = []
+
+    def client() -> None:
+        start.wait()
+        answers.append(fleet.saw(get(f"{fleet.url()}{P}/api/catalog/prov", timeout=WAIT)))
+
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return fleet.provider.requests, answers
+
+
+def stale_etag_refusals(fleet: Fleet, writes: int = 40, session: str = "fig1") -> tuple[int, list[int]]:
+    """One client, no contention: how many writes with the ETag it had just read were refused (412)."""
+    refused, statuses = 0, []
+    for n in range(writes):
+        etag = read(fleet, session).headers["ETag"]
+        response = write(fleet, session, f"model/{n}", **{"If-Match": etag})
+        statuses.append(response.status_code)
+        refused += response.status_code == 412
+    return refused, statuses
+
+
+@dataclass
+class Writers:
+    ok: list[tuple[int, int, str]] = field(default_factory=list)  # (version read, version written, model)
+    conflicts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def lost(self) -> int:
+        """Accepted writes built on a version another accepted write had already used."""
+        bases = Counter(base for base, _, _ in self.ok)
+        return sum(count - 1 for count in bases.values())
+
+
+def racing_writers(fleet: Fleet, clients: int = 8, writes: int = 15, session: str = "fig2") -> Writers:
+    """``clients`` threads, each ``writes`` times: read the version, write with If-Match (fresh connections)."""
+    result = Writers()
+    lock = threading.Lock()
+    start = threading.Barrier(clients)
+
+    def client(n: int) -> None:
+        start.wait()
+        for i in range(writes):
+            base = read(fleet, session)
+            model = f"client{n}/write{i}"
+            response = write(fleet, session, model, **{"If-Match": base.headers["ETag"]})
+            with lock:
+                if response.status_code == 200:
+                    result.ok.append((version(base), version(response), model))
+                elif response.status_code == 412 and response.json()["error"] == "stale_version":
+                    result.conflicts += 1
+                else:
+                    result.errors.append(f"{response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return result
+
+
+def audit_visibility(fleet: Fleet, changes: int = 12, reads: int = 8, session: str = "fig3") -> tuple[int, list[str]]:
+    """Make ``changes`` model changes, then read the model log ``reads`` times: the fewest changes any read saw."""
+    models = [f"log/{n}" for n in range(changes)]
+    for model in models:
+        write(fleet, session, model)
+    fewest = changes
+    for _ in range(reads):
+        entries = fleet.saw(get(f"{fleet.url()}{P}/api/sessions/{session}/model-log")).json()["entries"]
+        fewest = min(fewest, sum(entry["new"] in models for entry in entries))
+    return fewest, models
+
+
+def model_events(fleet: Fleet, clients: int = 6, changes: int = 10, session: str = "fig4",
+                 timeout: float = WAIT) -> tuple[list[list[dict[str, Any]]], list[str]]:
+    """``clients`` WebSocket clients, ``changes`` model changes: the model events each client received."""
+    sockets = [connect(fleet, timeout) for _ in range(clients)]
+    try:
+        models = [f"ws/{n}" for n in range(changes)]
+        for model in models:
+            write(fleet, session, model)
+        return [events(client, "model", changes, session=session) for client in sockets], models
+    finally:
+        for client in sockets:
+            client.close()

@@ -4,7 +4,7 @@ Sessions live in one SQLite file that every worker and host opens (a real host k
 too). Settings come from the environment, so a test or benchmark can start several gunicorn instances:
 ``FLEET_DIR`` (sessions file), ``FLEET_INSTANCE`` (this host's instance folder), ``FLEET_PROVIDER`` (a
 provider base URL), ``FLEET_REDIS`` (a Redis URL: share guard state through it), ``FLEET_GUARD=0``
-(the same host without ModelGuard, for throughput ratios).
+(the same host without ModelGuard, for throughput ratios), ``FLEET_STATE`` (``HERMES_PLUGIN_STATE``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def create_app() -> Flask:
     } if provider else {}
     if os.environ.get("FLEET_REDIS"):
         app.config["HERMES_PLUGIN_REDIS_URL"] = os.environ["FLEET_REDIS"]
+    if os.environ.get("FLEET_STATE"):  # e.g. "memory": the per-process state, for contrast
+        app.config["HERMES_PLUGIN_STATE"] = os.environ["FLEET_STATE"]
     guarded = os.environ.get("FLEET_GUARD", "1") != "0"
     guard = ModelGuard() if guarded else None
     db_per_thread: dict[int, sqlite3.Connection] = {}
