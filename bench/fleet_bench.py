@@ -1,0 +1,240 @@
+"""Several workers and hosts: the five fleet figures, throughput at -w 1/2/4, upstream fetches, WebSocket delay.
+
+Everything runs for real: the fleet host (tests/fleethost.py, sessions in SQLite) under gunicorn
+(gthread), redis-server on a free port, a fake provider with 500 ms latency, clients on loopback.
+
+1. The five figures (goal: 0, 0, 12/12, 10/10, 1) with the per-process state for contrast (what every
+   worker had before state was shared), SQLite state, Redis, and two hosts sharing one Redis.
+2. Guarded-write and catalog-read throughput at -w 1, 2, 4 with SQLite and with Redis, and the ratio to
+   the same host without ModelGuard under the same workers (writes vs its unguarded write route,
+   catalog reads vs its plain JSON read route).
+3. Upstream requests for K concurrent catalog requests across the fleet.
+4. Delay from a write to the WebSocket event on another worker (p50/p95).
+
+    python bench/fleet_bench.py [--seconds 3] [--clients 16] [--k 40 200] [--skip-throughput]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fleet import (  # noqa: E402
+    LIVE,
+    GunicornHost,
+    P,
+    audit_visibility,
+    concurrent_catalog_reads,
+    model_events,
+    racing_writers,
+    stale_etag_refusals,
+    start_fleet,
+    stop_fleet,
+)
+from fleethost import seed_sessions  # noqa: E402
+from redisserver import RedisServer  # noqa: E402
+from wsclient import RawWS  # noqa: E402
+
+from hermes_plugin.testing.fake_provider import FakeProvider  # noqa: E402
+
+SETUPS = [  # name, hosts, workers per host, redis, state
+    ("per-process state (contrast)", 1, 4, False, "memory"),
+    ("SQLite, one host", 1, 4, False, None),
+    ("Redis, one host", 1, 4, True, None),
+    ("Redis, two hosts", 2, 2, True, None),
+]
+
+
+def figures(tmp: Path) -> None:
+    print("## The five figures (fresh connections; goal column first)\n")
+    print("| set-up | workers | stale ETag refused (goal 0/40) | lost updates (goal 0) | model log seen (goal 12/12) "
+          "| WS events per client, fewest (goal 10/10) | upstream for 40 catalog requests (goal 1) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for n, (name, hosts, workers, redis, state) in enumerate(SETUPS):
+        fleet = start_fleet(tmp / f"figures{n}", hosts, workers, redis, state=state)
+        try:
+            upstream, _ = concurrent_catalog_reads(fleet, 40)
+            refused, _ = stale_etag_refusals(fleet, 40)
+            writers = racing_writers(fleet, 8, 15)
+            seen, _ = audit_visibility(fleet, 12, 8)
+            received, _ = model_events(fleet, 6, 10, timeout=3)
+        finally:
+            stop_fleet(fleet)
+        fewest = min(len(events) for events in received)
+        print(f"| {name} | {hosts} x -w {workers} | {refused}/40 | {writers.lost()}/{len(writers.ok)} accepted "
+              f"| {seen}/12 | {fewest}/10 | {upstream} |", flush=True)
+
+
+def drive(url: str, clients: int, seconds: float, request: Any) -> float:
+    """Requests per second from ``clients`` keep-alive clients calling ``request(session, n, url)``."""
+    counts = [0] * clients
+    errors: list[str] = []
+    stop = threading.Event()
+    start = threading.Barrier(clients + 1)
+
+    def client(index: int) -> None:
+        http = requests.Session()
+        start.wait()
+        n = 0
+        while not stop.is_set():
+            response = request(http, index, n, url)
+            if response.status_code != 200:
+                errors.append(f"{response.status_code} {response.text[:100]}")
+                stop.set()
+            n += 1
+        counts[index] = n
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    stop.wait(seconds)  # the measurement window
+    stop.set()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"benchmark request failed: {errors[0]}")
+    return sum(counts) / (time.perf_counter() - began)
+
+
+def guarded_write(http: requests.Session, index: int, n: int, url: str) -> requests.Response:
+    return http.post(url + "/api/session/update", json={"session_id": f"w{index}", "model": f"m/{n}"},
+                     headers={"X-Hermes-Intent": "user"}, timeout=30)
+
+
+def catalog_read(http: requests.Session, index: int, n: int, url: str) -> requests.Response:
+    return http.get(f"{url}{P}/api/catalog", timeout=30)
+
+
+def host_read(http: requests.Session, index: int, n: int, url: str) -> requests.Response:
+    return http.get(f"{url}/api/session/w{index}", timeout=30)
+
+
+def throughput(tmp: Path, clients: int, seconds: float) -> None:
+    print(f"\n## Throughput ({clients} keep-alive clients, {seconds:g} s per figure, gunicorn gthread 8 threads)\n")
+    print("| state | -w | guarded writes/s | unguarded writes/s | ratio | catalog reads/s | unguarded JSON reads/s "
+          "| ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    sessions = {f"w{i}": "start/model" for i in range(clients)}
+    redis = RedisServer(tmp / "redis-throughput").start()
+    provider = FakeProvider("openai", models=[LIVE]).start()
+    try:
+        for workers in (1, 2, 4):
+            root = tmp / f"throughput-{workers}"
+            root.mkdir()
+            seed_sessions(root, sessions)
+            plain = GunicornHost(root, "plain", workers, guard=False).start()
+            try:
+                plain_writes = drive(plain.url, clients, seconds, guarded_write)
+                plain_reads = drive(plain.url, clients, seconds, host_read)
+            finally:
+                plain.stop()
+            for state, url in (("SQLite", None), ("Redis", redis.url)):
+                host = GunicornHost(root, f"guarded-{state}", workers, redis=url, provider=provider.base_url).start()
+                try:
+                    requests.get(f"{host.url}{P}/api/catalog", timeout=30)  # warm: reads measure the cached path
+                    writes = drive(host.url, clients, seconds, guarded_write)
+                    reads = drive(host.url, clients, seconds, catalog_read)
+                finally:
+                    host.stop()
+                print(f"| {state} | {workers} | {writes:.0f} | {plain_writes:.0f} | {writes / plain_writes:.2f} "
+                      f"| {reads:.0f} | {plain_reads:.0f} | {reads / plain_reads:.2f} |", flush=True)
+    finally:
+        provider.stop()
+        redis.stop()
+
+
+def upstream_per_k(tmp: Path, ks: list[int]) -> None:
+    print("\n## Upstream requests for K concurrent catalog requests (cold cache, provider latency 500 ms)\n")
+    print("| set-up | " + " | ".join(f"K={k}" for k in ks) + " |")
+    print("| --- |" + " ---: |" * len(ks))
+    for n, (name, hosts, workers, redis, state) in enumerate(SETUPS):
+        counts = []
+        for k in ks:
+            fleet = start_fleet(tmp / f"k{n}-{k}", hosts, workers, redis, state=state)
+            try:
+                counts.append(concurrent_catalog_reads(fleet, k)[0])
+            finally:
+                stop_fleet(fleet)
+        print(f"| {name}, {hosts} x -w {workers} | " + " | ".join(str(c) for c in counts) + " |", flush=True)
+
+
+def ws_delay(tmp: Path, writes: int = 60) -> None:
+    print(f"\n## Delay from a write to the WebSocket event ({writes} writes, 4 clients each)\n")
+    print("| set-up | where the clients are | p50 ms | p95 ms | max ms | events received |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for name, hosts, workers, redis in (("SQLite, one host", 1, 4, False), ("Redis, two hosts", 2, 2, True)):
+        fleet = start_fleet(tmp / f"ws-{hosts}-{redis}", hosts, workers, redis)
+        try:
+            writer = fleet.hosts[-1].url
+            listen = fleet.hosts[0].url
+            sockets = [RawWS(listen, timeout=10) for _ in range(4)]
+            for client in sockets:
+                assert client.receive_json() == {"type": "hello"}
+            sent: dict[str, float] = {}
+            arrived: list[dict[str, float]] = [{} for _ in sockets]
+
+            def receive(client: RawWS, got: dict[str, float]) -> None:
+                while len(got) < writes:
+                    try:
+                        event = client.receive_json()
+                    except OSError:
+                        return
+                    if event.get("type") == "model" and event.get("session") == "fig4":
+                        got[event["model"]] = time.perf_counter()
+
+            threads = [threading.Thread(target=receive, args=(c, arrived[i])) for i, c in enumerate(sockets)]
+            for thread in threads:
+                thread.start()
+            for n in range(writes):
+                model = f"delay/{n}"
+                sent[model] = time.perf_counter()
+                response = requests.post(writer + "/api/session/update", json={"session_id": "fig4", "model": model},
+                                         headers={"X-Hermes-Intent": "user"}, timeout=30)  # a fresh connection
+                assert response.status_code == 200, response.text
+            for thread in threads:
+                thread.join()
+            for client in sockets:
+                client.close()
+        finally:
+            stop_fleet(fleet)
+        delays = sorted((at - sent[model]) * 1000 for got in arrived for model, at in got.items())
+        where = "any of the 4 workers (3 in 4 writes land on another)" if hosts == 1 else "the other host"
+        p95 = delays[max(0, int(len(delays) * 0.95) - 1)] if delays else float("nan")
+        median = statistics.median(delays) if delays else float("nan")
+        print(f"| {name} | {where} | {median:.1f} | {p95:.1f} | {max(delays, default=float('nan')):.1f} "
+              f"| {len(delays)}/{writes * len(sockets)} |", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measurement window per throughput figure")
+    parser.add_argument("--clients", type=int, default=16, help="keep-alive client threads for throughput")
+    parser.add_argument("--k", type=int, nargs="+", default=[40, 200], help="concurrent catalog requests")
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        figures(tmp)
+        if not args.skip_throughput:
+            throughput(tmp, args.clients, args.seconds)
+        upstream_per_k(tmp, args.k)
+        ws_delay(tmp)
+    print("\nAll on one 2-core machine: gunicorn workers, redis-server, the provider and the client threads share it.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
