@@ -31,8 +31,11 @@ class GunicornHost:
     """``gunicorn -w N -k gthread`` serving ``fleethost:create_app()`` on a free loopback port."""
 
     def __init__(self, root: Path, name: str, workers: int, *, redis: str | None = None,
-                 provider: str | None = None, guard: bool = True, threads: int = 8, state: str | None = None) -> None:
+                 provider: str | None = None, guard: bool = True, threads: int = 8, state: str | None = None,
+                 app: str = "fleethost:create_app()", env: dict[str, str] | None = None,
+                 health: str = "/health") -> None:
         self.root, self.name, self.workers, self.threads = root, name, workers, threads
+        self.app, self.health = app, health
         self.port = free_port()
         self.env = {**os.environ, "FLEET_DIR": str(root), "FLEET_INSTANCE": str(root / f"instance-{name}"),
                     "FLEET_NAME": name, "FLEET_GUARD": "1" if guard else "0", "PYTHONPATH": str(TESTS)}
@@ -43,8 +46,10 @@ class GunicornHost:
             self.env["FLEET_PROVIDER"] = provider
         if state:
             self.env["FLEET_STATE"] = state
+        self.env.update(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.log = root / f"gunicorn-{name}.log"
+        self.access_log = root / f"access-{name}.log"
 
     @property
     def url(self) -> str:
@@ -53,7 +58,8 @@ class GunicornHost:
     def start(self) -> GunicornHost:
         command = [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-k", "gthread",
                    "--threads", str(self.threads), "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "3",
-                   "--chdir", str(TESTS), "fleethost:create_app()"]
+                   "--access-logfile", str(self.access_log), "--access-logformat", "%(p)s %(r)s %(s)s",
+                   "--chdir", str(TESTS), self.app]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.wait_workers()
@@ -61,6 +67,8 @@ class GunicornHost:
 
     def wait_workers(self) -> set[str]:
         """Poll until every worker has answered once (each has its app up), within a deadline."""
+        if self.health != "/health":  # not the fleet host: no X-Worker header, the access log names the pid
+            return self._wait_in_access_log()
         seen: set[str] = set()
         deadline = time.monotonic() + START_TIMEOUT
         while len(seen) < self.workers:
@@ -72,6 +80,24 @@ class GunicornHost:
             except requests.RequestException:
                 time.sleep(0.05)  # not listening yet: poll again (a deadline bounds it)
         return seen
+
+    def _wait_in_access_log(self) -> set[str]:
+        deadline = time.monotonic() + START_TIMEOUT
+        while len(pids := self.pids()) < self.workers:
+            assert self.process is not None and self.process.poll() is None, self.log.read_text()[-3000:]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(pids)} of {self.workers} workers answered: {self.log.read_text()[-3000:]}")
+            try:
+                requests.get(self.url + self.health, timeout=5)
+            except requests.RequestException:
+                time.sleep(0.05)  # not listening yet: poll again (a deadline bounds it)
+        return pids
+
+    def pids(self) -> set[str]:
+        """Workers that served at least one request (from the access log)."""
+        if not self.access_log.exists():
+            return set()
+        return {line.split(" ", 1)[0] for line in self.access_log.read_text().splitlines() if line.strip()}
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -3,7 +3,8 @@
 The five figures of a multi-worker deployment, each at its goal, in three set-ups: one host with the
 default SQLite state, one host with Redis, two hosts sharing one Redis. Then the faults: Redis stopped
 mid-run refuses writes with a 503 and serves catalogs stale; Redis back, everything recovers without a
-restart. ``bench/fleet_bench.py`` prints the same figures, and the per-process state for contrast.
+restart. The reverse proxy under four workers shares its state through Redis the same way.
+``bench/fleet_bench.py`` prints the same figures, and the per-process state for contrast.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fleet import (
     LIVE,
     WAIT,
     Fleet,
+    GunicornHost,
     P,
     audit_visibility,
     concurrent_catalog_reads,
@@ -33,8 +35,10 @@ from fleet import (
     version,
     write,
 )
-from fleethost import stored_models
+from fleethost import seed_sessions, stored_models
 from redisserver import RedisServer, need_redis_server
+
+from hermes_plugin.testing.fake_provider import FakeProvider
 
 SETUPS = {
     "sqlite-one-host": {"hosts": 1, "workers": 4, "redis": False},
@@ -182,4 +186,48 @@ def test_redis_stopped_refuses_writes_serves_stale_then_recovers(tmp_path):
             for client in clients:
                 client.close()
     finally:
+        stop_fleet(fleet)
+
+
+# -- the reverse proxy under several workers ---------------------------------------------------------
+
+PROXY_CONFIG = """
+[proxy]
+writes = [{method = "POST", url = '^/api/session/update$', session = "session_id", model = "model"}]
+session_read = {url = "/api/session/{session}", model = "model"}
+session_ttl = 0
+
+[providers.prov]
+kind = "openai-compatible"
+base_url = "%s"
+"""
+
+
+def test_proxy_workers_share_guard_state_through_redis(tmp_path):
+    need_redis_server()
+    seed_sessions(tmp_path, {name: "start/model" for name in ("fig1", "fig2", "fig3", "fig4")})
+    server = RedisServer(tmp_path / "redis").start()
+    provider = FakeProvider("openai", models=[LIVE], latency=0.5).start()
+    upstream = GunicornHost(tmp_path, "upstream", 2, guard=False).start()  # the app itself knows nothing of the guard
+    config = tmp_path / "proxy.toml"
+    config.write_text(PROXY_CONFIG % provider.base_url)
+    proxies = GunicornHost(tmp_path, "proxy", 4, threads=16, health=f"{P}/api/sessions/fig1/model",
+                           app=f"hermes_plugin.proxy:create_app(upstream={upstream.url!r}, config={str(config)!r})",
+                           env={"HERMES_PLUGIN_REDIS_URL": server.url})
+    fleet = Fleet(tmp_path, [proxies], provider, server)
+    try:
+        proxies.start()
+        upstream_requests, answers = concurrent_catalog_reads(fleet, 40)
+        assert [response.status_code for response in answers] == [200] * 40
+        assert upstream_requests == 1
+        assert stale_etag_refusals(fleet, 20)[0] == 0
+        result = racing_writers(fleet, clients=6, writes=10)
+        assert result.errors == [] and result.ok and result.lost() == 0
+        assert audit_visibility(fleet, changes=8, reads=6)[0] == 8
+        received, models = model_events(fleet, clients=4, changes=6)
+        assert all([event["model"] for event in got] == models for got in received)
+        assert len(proxies.pids()) == 4  # every proxy worker served part of it
+    finally:
+        proxies.stop()
+        upstream.stop()
         stop_fleet(fleet)
