@@ -1,0 +1,139 @@
+"""The catalog service shared by workers: one upstream fetch across services, stale on a lock timeout,
+refreshes and observed catalogs reaching the other workers. Each ``CatalogService`` here stands for one
+worker process: they share only the state file and the cache file, as gunicorn workers do."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hermes_plugin.hooks.openai_compatible import OpenAICompatible
+from hostapp import create_app
+
+from hermes_plugin.catalog import CatalogService
+from hermes_plugin.plugins import make_spec
+from hermes_plugin.state import open_store
+from hermes_plugin.testing.fake_provider import FakeProvider
+
+WAIT = 10
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeProvider]:
+    with FakeProvider("openai", ["live/a"], latency=0.3) as fake:
+        yield fake
+
+
+def worker(folder: Path, fake: FakeProvider, **kwargs: Any) -> CatalogService:
+    """One worker's catalog service: SQLite cache and SQLite state in ``folder``."""
+    spec = make_spec("p", live=OpenAICompatible(fake.base_url))
+    store = open_store("sqlite", folder)
+    return CatalogService(specs=[spec], cache="sqlite", cache_dir=folder, fleet=store,
+                          **{"timeout": (1.0, 2.0), "total_timeout": 3.0, **kwargs})
+
+
+def test_workers_fetching_together_make_one_upstream_request(tmp_path, provider):
+    workers = [worker(tmp_path, provider) for _ in range(4)]
+    try:
+        start = threading.Barrier(len(workers))
+        results: list[Any] = []
+
+        def ask(svc: CatalogService) -> None:
+            start.wait()
+            results.append(svc.catalog("p"))
+
+        threads = [threading.Thread(target=ask, args=(svc,)) for svc in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [cat.state for cat in results] == ["fresh"] * 4
+        assert all(cat.ids == {"live/a"} for cat in results)
+        assert provider.requests == 1  # the others waited on the fetch lock and read the cache
+    finally:
+        for svc in workers:
+            svc.close()
+
+
+def test_a_waiter_past_the_timeout_serves_the_stale_copy(tmp_path, provider):
+    first = worker(tmp_path, provider)
+    try:
+        assert first.catalog("p").state == "fresh"  # in the shared cache now
+    finally:
+        first.close()
+    provider.configure(models=["live/a", "live/b"])
+    waiter = worker(tmp_path, provider, total_timeout=0.5)
+    store = open_store("sqlite", tmp_path)
+    try:
+        with store.lock("fetch:p"):  # another worker's fetch that never finishes in time
+            provider.reset()
+            cat = waiter.catalog("p")
+        assert cat.state == "stale" and cat.ids == {"live/a"}
+        assert "did not finish" in (cat.error or "")
+        assert provider.requests == 0
+    finally:
+        waiter.close()
+
+
+def test_a_refresh_in_one_worker_reaches_the_other(tmp_path, provider):
+    one, two = worker(tmp_path, provider), worker(tmp_path, provider)
+    settled: queue.Queue[Any] = queue.Queue()
+    two.subscribe(settled.put)
+    try:
+        assert one.catalog("p").ids == two.catalog("p").ids == {"live/a"}
+        while not settled.empty():
+            settled.get_nowait()
+        provider.configure(models=["live/a", "live/new"])
+        provider.reset()
+        assert "live/new" in one.catalog("p", refresh=True).ids
+        while "live/new" not in settled.get(timeout=WAIT).ids:  # pushed to worker two, not polled by it
+            pass
+        assert "live/new" in two.snapshot("p").ids
+        assert provider.requests == 1  # worker two re-read the shared cache
+    finally:
+        one.close()
+        two.close()
+
+
+def test_observed_catalogs_are_shared_with_workers_started_later(tmp_path, provider):
+    one = worker(tmp_path, provider)
+    try:
+        one.observe("host-prov", ["host/m1"], "live")
+        later = worker(tmp_path, provider)
+        try:
+            assert later.availability("host/m1") == "present"
+            assert later.availability("host/gone", "host-prov") == "absent"
+        finally:
+            later.close()
+    finally:
+        one.close()
+
+
+def test_startup_warning_names_the_setting(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="hermes_plugin.extension"):
+        create_app(tmp_path / "memory")  # the test host keeps state in memory
+        create_app(tmp_path / "sqlite", HERMES_PLUGIN_CACHE="sqlite")
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("per process" in m and "HERMES_PLUGIN_REDIS_URL" in m for m in messages)
+    assert any("this host only" in m and "HERMES_PLUGIN_REDIS_URL" in m for m in messages)
+
+
+def test_reading_made_up_sessions_cannot_revive_a_stale_if_match(tmp_path):
+    app = create_app(tmp_path, sessions={"s1": "model/a"})
+    client = app.test_client()
+    prefix = "/hermes-plugin/api/sessions"
+    seen = client.get(f"{prefix}/s1/model").headers["ETag"]  # the tab read this version
+    changed = client.post("/api/session/update", json={"session_id": "s1", "model": "model/b"},
+                          headers={"X-Hermes-Intent": "user"})
+    assert changed.status_code == 200 and changed.headers["ETag"] != seen
+    for n in range(10_001):  # one more than the old per-process LRU held
+        assert client.get(f"{prefix}/made-up-{n}/model").status_code == 200
+    stale = client.post("/api/session/update", json={"session_id": "s1", "model": "model/c"},
+                        headers={"X-Hermes-Intent": "user", "If-Match": seen})
+    assert stale.status_code == 412 and stale.json["error"] == "stale_version"
+    assert app.store.get("s1")["model"] == "model/b"
