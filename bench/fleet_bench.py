@@ -11,7 +11,7 @@ Everything runs for real: the fleet host (tests/fleethost.py, sessions in SQLite
 3. Upstream requests for K concurrent catalog requests across the fleet.
 4. Delay from a write to the WebSocket event on another worker (p50/p95).
 
-    python bench/fleet_bench.py [--seconds 3] [--clients 16] [--k 40 200] [--skip-throughput]
+    python bench/fleet_bench.py [--seconds 1] [--rounds 4] [--clients 16] [--k 40 200] [--parts figures throughput upstream ws]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from wsclient import RawWS  # noqa: E402
 
 from hermes_plugin.testing.fake_provider import FakeProvider  # noqa: E402
 
+PARTS = ["figures", "throughput", "upstream", "ws"]
 SETUPS = [  # name, hosts, workers per host, redis, state
     ("per-process state (contrast)", 1, 4, False, "memory"),
     ("SQLite, one host", 1, 4, False, None),
@@ -122,11 +123,12 @@ def host_read(http: requests.Session, index: int, n: int, url: str) -> requests.
     return http.get(f"{url}/api/session/w{index}", timeout=30)
 
 
-def throughput(tmp: Path, clients: int, seconds: float) -> None:
-    print(f"\n## Throughput ({clients} keep-alive clients, {seconds:g} s per figure, gunicorn gthread 8 threads)\n")
-    print("| state | -w | guarded writes/s | unguarded writes/s | ratio | catalog reads/s | unguarded JSON reads/s "
-          "| ratio |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+def throughput(tmp: Path, clients: int, seconds: float, rounds: int) -> None:
+    print(f"\n## Throughput ({clients} keep-alive clients; {rounds} interleaved rounds of {seconds:g} s per figure; "
+          "gunicorn gthread, 8 threads)\n")
+    print("| -w | unguarded writes/s | SQLite guarded writes/s (ratio) | Redis guarded writes/s (ratio) "
+          "| unguarded JSON reads/s | SQLite catalog reads/s (ratio) | Redis catalog reads/s (ratio) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     sessions = {f"w{i}": "start/model" for i in range(clients)}
     redis = RedisServer(tmp / "redis-throughput").start()
     provider = FakeProvider("openai", models=[LIVE]).start()
@@ -135,22 +137,28 @@ def throughput(tmp: Path, clients: int, seconds: float) -> None:
             root = tmp / f"throughput-{workers}"
             root.mkdir()
             seed_sessions(root, sessions)
-            plain = GunicornHost(root, "plain", workers, guard=False).start()
+            hosts = [GunicornHost(root, "plain", workers, guard=False),
+                     GunicornHost(root, "sqlite", workers, provider=provider.base_url),
+                     GunicornHost(root, "redis", workers, redis=redis.url, provider=provider.base_url)]
             try:
-                plain_writes = drive(plain.url, clients, seconds, guarded_write)
-                plain_reads = drive(plain.url, clients, seconds, host_read)
-            finally:
-                plain.stop()
-            for state, url in (("SQLite", None), ("Redis", redis.url)):
-                host = GunicornHost(root, f"guarded-{state}", workers, redis=url, provider=provider.base_url).start()
-                try:
+                for host in hosts:
+                    host.start()
+                for host in hosts[1:]:
                     requests.get(f"{host.url}{P}/api/catalog", timeout=30)  # warm: reads measure the cached path
-                    writes = drive(host.url, clients, seconds, guarded_write)
-                    reads = drive(host.url, clients, seconds, catalog_read)
-                finally:
+                writes = [0.0] * 3
+                reads = [0.0] * 3
+                for round_ in range(rounds):
+                    order = range(3) if round_ % 2 == 0 else reversed(range(3))  # drift hits every host alike
+                    for i in order:
+                        writes[i] += drive(hosts[i].url, clients, seconds, guarded_write)
+                        reads[i] += drive(hosts[i].url, clients, seconds, host_read if i == 0 else catalog_read)
+            finally:
+                for host in hosts:
                     host.stop()
-                print(f"| {state} | {workers} | {writes:.0f} | {plain_writes:.0f} | {writes / plain_writes:.2f} "
-                      f"| {reads:.0f} | {plain_reads:.0f} | {reads / plain_reads:.2f} |", flush=True)
+            w = [value / rounds for value in writes]
+            r = [value / rounds for value in reads]
+            print(f"| {workers} | {w[0]:.0f} | {w[1]:.0f} ({w[1] / w[0]:.2f}) | {w[2]:.0f} ({w[2] / w[0]:.2f}) "
+                  f"| {r[0]:.0f} | {r[1]:.0f} ({r[1] / r[0]:.2f}) | {r[2]:.0f} ({r[2] / r[0]:.2f}) |", flush=True)
     finally:
         provider.stop()
         redis.stop()
@@ -220,18 +228,22 @@ def ws_delay(tmp: Path, writes: int = 60) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=3.0, help="measurement window per throughput figure")
+    parser.add_argument("--seconds", type=float, default=1.0, help="one measurement window")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved windows per throughput figure")
     parser.add_argument("--clients", type=int, default=16, help="keep-alive client threads for throughput")
     parser.add_argument("--k", type=int, nargs="+", default=[40, 200], help="concurrent catalog requests")
-    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="what to measure (default: all)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        figures(tmp)
-        if not args.skip_throughput:
-            throughput(tmp, args.clients, args.seconds)
-        upstream_per_k(tmp, args.k)
-        ws_delay(tmp)
+        if "figures" in args.parts:
+            figures(tmp)
+        if "throughput" in args.parts:
+            throughput(tmp, args.clients, args.seconds, args.rounds)
+        if "upstream" in args.parts:
+            upstream_per_k(tmp, args.k)
+        if "ws" in args.parts:
+            ws_delay(tmp)
     print("\nAll on one 2-core machine: gunicorn workers, redis-server, the provider and the client threads share it.")
     return 0
 
