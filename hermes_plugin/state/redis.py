@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -140,41 +141,11 @@ class RedisStore(StateStore):
         super().listen(listener)
         if self._listener is None or self._listener_pid != os.getpid():  # threads do not survive a fork
             self._listener_pid = os.getpid()
-            self._listener = threading.Thread(target=self._listen, daemon=True, name="hermes-state-pubsub")
+            self._listener = threading.Thread(target=_listen, args=(weakref.ref(self),), daemon=True,
+                                              name="hermes-state-pubsub")
             self._listener.start()
             # Events published before the subscription is active would be lost: wait for it (briefly, if Redis is up).
             self._subscribed.wait(SUBSCRIBE_WAIT)
-
-    def _listen(self) -> None:
-        """Subscribe, and after Redis comes back, subscribe again and tell listeners they may have missed events."""
-        backoff, lost = 0.1, False
-        while not self._stop.is_set():
-            pubsub = self.client.pubsub()
-            try:
-                pubsub.subscribe(self.channel)
-                if lost:
-                    lost = False
-                    self._deliver({"type": "resync"})
-                backoff = 0.1
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    if message.get("type") == "subscribe":
-                        self._subscribed.set()
-                    elif message.get("type") == "message":
-                        self._deliver(json.loads(message["data"]))
-            except (RedisError, OSError, ValueError) as exc:
-                if not lost:
-                    log.warning("hermes-plugin: Redis event channel lost (%s); retrying", type(exc).__name__)
-                lost = True
-                self._stop.wait(backoff)  # a back-off between reconnect attempts, not a synchronisation
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                try:
-                    pubsub.close()
-                except Exception:  # closing a broken connection may itself fail
-                    pass
 
     def ping(self) -> None:
         with self._errors():
@@ -183,3 +154,48 @@ class RedisStore(StateStore):
     def close(self) -> None:
         self._stop.set()
         self.client.close()
+
+
+def _listen(ref: weakref.ReferenceType[RedisStore]) -> None:
+    """Subscribe, and after Redis comes back, subscribe again and tell listeners they may have missed events.
+
+    Holds the store only weakly (between messages), so the thread ends when the app and its store are gone.
+    """
+    backoff, lost = 0.1, False
+    while (store := ref()) is not None and not store._stop.is_set():
+        pubsub = store.client.pubsub()
+        try:
+            pubsub.subscribe(store.channel)
+            if lost:
+                lost = False
+                store._deliver({"type": "resync"})
+            backoff = 0.1
+            del store
+            while (store := ref()) is not None and not store._stop.is_set():
+                del store
+                message = pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                store = ref()
+                if store is None:
+                    return
+                if message.get("type") == "subscribe":
+                    store._subscribed.set()
+                elif message.get("type") == "message":
+                    store._deliver(json.loads(message["data"]))
+                del store
+        except Exception as exc:  # Redis gone, or the store closed under us: retry unless stopped
+            if not lost and (store := ref()) is not None and not store._stop.is_set():
+                log.warning("hermes-plugin: Redis event channel lost (%s); retrying", type(exc).__name__)
+            lost = True
+            stop = store._stop if (store := ref()) is not None else None
+            del store
+            if stop is None or stop.wait(backoff):  # a back-off between reconnect attempts, not a synchronisation
+                return
+            backoff = min(backoff * 2, 2.0)
+        finally:
+            try:
+                pubsub.close()
+            except Exception:  # closing a broken connection may itself fail
+                pass
+

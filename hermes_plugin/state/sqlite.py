@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -218,22 +219,22 @@ class SQLiteStore(StateStore):
     def _start_poller(self) -> None:
         with self._db() as db:
             last = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
-        self._poller = threading.Thread(target=self._poll, args=(last, os.getpid()), daemon=True,
-                                        name="hermes-state-events")
+        self._poller = threading.Thread(target=_poll, args=(weakref.ref(self), self._stop, last, os.getpid()),
+                                        daemon=True, name="hermes-state-events")
         self._poller.start()
 
-    def _poll(self, last: int, pid: int) -> None:
-        while not self._stop.wait(POLL_SECONDS) and os.getpid() == pid:
-            try:
-                with self._db() as db:
-                    rows = db.execute("SELECT id, origin, body FROM events WHERE id > ? ORDER BY id",
-                                      (last,)).fetchall()
-            except StateUnavailable as exc:
-                log.warning("hermes-plugin: cannot read events from %s: %s", self.path, exc)
-                continue
-            for event_id, _origin, body in rows:
-                last = event_id
-                self._deliver(json.loads(body))
+    def poll_once(self, last: int) -> int:
+        """Deliver the events published after ``last``; returns the newest id seen."""
+        try:
+            with self._db() as db:
+                rows = db.execute("SELECT id, body FROM events WHERE id > ? ORDER BY id", (last,)).fetchall()
+        except StateUnavailable as exc:
+            log.warning("hermes-plugin: cannot read events from %s: %s", self.path, exc)
+            return last
+        for event_id, body in rows:
+            last = event_id
+            self._deliver(json.loads(body))
+        return last
 
     def ping(self) -> None:
         with self._db() as db:
@@ -241,3 +242,14 @@ class SQLiteStore(StateStore):
 
     def close(self) -> None:
         self._stop.set()
+
+
+def _poll(ref: weakref.ReferenceType[SQLiteStore], stop: threading.Event, last: int, pid: int) -> None:
+    """The event poller: holds the store only weakly, so it ends when the app (and its store) is gone."""
+    while not stop.wait(POLL_SECONDS) and os.getpid() == pid:
+        store = ref()
+        if store is None:
+            return
+        last = store.poll_once(last)
+        del store
+
