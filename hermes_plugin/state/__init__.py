@@ -10,6 +10,7 @@ Three backends with one interface (``StateStore``):
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ..errors import ConfigError, HermesPluginError
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "hermes-plugin-state.sqlite"
 LOCK_TIMEOUT = 10.0  # seconds a guarded write waits for its session before a 503
@@ -110,9 +113,7 @@ class StateStore:
             try:
                 listener(message)
             except Exception:  # one broken listener must not stop the channel
-                import logging
-
-                logging.getLogger(__name__).exception("hermes-plugin: state listener failed")
+                log.exception("hermes-plugin: state listener failed")
 
     def ping(self) -> None:
         """Raise StateUnavailable when the store cannot be reached."""

@@ -94,7 +94,8 @@ class RedisStore(StateStore):
             raw = self.client.get(self._key("version", session))
         if raw is None:
             return None
-        version, _, digest = raw.decode().partition(" ")
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        version, _, digest = text.partition(" ")
         return int(version), digest
 
     def set_version(self, session: str, version: int, digest: str) -> None:
