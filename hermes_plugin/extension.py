@@ -149,12 +149,18 @@ class GuardState:
     def session_version(self, session: str) -> tuple[str | None, int]:
         """The stored model and its version, read as one step (never a new version paired with an old model)."""
         model = self.read_model(session)
-        version = self.versions.peek(session, model)
+        version = self.versions.peek(session, model, self.host_version(session))
         if version is not None:
             return model, version
         with self.session_lock(session):  # the record lags the model: bring it up to date under the lock
             model = self.read_model(session)
-            return model, self.versions.current(session, model)
+            return model, self.versions.current(session, model, self.host_version(session))
+
+    def host_version(self, session: str) -> str | None:
+        """The host's own version of a session (``@guard.session_version``), as text; None when it has none."""
+        reader = self.guard._version_reader
+        value = reader(session) if reader is not None else None
+        return None if value is None else str(value)
 
     def read_model(self, session: str) -> str | None:
         """The host's stored model for a session; anything but a non-empty string counts as none."""
@@ -227,6 +233,7 @@ class ModelGuard:
 
     def __init__(self, app: Flask | None = None) -> None:
         self._reader: Callable[[str], str | None] | None = None
+        self._version_reader: Callable[[str], Any] | None = None
         self._authorizers: list[Callable[[str, str | None], bool]] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._bp, self._sock = api.make_blueprint(self._authorized)
@@ -250,6 +257,12 @@ class ModelGuard:
     def session_model(self, reader: Callable[[str], str | None]) -> Callable[[str], str | None]:
         """Register ``reader(session_id) -> stored model or None``."""
         self._reader = reader
+        return reader
+
+    def session_version(self, reader: Callable[[str], Any]) -> Callable[[str], Any]:
+        """Optionally register ``reader(session_id) -> the host's own version of the session`` (a row version,
+        ``updated_at``): the ETag then also moves when the host changes the session, not only its model."""
+        self._version_reader = reader
         return reader
 
     def authorize(self, check: Callable[[str, str | None], bool]) -> Callable[[str, str | None], bool]:
@@ -390,7 +403,7 @@ def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], 
                   on_keep: str) -> Response:
     """A guarded write of ``session``; the caller holds the session's lock."""
     stored = state.read_model(session)
-    version = state.versions.current(session, stored)
+    version = state.versions.current(session, stored, state.host_version(session))
     if_match = request.headers.get("If-Match")
     if if_match is not None and not state.versions.matches(if_match, version):
         response = api.json_error(412, "stale_version", "the session's model changed since you read it",
@@ -425,8 +438,8 @@ def _record(state: GuardState, decision: Decision, stored: str | None, version: 
     assert session is not None
     after = state.read_model(session)
     try:
+        version = state.versions.current(session, after, state.host_version(session))
         if after != stored:
-            version = state.versions.current(session, after)
             state.audit.record(decision, after)
             state.hub.publish({"type": "model", "session": session, "model": after, "version": version})
         elif decision.outcome == "keep":

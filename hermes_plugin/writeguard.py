@@ -69,25 +69,26 @@ def decide(stored: str | None, proposed: str | None, intent: str, availability: 
 class Versions:
     """Session versions kept in the shared store, each tied to a digest of the model it was given for.
 
-    A version changes exactly when the stored model does: a record whose digest no longer matches what
-    the host stores (a write outside the guard, or one in flight) is moved on under the session's lock.
+    A version changes exactly when the stored model does (or the host's own version of the session, when it
+    declares one): a record whose digest no longer matches what the host stores (a write outside the
+    guard, or one in flight) is moved on under the session's lock.
     Only sessions that exist get a record, so reading made-up session ids cannot push a real one out.
     """
 
     def __init__(self, store: StateStore) -> None:
         self.store = store
 
-    def peek(self, session: str, model: str | None) -> int | None:
+    def peek(self, session: str, model: str | None, host_version: str | None = None) -> int | None:
         """The version for ``model`` without writing, or None when the record must be brought up to date."""
         record = self.store.get_version(session)
         if record is None:
             return 1 if model is None else None
-        return record[0] if record[1] == model_digest(model) else None
+        return record[0] if record[1] == model_digest(model, host_version) else None
 
-    def current(self, session: str, model: str | None) -> int:
-        """The version of ``model`` as the stored model; the caller holds the session's lock."""
+    def current(self, session: str, model: str | None, host_version: str | None = None) -> int:
+        """The version of ``model`` (and the host's version) as stored; the caller holds the session's lock."""
         record = self.store.get_version(session)
-        digest = model_digest(model)
+        digest = model_digest(model, host_version)
         if record is None:
             if model is not None:
                 self.store.set_version(session, 1, digest)

@@ -1,6 +1,7 @@
-"""The catalog service shared by workers: one upstream fetch across services, stale on a lock timeout,
-refreshes and observed catalogs reaching the other workers. Each ``CatalogService`` here stands for one
-worker process: they share only the state file and the cache file, as gunicorn workers do."""
+"""State shared by workers, in one process: the catalog service (one upstream fetch across services,
+stale on a lock timeout, refreshes and observed catalogs reaching the other workers) and session
+versions (made-up reads, the host's own version). Each ``CatalogService`` here stands for one worker
+process: they share only the state file and the cache file, as gunicorn workers do."""
 
 from __future__ import annotations
 
@@ -137,3 +138,21 @@ def test_reading_made_up_sessions_cannot_revive_a_stale_if_match(tmp_path):
                         headers={"X-Hermes-Intent": "user", "If-Match": seen})
     assert stale.status_code == 412 and stale.json["error"] == "stale_version"
     assert app.store.get("s1")["model"] == "model/b"
+
+
+def test_host_version_moves_the_etag_when_the_host_changes_the_session(tmp_path):
+    app = create_app(tmp_path, sessions={"s1": "model/a"})
+    app.guard.session_version(lambda session_id: (app.store.get(session_id) or {}).get("workspace"))
+    client = app.test_client()
+    url = "/hermes-plugin/api/sessions/s1/model"
+    first = client.get(url).headers["ETag"]
+    assert client.get(url).headers["ETag"] == first  # stable while nothing changes
+    app.store.update("s1", workspace="renamed")  # the host changed the session without the guard
+    second = client.get(url).headers["ETag"]
+    assert second != first
+    stale = client.post("/api/session/update", json={"session_id": "s1", "model": "model/b"},
+                        headers={"X-Hermes-Intent": "user", "If-Match": first})
+    assert stale.status_code == 412 and app.store.get("s1")["model"] == "model/a"
+    fresh = client.post("/api/session/update", json={"session_id": "s1", "model": "model/b"},
+                        headers={"X-Hermes-Intent": "user", "If-Match": second})
+    assert fresh.status_code == 200 and app.store.get("s1")["model"] == "model/b"

@@ -38,9 +38,13 @@ class LockTimeout(StateUnavailable):
     """Another writer held a lock for longer than the wait allowed."""
 
 
-def model_digest(model: str | None) -> str:
-    """What a version is tied to: a digest of the stored model (the same in every process)."""
-    return hashlib.sha256(b"\x00" if model is None else b"m" + model.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+def model_digest(model: str | None, host_version: str | None = None) -> str:
+    """What a version is tied to: a digest of the stored model, and of the host's own version of the session
+    when it declares one (the same in every process)."""
+    data = b"\x00" if model is None else b"m" + model.encode("utf-8", "surrogatepass")
+    if host_version is not None:
+        data += b"\x00v" + host_version.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:20]
 
 
 def clip_entry(entry: dict[str, Any]) -> dict[str, Any]:
