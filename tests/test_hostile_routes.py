@@ -17,10 +17,10 @@ from urllib.parse import quote
 import pytest
 import requests
 from e2e.conftest import DemoHost, demo_host, demo_providers_pair  # noqa: F401  (fixtures for the browser test)
-from hostapp import create_app, provider_config, running
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wsclient import RawWS
+from support.hostapp import create_app, provider_config, running
+from support.wsclient import RawWS
 
 from hermes_plugin.testing.fake_provider import FakeProvider
 

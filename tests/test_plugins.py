@@ -338,14 +338,14 @@ def test_missing_toml_file_and_bad_providers_section(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sample_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/sample_plugin installed by pip into its own directory (offline: no index, no build isolation)."""
+    """tests/sample_plugin installed by pip into its own directory (pip builds it in an isolated environment)."""
     work = tmp_path_factory.mktemp("sample-plugin")
     source = shutil.copytree(SAMPLE_PROJECT, work / "src", ignore=shutil.ignore_patterns("__pycache__", "build",
                                                                                         "*.egg-info"))
     site = work / "site"
     # A copy, because setuptools writes build/ and *.egg-info next to the sources it builds.
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--disable-pip-version-check", "--target", str(site), str(source)],
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--disable-pip-version-check", "--target", str(site), str(source)],
                    check=True, capture_output=True, timeout=300)
     assert (site / "hermes_sample_plugin-0.1.0.dist-info").is_dir()
     return site
