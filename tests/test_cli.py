@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
 from support.processes import ServingCommand
+from support.sample_plugin import install_sample_plugin
 
 from hermes_plugin.cli import cli
 from hermes_plugin.testing.fake_provider import FakeProvider
 
-SAMPLE_PROJECT = Path(__file__).parent / "sample_plugin"
 CATALOG_KEYS = {"id", "label", "state", "fetched_at", "error", "models"}
 LIVE = ["local/live-a", {"id": "local/live-b", "label": "Live B"}]
 
@@ -203,11 +203,7 @@ def test_plugins_command_lists_bundled_plugins() -> None:
 
 
 def test_plugins_from_an_installed_distribution_and_a_broken_one(tmp_path: Path) -> None:
-    source = shutil.copytree(SAMPLE_PROJECT, tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--disable-pip-version-check", "--target", str(site), str(source)],
-                   check=True, capture_output=True, timeout=300)
+    site = install_sample_plugin(tmp_path)
     env = script_env(PYTHONPATH=str(site), HERMES_PLUGIN_LOAD="hermes-sample-plugin")
     listing = script("plugins", env=env)
     assert listing.returncode == 0, listing.stderr
