@@ -30,7 +30,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fleet import (  # noqa: E402
+from support.fleet import (  # noqa: E402
     LIVE,
     GunicornHost,
     P,
@@ -42,9 +42,9 @@ from fleet import (  # noqa: E402
     start_fleet,
     stop_fleet,
 )
-from fleethost import seed_sessions  # noqa: E402
-from redisserver import RedisServer  # noqa: E402
-from wsclient import RawWS  # noqa: E402
+from support.fleethost import seed_sessions  # noqa: E402
+from support.redisserver import RedisServer  # noqa: E402
+from support.wsclient import RawWS  # noqa: E402
 
 from hermes_plugin.testing.fake_provider import FakeProvider  # noqa: E402
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis as redis_client
-from fleet import (
+from support.fleet import (
     LIVE,
     WAIT,
     Fleet,
@@ -35,8 +35,8 @@ from fleet import (
     version,
     write,
 )
-from fleethost import seed_sessions, stored_models
-from redisserver import RedisServer, need_redis_server
+from support.fleethost import seed_sessions, stored_models
+from support.redisserver import RedisServer, need_redis_server
 
 from hermes_plugin.testing.fake_provider import FakeProvider
 

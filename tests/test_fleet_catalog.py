@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from hermes_plugin.hooks.openai_compatible import OpenAICompatible
-from hostapp import create_app
+from support.hostapp import create_app
 
 from hermes_plugin.catalog import CatalogService
 from hermes_plugin.plugins import make_spec

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redisserver import RedisServer, need_redis_server, redis_server, redis_url  # noqa: F401  (fixtures)
+from support.redisserver import RedisServer, need_redis_server, redis_server, redis_url  # noqa: F401  (fixtures)
 
 from hermes_plugin.extension import DEFAULTS
 from hermes_plugin.state import (

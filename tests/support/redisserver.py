@@ -36,12 +36,23 @@ class RedisServer:
         self.port = port or free_port()
         self.persist = persist  # an append-only file, so a restart brings the data back
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_once = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        """Start (again); a port taken meanwhile by another process is replaced once, before the first start."""
+        try:
+            return self._start()
+        except RuntimeError:
+            if self.started_once:
+                raise
+            self.port = free_port()
+            return self._start()
+
+    def _start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
@@ -51,8 +62,10 @@ class RedisServer:
         deadline = time.monotonic() + START_TIMEOUT
         while not self.answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)  # polling a condition with a deadline
+        self.started_once = True
         return self
 
     def answers(self) -> bool:

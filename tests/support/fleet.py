@@ -7,6 +7,7 @@ different workers, as a load balancer's would; the ``X-Worker`` header says whic
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -17,26 +18,27 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from fleethost import seed_sessions
-from redisserver import RedisServer, free_port
-from wsclient import RawWS
 
 from hermes_plugin.testing.fake_provider import FakeProvider
+from support.fleethost import seed_sessions
+from support.redisserver import RedisServer
+from support.wsclient import RawWS
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 START_TIMEOUT = 60.0
 
 
 class GunicornHost:
-    """``gunicorn -w N -k gthread`` serving ``fleethost:create_app()`` on a free loopback port."""
+    """``gunicorn -w N -k gthread`` serving ``support.fleethost:create_app()`` on a free loopback port."""
 
     def __init__(self, root: Path, name: str, workers: int, *, redis: str | None = None,
                  provider: str | None = None, guard: bool = True, threads: int = 8, state: str | None = None,
-                 app: str = "fleethost:create_app()", env: dict[str, str] | None = None,
+                 app: str = "support.fleethost:create_app()", env: dict[str, str] | None = None,
                  health: str = "/health") -> None:
         self.root, self.name, self.workers, self.threads = root, name, workers, threads
         self.app, self.health = app, health
-        self.port = free_port()
+        self.port = 0  # gunicorn binds port 0; the port it got is read from its log
         self.env = {**os.environ, "FLEET_DIR": str(root), "FLEET_INSTANCE": str(root / f"instance-{name}"),
                     "FLEET_NAME": name, "FLEET_GUARD": "1" if guard else "0", "PYTHONPATH": str(TESTS)}
         self.env.pop("HERMES_PLUGIN_REDIS_URL", None)
@@ -57,13 +59,23 @@ class GunicornHost:
 
     def start(self) -> GunicornHost:
         command = [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-k", "gthread",
-                   "--threads", str(self.threads), "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "3",
+                   "--threads", str(self.threads), "-b", "127.0.0.1:0", "--graceful-timeout", "3",
                    "--access-logfile", str(self.access_log), "--access-logformat", "%(p)s %(r)s %(s)s",
                    "--chdir", str(TESTS), self.app]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.port = self._bound_port()
         self.wait_workers()
         return self
+
+    def _bound_port(self) -> int:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (found := LISTENING.search(self.log.read_text(errors="replace"))):
+            assert self.process is not None and self.process.poll() is None, self.log.read_text()[-3000:]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-3000:]}")
+            time.sleep(0.05)  # polling its log for a condition, with a deadline
+        return int(found.group(1))
 
     def wait_workers(self) -> set[str]:
         """Poll until every worker has answered once (each has its app up), within a deadline."""

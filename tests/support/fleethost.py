@@ -1,4 +1,4 @@
-"""A small Flask host for fleet tests, run by gunicorn: ``gunicorn 'fleethost:create_app()'``.
+"""A small Flask host for fleet tests, run by gunicorn: ``gunicorn 'support.fleethost:create_app()'``.
 
 Sessions live in one SQLite file that every worker and host opens (a real host keeps them in a database
 too). Settings come from the environment, so a test or benchmark can start several gunicorn instances:
