@@ -58,7 +58,6 @@ def fleet(request: Any, tmp_path_factory: Any) -> Iterator[Fleet]:
         stop_fleet(running)
 
 
-# Runs first in each set-up: the catalog cache must be cold for it.
 def test_one_upstream_fetch_for_concurrent_catalog_requests(fleet):
     upstream, answers = concurrent_catalog_reads(fleet, 40)
     assert [response.status_code for response in answers] == [200] * 40
@@ -200,6 +199,10 @@ session_ttl = 0
 [providers.prov]
 kind = "openai-compatible"
 base_url = "%s"
+
+[providers.cold]
+kind = "openai-compatible"
+base_url = "%s"
 """
 
 
@@ -208,13 +211,14 @@ def test_proxy_workers_share_guard_state_through_redis(tmp_path):
     seed_sessions(tmp_path, {name: "start/model" for name in ("fig1", "fig2", "fig3", "fig4")})
     server = RedisServer(tmp_path / "redis").start()
     provider = FakeProvider("openai", models=[LIVE], latency=0.5).start()
+    cold = FakeProvider("openai", models=[LIVE], latency=0.5).start()
     upstream = GunicornHost(tmp_path, "upstream", 2, guard=False).start()  # the app itself knows nothing of the guard
     config = tmp_path / "proxy.toml"
-    config.write_text(PROXY_CONFIG % provider.base_url)
+    config.write_text(PROXY_CONFIG % (provider.base_url, cold.base_url))
     proxies = GunicornHost(tmp_path, "proxy", 4, threads=16, health=f"{P}/api/sessions/fig1/model",
                            app=f"hermes_plugin.proxy:create_app(upstream={upstream.url!r}, config={str(config)!r})",
                            env={"HERMES_PLUGIN_REDIS_URL": server.url})
-    fleet = Fleet(tmp_path, [proxies], provider, server)
+    fleet = Fleet(tmp_path, [proxies], provider, server, cold=cold)
     try:
         proxies.start()
         upstream_requests, answers = concurrent_catalog_reads(fleet, 40)

@@ -33,7 +33,8 @@ class GunicornHost:
     """``gunicorn -w N -k gthread`` serving ``support.fleethost:create_app()`` on a free loopback port."""
 
     def __init__(self, root: Path, name: str, workers: int, *, redis: str | None = None,
-                 provider: str | None = None, guard: bool = True, threads: int = 8, state: str | None = None,
+                 provider: str | None = None, cold: str | None = None, guard: bool = True, threads: int = 8,
+                 state: str | None = None,
                  app: str = "support.fleethost:create_app()", env: dict[str, str] | None = None,
                  health: str = "/health") -> None:
         self.root, self.name, self.workers, self.threads = root, name, workers, threads
@@ -46,6 +47,8 @@ class GunicornHost:
             self.env["FLEET_REDIS"] = redis
         if provider:
             self.env["FLEET_PROVIDER"] = provider
+        if cold:
+            self.env["FLEET_COLD_PROVIDER"] = cold
         if state:
             self.env["FLEET_STATE"] = state
         self.env.update(env or {})
@@ -148,6 +151,7 @@ class Fleet:
     hosts: list[GunicornHost]
     provider: FakeProvider
     redis: RedisServer | None = None
+    cold: FakeProvider | None = None  # provider "cold": only the concurrent-fetch figure asks for it
     turn: int = 0
     workers: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -170,18 +174,20 @@ def start_fleet(root: Path, hosts: int, workers: int, redis: bool, persist: bool
     root.mkdir(parents=True, exist_ok=True)
     seed_sessions(root, SESSIONS)
     provider = FakeProvider("openai", models=[LIVE], latency=0.5).start()
+    cold = FakeProvider("openai", models=[LIVE], latency=0.5).start()
     server = None
-    if redis:
-        server = RedisServer(root / "redis", persist=persist).start()
     started: list[GunicornHost] = []
     try:
+        if redis:
+            server = RedisServer(root / "redis", persist=persist).start()
         for n in range(hosts):
             started.append(GunicornHost(root, f"h{n}", workers, redis=server.url if server else None,
-                                        provider=provider.base_url, threads=threads, state=state).start())
+                                        provider=provider.base_url, cold=cold.base_url, threads=threads,
+                                        state=state).start())
     except BaseException:
-        stop_fleet(Fleet(root, started, provider, server))
+        stop_fleet(Fleet(root, started, provider, server, cold=cold))
         raise
-    return Fleet(root, started, provider, server)
+    return Fleet(root, started, provider, server, cold=cold)
 
 
 def stop_fleet(fleet: Fleet) -> None:
@@ -190,6 +196,8 @@ def stop_fleet(fleet: Fleet) -> None:
     if fleet.redis is not None:
         fleet.redis.stop()
     fleet.provider.stop()
+    if fleet.cold is not None:
+        fleet.cold.stop()
 
 
 def version(response: Any) -> int:
@@ -228,21 +236,23 @@ def events(client: RawWS, kind: str, count: int, **match: Any) -> list[dict[str,
 
 
 def concurrent_catalog_reads(fleet: Fleet, count: int = 40) -> tuple[int, list[Any]]:
-    """Upstream requests for ``count`` concurrent catalog requests on a cold cache, and the answers."""
-    fleet.provider.reset()
+    """Upstream requests for ``count`` concurrent catalog requests on a cold cache, and the answers
+    (provider ``cold``: nothing else asks for it, whatever ran before on this fleet)."""
+    assert fleet.cold is not None
+    fleet.cold.reset()
     start = threading.Barrier(count)
     answers: list[Any] = []
 
     def client() -> None:
         start.wait()
-        answers.append(fleet.saw(get(f"{fleet.url()}{P}/api/catalog/prov", timeout=WAIT)))
+        answers.append(fleet.saw(get(f"{fleet.url()}{P}/api/catalog/cold", timeout=WAIT)))
 
     threads = [threading.Thread(target=client) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return fleet.provider.requests, answers
+    return fleet.cold.requests, answers
 
 
 def stale_etag_refusals(fleet: Fleet, writes: int = 40, session: str = "fig1") -> tuple[int, list[int]]:

@@ -2,8 +2,8 @@
 
 Sessions live in one SQLite file that every worker and host opens (a real host keeps them in a database
 too). Settings come from the environment, so a test or benchmark can start several gunicorn instances:
-``FLEET_DIR`` (sessions file), ``FLEET_INSTANCE`` (this host's instance folder), ``FLEET_PROVIDER`` (a
-provider base URL), ``FLEET_REDIS`` (a Redis URL: share guard state through it), ``FLEET_GUARD=0``
+``FLEET_DIR`` (sessions file), ``FLEET_INSTANCE`` (this host's instance folder), ``FLEET_PROVIDER`` and
+``FLEET_COLD_PROVIDER`` (base URLs of providers ``prov`` and ``cold``, the latter fetched by one test only), ``FLEET_REDIS`` (a Redis URL: share guard state through it), ``FLEET_GUARD=0``
 (the same host without ModelGuard, for throughput ratios), ``FLEET_STATE`` (``HERMES_PLUGIN_STATE``).
 """
 
@@ -45,10 +45,11 @@ def stored_models(folder: str | os.PathLike[str]) -> dict[str, str]:
 def create_app() -> Flask:
     root = os.environ["FLEET_DIR"]
     app = Flask(__name__, instance_path=os.environ.get("FLEET_INSTANCE") or os.path.join(root, "instance"))
-    provider = os.environ.get("FLEET_PROVIDER")
+    providers = {"prov": os.environ.get("FLEET_PROVIDER"), "cold": os.environ.get("FLEET_COLD_PROVIDER")}
     app.config["HERMES_PLUGIN_PROVIDERS"] = {
-        "prov": {"kind": "openai-compatible", "base_url": provider, "static": ["static/model"]},
-    } if provider else {}
+        name: {"kind": "openai-compatible", "base_url": url, "static": ["static/model"]}
+        for name, url in providers.items() if url
+    }
     if os.environ.get("FLEET_REDIS"):
         app.config["HERMES_PLUGIN_REDIS_URL"] = os.environ["FLEET_REDIS"]
     if os.environ.get("FLEET_STATE"):  # e.g. "memory": the per-process state, for contrast
