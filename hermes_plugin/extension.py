@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_AUDIT_MAX_ENTRIES": 10000,
     "HERMES_PLUGIN_REDIS_URL": None,
     "HERMES_PLUGIN_STATE": None,
+    "HERMES_PLUGIN_LOCK_TIMEOUT": 10,
     "HERMES_PLUGIN_WS_QUEUE": 100,
     "HERMES_PLUGIN_ALLOWED_ORIGINS": [],
 }
@@ -80,6 +81,9 @@ def _check_config(config: Any) -> None:
     for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_MAX_ENTRIES", "HERMES_PLUGIN_WS_QUEUE"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ConfigError(f"{key} must be a positive integer")
+    timeout = config["HERMES_PLUGIN_LOCK_TIMEOUT"]
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+        raise ConfigError("HERMES_PLUGIN_LOCK_TIMEOUT must be a positive number of seconds")
 
 
 def state_settings(config: Any) -> tuple[str, str]:
@@ -153,7 +157,7 @@ class GuardState:
 
     def session_lock(self, session: str) -> Any:
         """The per-session lock every worker honours: version check, the view's write and the re-read in one step."""
-        return self.store.lock(f"session:{session}")
+        return self.store.lock(f"session:{session}", timeout=float(self.config["HERMES_PLUGIN_LOCK_TIMEOUT"]))
 
     def session_version(self, session: str) -> tuple[str | None, int]:
         """The stored model and its version, read as one step (never a new version paired with an old model)."""

@@ -156,3 +156,17 @@ def test_host_version_moves_the_etag_when_the_host_changes_the_session(tmp_path)
     fresh = client.post("/api/session/update", json={"session_id": "s1", "model": "model/b"},
                         headers={"X-Hermes-Intent": "user", "If-Match": second})
     assert fresh.status_code == 200 and app.store.get("s1")["model"] == "model/b"
+
+
+def test_a_write_that_cannot_get_its_session_lock_is_refused_unwritten(tmp_path):
+    app = create_app(tmp_path, sessions={"s1": "model/a"}, HERMES_PLUGIN_LOCK_TIMEOUT=0.3)
+    store = app.guard.state(app).store
+    with store.lock("session:s1"):  # another worker's write of s1, still in its view
+        response = app.test_client().post("/api/session/update", json={"session_id": "s1", "model": "model/b"},
+                                          headers={"X-Hermes-Intent": "user"})
+    assert response.status_code == 503 and response.json["error"] == "state_unavailable"
+    assert response.headers["Retry-After"] == "1"
+    assert app.store.get("s1")["model"] == "model/a"
+    other = app.test_client().post("/api/session/update", json={"session_id": "s1", "model": "model/b"},
+                                   headers={"X-Hermes-Intent": "user"})
+    assert other.status_code == 200 and app.store.get("s1")["model"] == "model/b"

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - the message names the extra to install
 
 log = logging.getLogger(__name__)
 
-LOCK_TTL = 30.0  # a lock held longer than this (a worker killed mid-write) expires by itself
+LOCK_TTL = 60.0  # a lock held longer than this (a worker killed mid-write) expires by itself
 LOCK_POLL = 0.002
 SUBSCRIBE_WAIT = 2.0
 # Append an entry; trim the session's list and the fleet-wide order list (one element per entry, oldest first).
