@@ -21,7 +21,7 @@ from .errors import ConfigError, InvalidModelId
 from .models import validate_write_id
 from .names import EXTENSION
 from .plugins import make_plugin_manager
-from .state import StateUnavailable, open_store
+from .state import REDIS_SCHEMES, StateUnavailable, open_store
 from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, Versions, decide, needs_availability
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,8 @@ def state_settings(config: Any) -> tuple[str, str]:
     if redis_url:
         state = state or redis_url
         cache = redis_url if cache in ("sqlite", "memory") else cache  # a fleet shares its catalog cache too
+    if not state and isinstance(cache, str) and cache.startswith(REDIS_SCHEMES):
+        state = cache  # a Redis cache was the older way to ask for a fleet: the guard state joins it
     # A memory cache means a test or a throwaway process: keep the guard state in memory with it.
     state = state or ("memory" if cache == "memory" else "sqlite")
     return state, cache
@@ -104,7 +106,7 @@ def _warn_scope(state: str) -> None:
     if state == "memory":
         log.warning("hermes-plugin: guard state is in memory: versions, the model log and WebSocket push are "
                     "per process; with several workers set HERMES_PLUGIN_STATE='sqlite' or HERMES_PLUGIN_REDIS_URL")
-    elif not state.startswith(("redis://", "rediss://", "unix://")):
+    elif not state.startswith(REDIS_SCHEMES):
         log.warning("hermes-plugin: guard state is in SQLite: WebSocket push and catalog invalidation reach the "
                     "workers of this host only; set HERMES_PLUGIN_REDIS_URL to share them across hosts")
 

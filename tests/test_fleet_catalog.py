@@ -17,6 +17,7 @@ from hermes_plugin.hooks.openai_compatible import OpenAICompatible
 from support.hostapp import create_app
 
 from hermes_plugin.catalog import CatalogService
+from hermes_plugin.extension import DEFAULTS, state_settings
 from hermes_plugin.plugins import make_spec
 from hermes_plugin.state import open_store
 from hermes_plugin.testing.fake_provider import FakeProvider
@@ -170,3 +171,21 @@ def test_a_write_that_cannot_get_its_session_lock_is_refused_unwritten(tmp_path)
     other = app.test_client().post("/api/session/update", json={"session_id": "s1", "model": "model/b"},
                                    headers={"X-Hermes-Intent": "user"})
     assert other.status_code == 200 and app.store.get("s1")["model"] == "model/b"
+
+
+@pytest.mark.parametrize(("config", "env", "expected"), [
+    ({}, None, ("sqlite", "sqlite")),
+    ({"HERMES_PLUGIN_CACHE": "memory"}, None, ("memory", "memory")),
+    ({"HERMES_PLUGIN_REDIS_URL": "redis://r:6379/0"}, None, ("redis://r:6379/0", "redis://r:6379/0")),
+    ({}, "redis://env:6379/1", ("redis://env:6379/1", "redis://env:6379/1")),
+    ({"HERMES_PLUGIN_CACHE": "redis://c:6379/0"}, None, ("redis://c:6379/0", "redis://c:6379/0")),
+    ({"HERMES_PLUGIN_CACHE": "/tmp/x.sqlite", "HERMES_PLUGIN_REDIS_URL": "redis://r"}, None,
+     ("redis://r", "/tmp/x.sqlite")),
+    ({"HERMES_PLUGIN_STATE": "memory", "HERMES_PLUGIN_REDIS_URL": "redis://r"}, None, ("memory", "redis://r")),
+])
+def test_where_state_and_cache_live(monkeypatch, config, env, expected):
+    if env is None:
+        monkeypatch.delenv("HERMES_PLUGIN_REDIS_URL", raising=False)
+    else:
+        monkeypatch.setenv("HERMES_PLUGIN_REDIS_URL", env)
+    assert state_settings({**DEFAULTS, **config}) == expected

@@ -22,6 +22,7 @@ from ..errors import ConfigError, HermesPluginError
 log = logging.getLogger(__name__)
 
 STATE_FILE = "hermes-plugin-state.sqlite"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 LOCK_TIMEOUT = 10.0  # seconds a guarded write waits for its session before a 503
 AUDIT_PER_SESSION = 100
 AUDIT_MAX_ENTRIES = 10_000  # all sessions together: a few MB at most
@@ -135,7 +136,7 @@ def open_store(kind: str, instance_path: str | os.PathLike[str] | None = None, *
         from .memory import MemoryStore
 
         return MemoryStore(**bounds)
-    if isinstance(kind, str) and kind.startswith(("redis://", "rediss://", "unix://")):
+    if isinstance(kind, str) and kind.startswith(REDIS_SCHEMES):
         from .redis import RedisStore
 
         return RedisStore(kind, namespace=namespace, **bounds)
