@@ -9,10 +9,14 @@ Three backends with one interface (``StateStore``):
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
+import threading
+import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -26,7 +30,8 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 LOCK_TIMEOUT = 10.0  # seconds a guarded write waits for its session before a 503
 AUDIT_PER_SESSION = 100
 AUDIT_MAX_ENTRIES = 10_000  # all sessions together: a few MB at most
-MAX_AUDIT_TEXT = 512  # a stored model the host holds can be anything: the log keeps a bounded copy
+MAX_AUDIT_TEXT = 512
+EXIT_WAIT = 2.0  # at interpreter exit, how long background threads get to notice they must stop  # a stored model the host holds can be anything: the log keeps a bounded copy
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -66,6 +71,9 @@ class StateStore:
         self.audit_max_entries = audit_max_entries
         self.origin = uuid.uuid4().hex  # this process's id on the event channel: its own events come back to it
         self._listeners: list[Listener] = []
+        self._stop = threading.Event()  # ends this store's background thread
+        self._threads: list[threading.Thread] = []
+        _open_stores.add(self)
 
     # -- locks ---------------------------------------------------------------------------------------
     def lock(self, name: str, timeout: float = LOCK_TIMEOUT) -> AbstractContextManager[None]:
@@ -125,6 +133,21 @@ class StateStore:
 
     def close(self) -> None:
         """Release connections and background threads."""
+
+
+_open_stores: weakref.WeakSet[StateStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_threads() -> None:
+    """Stop every store's background thread before the interpreter tears down what they use (sqlite3, sockets)."""
+    stores = list(_open_stores)
+    for store in stores:
+        store._stop.set()
+    deadline = time.monotonic() + EXIT_WAIT
+    for store in stores:
+        for thread in store._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def open_store(kind: str, instance_path: str | os.PathLike[str] | None = None, *,

@@ -61,7 +61,6 @@ class RedisStore(StateStore):
         self._audit = self.client.register_script(AUDIT_SCRIPT)
         self._listener: threading.Thread | None = None
         self._listener_pid = -1
-        self._stop = threading.Event()
         self._subscribed = threading.Event()
 
     @contextmanager
@@ -144,6 +143,7 @@ class RedisStore(StateStore):
             self._listener_pid = os.getpid()
             self._listener = threading.Thread(target=_listen, args=(weakref.ref(self),), daemon=True,
                                               name="hermes-state-pubsub")
+            self._threads = [self._listener]
             self._listener.start()
             # Events published before the subscription is active would be lost: wait for it (briefly, if Redis is up).
             self._subscribed.wait(SUBSCRIBE_WAIT)

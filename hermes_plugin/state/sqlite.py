@@ -106,7 +106,6 @@ class SQLiteStore(StateStore):
         self._local = threading.local()
         self._pid = -1
         self._poller: threading.Thread | None = None
-        self._stop = threading.Event()
         self._published = 0
         with self._connect() as db:
             db.executescript(SCHEMA)
@@ -221,6 +220,7 @@ class SQLiteStore(StateStore):
             last = int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
         self._poller = threading.Thread(target=_poll, args=(weakref.ref(self), self._stop, last, os.getpid()),
                                         daemon=True, name="hermes-state-events")
+        self._threads = [self._poller]
         self._poller.start()
 
     def poll_once(self, last: int) -> int:
