@@ -29,9 +29,9 @@ STATE_FILE = "hermes-plugin-state.sqlite"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 LOCK_TIMEOUT = 10.0  # seconds a guarded write waits for its session before a 503
 AUDIT_PER_SESSION = 100
-AUDIT_MAX_ENTRIES = 10_000  # all sessions together: under about 12 MB with texts cut at MAX_AUDIT_TEXT
-MAX_AUDIT_TEXT = 512
-EXIT_WAIT = 2.0  # at interpreter exit, how long background threads get to notice they must stop  # a stored model the host holds can be anything: the log keeps a bounded copy
+AUDIT_MAX_ENTRIES = 10_000  # all sessions together: about 11 MB on disk at worst, ~3 MB for usual model ids
+MAX_AUDIT_TEXT = 256  # a stored model the host holds can be anything: the log keeps a bounded copy (ids are <= 256)
+EXIT_WAIT = 2.0  # at interpreter exit, how long background threads get to notice they must stop
 
 Listener = Callable[[dict[str, Any]], None]
 

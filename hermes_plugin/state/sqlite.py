@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 SLOTS = 4096  # lock slots: two names share one only by hash collision, which just serialises them
 POLL_SECONDS = 0.025  # how often a process looks for other workers' events
 KEEP_EVENTS = 1000
-WAL_LIMIT = 4 * 2**20
+WAL_LIMIT = 2**20
+WAL_PAGES = 256  # checkpoint every ~1 MB of WAL, so the WAL file stays small too
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (session TEXT PRIMARY KEY, version INTEGER NOT NULL, digest TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, entry TEXT NOT NULL);
@@ -129,6 +130,7 @@ class SQLiteStore(StateStore):
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of the app
                 db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")  # the WAL shrinks back after checkpoints
+                db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
             except sqlite3.Error as exc:
                 raise StateUnavailable(f"cannot open the state file {self.path}: {exc}") from exc
             self._local.db = db
