@@ -10,8 +10,9 @@ Everything runs for real: the fleet host (tests/fleethost.py, sessions in SQLite
    catalog reads vs its plain JSON read route).
 3. Upstream requests for K concurrent catalog requests across the fleet.
 4. Delay from a write to the WebSocket event on another worker (p50/p95).
+5. The model log's size on disk at its default bound.
 
-    python bench/fleet_bench.py [--seconds 1] [--rounds 4] [--clients 16] [--k 40 200] [--parts figures throughput upstream ws]
+    python bench/fleet_bench.py [--seconds 1] [--rounds 4] [--clients 16] [--k 40 200] [--parts figures throughput upstream ws audit]
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ from support.fleethost import seed_sessions  # noqa: E402
 from support.redisserver import RedisServer  # noqa: E402
 from support.wsclient import RawWS  # noqa: E402
 
+from hermes_plugin.state import STATE_FILE, open_store  # noqa: E402
 from hermes_plugin.testing.fake_provider import FakeProvider  # noqa: E402
+from hermes_plugin.writeguard import AuditLog, Decision  # noqa: E402
 
-PARTS = ["figures", "throughput", "upstream", "ws"]
+PARTS = ["figures", "throughput", "upstream", "ws", "audit"]
 SETUPS = [  # name, hosts, workers per host, redis, state
     ("per-process state (contrast)", 1, 4, False, "memory"),
     ("SQLite, one host", 1, 4, False, None),
@@ -226,6 +229,24 @@ def ws_delay(tmp: Path, writes: int = 60) -> None:
               f"| {len(delays)}/{writes * len(sockets)} |", flush=True)
 
 
+def audit_size(tmp: Path, entries: int = 12_000) -> None:
+    print(f"\n## Model log on disk with the default bound ({entries} entries written over 500 sessions, SQLite state)\n")
+    print("| texts per entry | entries kept | state file MB | WAL MB |")
+    print("| --- | ---: | ---: | ---: |")
+    for label, size in (("worst case (stored models over the 256-character cut)", 600), ("30-character model ids", 30)):
+        folder = tmp / f"audit-{size}"
+        store = open_store("sqlite", folder)
+        audit = AuditLog(store)
+        for n in range(entries):
+            audit.record(Decision("pass", "user", session=f"s{n % 500}", stored="o" * size, proposed="p" * min(size, 256)),
+                         "n" * size)
+        main_mb = (folder / STATE_FILE).stat().st_size / 2**20
+        wal = folder / (STATE_FILE + "-wal")
+        wal_mb = wal.stat().st_size / 2**20 if wal.exists() else 0.0
+        print(f"| {label} | {store.audit_count()} | {main_mb:.1f} | {wal_mb:.1f} |", flush=True)
+        store.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=1.0, help="one measurement window")
@@ -244,6 +265,8 @@ def main() -> int:
             upstream_per_k(tmp, args.k)
         if "ws" in args.parts:
             ws_delay(tmp)
+        if "audit" in args.parts:
+            audit_size(tmp)
     print("\nAll on one 2-core machine: gunicorn workers, redis-server, the provider and the client threads share it.")
     return 0
 
