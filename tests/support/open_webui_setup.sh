@@ -30,9 +30,9 @@ fi
 
 start=$SECONDS
 "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION"
+"$VENV/bin/python" -m pip install -qq --upgrade pip
+"$VENV/bin/python" -m pip install -qq "torch==$TORCH_VERSION"
 echo "torch $TORCH_VERSION installed in $((SECONDS - start))s"
-"$VENV/bin/python" -m pip install -q "open-webui==$OPEN_WEBUI_VERSION"
+"$VENV/bin/python" -m pip install -qq "open-webui==$OPEN_WEBUI_VERSION"
 installed || { echo "open-webui $OPEN_WEBUI_VERSION did not install into $VENV" >&2; exit 1; }
 echo "open-webui $OPEN_WEBUI_VERSION installed in $VENV in $((SECONDS - start))s"
