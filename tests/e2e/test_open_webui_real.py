@@ -51,7 +51,10 @@ class OpenWebUIPage:
         self.close_changelog()
 
     def close_changelog(self) -> None:
-        """A new admin sees "What's New" once; dismiss it as a person would."""
+        """A new admin sees "What's New" once; dismiss it as a person would.
+
+        Checking once is enough: the app shell opens the modal before it renders the chat page we waited for.
+        """
         buttons = self.driver.find_elements(By.XPATH, "//button[normalize-space()=\"Okay, Let's Go!\"]")
         if buttons:
             buttons[0].click()
@@ -61,6 +64,16 @@ class OpenWebUIPage:
     def shown_model(self) -> str:
         label = self.driver.find_element(By.ID, SELECTOR_BUTTON).get_attribute("aria-label") or ""
         return label.removeprefix("Selected model: ")
+
+    def pick(self, model: str) -> None:
+        """Choose ``model`` in Open WebUI's own picker: open the listbox, click the option, see it shown."""
+        self.driver.find_element(By.ID, SELECTOR_BUTTON).click()
+        option = self.wait(lambda d: next(iter(d.find_elements(
+            By.CSS_SELECTOR, f"#model-selector-list [role=option][data-value='{model}']")), None),
+            f"no option {model!r} in the model list")
+        option.click()
+        self.wait(lambda d: self.shown_model() == model and not d.find_elements(By.ID, "model-selector-list"),
+                  f"the picker never showed {model!r}")
 
     def send(self, text: str) -> None:
         editor = self.driver.find_element(By.ID, CHAT_INPUT)
@@ -106,3 +119,19 @@ def test_open_webui_alone_keeps_the_chat_model_when_the_provider_lists_it(open_w
     page.wait_reply(f"Reply from {CHAT_MODEL}.")
     assert open_webui.provider.completions == [CHAT_MODEL]
     assert open_webui.stored_models(chat_id) == [CHAT_MODEL]
+
+
+def test_open_webui_alone_stores_the_model_the_user_picks(open_webui: OpenWebUI, chromium: Any) -> None:
+    # A deliberate switch is not the bug: the pick is what the next send stores.
+    chat_id = open_webui.create_chat([CHAT_MODEL])["id"]
+    page = OpenWebUIPage(chromium, open_webui)
+    page.sign_in()
+    page.open_chat(chat_id)
+    assert page.shown_model() == CHAT_MODEL
+
+    page.pick(OTHER_MODEL)
+    assert open_webui.stored_models(chat_id) == [CHAT_MODEL]  # a pick alone writes nothing
+    page.send("Hello again")
+    page.wait_reply(f"Reply from {OTHER_MODEL}.")
+    assert open_webui.provider.completions == [OTHER_MODEL]
+    assert open_webui.stored_models(chat_id) == [OTHER_MODEL]
