@@ -315,6 +315,7 @@ def test_fake_provider_chat_completion_names_the_model_it_was_asked_for() -> Non
         fake.models = ["n"]  # a model the provider no longer lists is refused, as a real provider does
         gone = requests.post(url, json={"model": "m"}, headers=auth, timeout=2)
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
+        assert requests.post(url, data="not json", headers=auth, timeout=2).status_code == 400
         assert fake.completions == ["n", "m", "m"]
         assert requests.get(fake.url + "/_fake/config", timeout=2).json()["completions"] == ["n", "m", "m"]
         assert fake.requests == 0  # completions are not model-list requests

@@ -250,10 +250,12 @@ class FakeProvider:
         if denied is not None:
             return denied
         body = request.get_json(silent=True)
-        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            return _json({"error": {"message": "expected a JSON object", "type": "invalid_request_error"}}, 400)
+        model = body.get("model")
         with self._lock:
             self._completions.append(model)
-        if model not in [model_id for model_id, _ in _normalise(self.models)]:
+        if not isinstance(model, str) or model not in [model_id for model_id, _ in _normalise(self.models)]:
             return _json({"error": {"message": f"The model `{model}` does not exist", "type": "invalid_request_error",
                                     "code": "model_not_found"}}, 404)
         reply = f"Reply from {model}."
