@@ -23,6 +23,7 @@ from .names import EXTENSION
 from .plugins import make_plugin_manager
 from .state import REDIS_SCHEMES, StateUnavailable, open_store
 from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, Versions, decide, needs_availability
+from .ws import fleet_message
 
 log = logging.getLogger(__name__)
 
@@ -448,18 +449,29 @@ def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], 
 
 
 def _record(state: GuardState, decision: Decision, stored: str | None, version: int) -> int:
-    """After a successful view: version, audit and WebSocket event if the stored model changed; the new version."""
+    """After a successful view: version, audit and WebSocket event if the stored model changed; the new version.
+
+    All three are stored in one step (one transaction, one Redis round trip).
+    """
     session = decision.session
     assert session is not None
     after = state.read_model(session)
+    event = None
     try:
-        version = state.versions.current(session, after, state.host_version(session))
+        version, record = state.versions.next(session, after, state.host_version(session))
+        entry = None
         if after != stored:
-            state.audit.record(decision, after)
-            state.hub.publish({"type": "model", "session": session, "model": after, "version": version})
+            entry = state.audit.entry(decision, after)
+            event = {"type": "model", "session": session, "model": after, "version": version}
         elif decision.outcome == "keep":
-            state.audit.record(decision, stored)
+            entry = state.audit.entry(decision, stored)
+        shared = state.hub.fleet is not None
+        state.store.record(session, record, entry, fleet_message(event) if event and shared else None)
+        if event and not shared:
+            state.hub.publish(event, fleet=False)
     except StateUnavailable as exc:
         # The host has written: say so. The version catches up with the stored model on the next read.
         log.warning("hermes-plugin: recorded the write of session %r only partly: %s", session[:100], exc)
+        if event is not None:
+            state.hub.publish(event, fleet=False)  # this worker's tabs still hear it
     return version

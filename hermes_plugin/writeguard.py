@@ -87,16 +87,21 @@ class Versions:
 
     def current(self, session: str, model: str | None, host_version: str | None = None) -> int:
         """The version of ``model`` (and the host's version) as stored; the caller holds the session's lock."""
+        version, record = self.next(session, model, host_version)
+        if record is not None:
+            self.store.set_version(session, *record)
+        return version
+
+    def next(self, session: str, model: str | None, host_version: str | None = None
+             ) -> tuple[int, tuple[int, str] | None]:
+        """``(version, record to store or None)`` for ``model`` as the stored model; writes nothing."""
         record = self.store.get_version(session)
         digest = model_digest(model, host_version)
         if record is None:
-            if model is not None:
-                self.store.set_version(session, 1, digest)
-            return 1
+            return 1, ((1, digest) if model is not None else None)
         if record[1] == digest:
-            return record[0]
-        self.store.set_version(session, record[0] + 1, digest)
-        return record[0] + 1
+            return record[0], None
+        return record[0] + 1, (record[0] + 1, digest)
 
     @staticmethod
     def matches(if_match: str, version: int) -> bool:
@@ -122,9 +127,16 @@ class AuditLog:
 
     def record(self, decision: Decision, new: str | None, at: float | None = None) -> dict[str, Any]:
         """Append what happened to ``decision.session``'s model: ``new`` is the model stored afterwards."""
+        entry = self.entry(decision, new, at)
+        self.store.audit_append(str(decision.session), entry)
+        return entry
+
+    @staticmethod
+    def entry(decision: Decision, new: str | None, at: float | None = None) -> dict[str, Any]:
+        """The log entry for ``decision`` (not yet stored)."""
         if decision.session is None:
             raise ValueError("cannot audit a write without a session")
-        entry = {
+        return {
             "time": time.time() if at is None else at,
             "old": decision.stored,
             "new": new,
@@ -133,8 +145,6 @@ class AuditLog:
             "outcome": decision.outcome,
             "reason": decision.reason,
         }
-        self.store.audit_append(decision.session, entry)
-        return entry
 
     def entries(self, session: str) -> list[dict[str, Any]]:
         """Oldest first; an unknown session has none."""

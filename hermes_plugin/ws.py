@@ -72,7 +72,7 @@ class Hub:
         clients see events in one order); ``fleet=False`` sends only to this process's clients."""
         if fleet and self.fleet is not None:
             try:
-                self.fleet.publish({"type": "ws", "event": event}, echo=True)
+                self.fleet.publish(fleet_message(event), echo=True)
                 return
             except StateUnavailable as exc:  # the local tabs still hear it; the others catch up on their next read
                 log.warning("hermes-plugin: WebSocket event not sent to other workers: %s", exc)
@@ -87,6 +87,11 @@ class Hub:
                 log.info("hermes-plugin: dropping a WebSocket client that is %d events behind", self.queue_size)
                 self.dropped += 1
                 self.disconnect(client)
+
+
+def fleet_message(event: dict[str, Any]) -> dict[str, Any]:
+    """How a WebSocket event travels between workers (``Hub`` re-sends it to its own clients)."""
+    return {"type": "ws", "event": event}
 
 
 def refuse_input(ws: Any, client: Client) -> None:

@@ -281,3 +281,22 @@ def test_unknown_store_kind_is_a_config_error(tmp_path):
         open_store("postgres://x")
     with pytest.raises(ConfigError):
         open_store("sqlite")  # no folder
+
+
+def test_record_stores_version_entry_and_event_in_one_step(shared_stores):
+    writer, reader = shared_stores(), shared_stores()
+    got: queue.Queue[dict[str, Any]] = queue.Queue()
+    reader.listen(got.put)
+    # The listener subscribes in the background: record until the event arrives (a deadline, not a sleep).
+    for n in range(100):
+        writer.record("s", (n + 1, model_digest(f"m{n}")), {"new": f"m{n}"}, {"type": "ws", "event": {"n": n}})
+        try:
+            message = got.get(timeout=0.1)
+            break
+        except queue.Empty:
+            continue
+    assert message["type"] == "ws"
+    version, _ = reader.get_version("s") or (0, "")
+    assert version >= message["event"]["n"] + 1  # the event never arrives before the version it announces
+    assert [entry["new"] for entry in reader.audit_entries("s")][: message["event"]["n"] + 1] == \
+        [f"m{k}" for k in range(message["event"]["n"] + 1)]

@@ -100,6 +100,17 @@ class StateStore:
         """Entries kept for all sessions together (bounded by ``audit_max_entries``)."""
         raise NotImplementedError
 
+    def record(self, session: str, version: tuple[int, str] | None = None, entry: dict[str, Any] | None = None,
+               message: dict[str, Any] | None = None) -> None:
+        """After a write, in one step where the backend allows: the new version record, a model-log entry and a
+        message for every worker (sent with ``echo``)."""
+        if version is not None:
+            self.set_version(session, *version)
+        if entry is not None:
+            self.audit_append(session, entry)
+        if message is not None:
+            self.publish(message, echo=True)
+
     # -- small shared values (observed catalogs, fetch marks) --------------------------------------------
     def put(self, key: str, value: dict[str, Any]) -> None:
         raise NotImplementedError

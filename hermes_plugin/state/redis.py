@@ -102,10 +102,22 @@ class RedisStore(StateStore):
             self.client.set(self._key("version", session), f"{version} {digest}")
 
     def audit_append(self, session: str, entry: dict[str, Any]) -> None:
+        self.record(session, entry=entry)
+
+    def record(self, session: str, version: tuple[int, str] | None = None, entry: dict[str, Any] | None = None,
+               message: dict[str, Any] | None = None) -> None:
+        """Version, model-log entry and event in one round trip (a pipeline, in this order)."""
         with self._errors():
-            self._audit(keys=[self._key("audit", session), self._key("audit-order", "all")],
-                        args=[json.dumps(clip_entry(entry)), session, self.audit_per_session,
-                              self.audit_max_entries, self._key("audit", "")])
+            pipe = self.client.pipeline(transaction=False)
+            if version is not None:
+                pipe.set(self._key("version", session), f"{version[0]} {version[1]}")
+            if entry is not None:
+                self._audit(keys=[self._key("audit", session), self._key("audit-order", "all")],
+                            args=[json.dumps(clip_entry(entry)), session, self.audit_per_session,
+                                  self.audit_max_entries, self._key("audit", "")], client=pipe)
+            if message is not None:
+                pipe.publish(self.channel, json.dumps({**message, "origin": self.origin, "echo": True}))
+            pipe.execute()
 
     def audit_entries(self, session: str) -> list[dict[str, Any]]:
         with self._errors():

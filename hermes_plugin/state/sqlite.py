@@ -29,6 +29,8 @@ POLL_SECONDS = 0.025  # how often a process looks for other workers' events
 KEEP_EVENTS = 1000
 WAL_LIMIT = 2**20
 WAL_PAGES = 256  # checkpoint every ~1 MB of WAL, so the WAL file stays small too
+UPSERT_VERSION = ("INSERT INTO versions (session, version, digest) VALUES (?, ?, ?) "
+                  "ON CONFLICT(session) DO UPDATE SET version = excluded.version, digest = excluded.digest")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (session TEXT PRIMARY KEY, version INTEGER NOT NULL, digest TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, entry TEXT NOT NULL);
@@ -156,26 +158,36 @@ class SQLiteStore(StateStore):
 
     def set_version(self, session: str, version: int, digest: str) -> None:
         with self._db() as db:
-            db.execute("INSERT INTO versions (session, version, digest) VALUES (?, ?, ?) "
-                       "ON CONFLICT(session) DO UPDATE SET version = excluded.version, digest = excluded.digest",
-                       (session, version, digest))
+            db.execute(UPSERT_VERSION, (session, version, digest))
 
     # -- audit log -------------------------------------------------------------------------------------
     def audit_append(self, session: str, entry: dict[str, Any]) -> None:
+        self.record(session, entry=entry)
+
+    def record(self, session: str, version: tuple[int, str] | None = None, entry: dict[str, Any] | None = None,
+               message: dict[str, Any] | None = None) -> None:
+        """Version, model-log entry and event in one transaction: one write lock per guarded write, all or nothing."""
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                cur = db.execute("INSERT INTO audit (session, entry) VALUES (?, ?)",
-                                 (session, json.dumps(clip_entry(entry))))
-                newest = cur.lastrowid
-                db.execute("DELETE FROM audit WHERE session = ? AND id <= (SELECT id FROM audit WHERE session = ? "
-                           "ORDER BY id DESC LIMIT 1 OFFSET ?)", (session, session, self.audit_per_session))
-                # ids only grow, so "newer than newest - bound" keeps at most the bound, oldest dropped first.
-                db.execute("DELETE FROM audit WHERE id <= ?", (int(newest or 0) - self.audit_max_entries,))
+                if version is not None:
+                    db.execute(UPSERT_VERSION, (session, *version))
+                if entry is not None:
+                    self._append(db, session, entry)
+                if message is not None:
+                    self._insert_event(db, message, echo=True)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def _append(self, db: sqlite3.Connection, session: str, entry: dict[str, Any]) -> None:
+        cur = db.execute("INSERT INTO audit (session, entry) VALUES (?, ?)", (session, json.dumps(clip_entry(entry))))
+        newest = cur.lastrowid
+        db.execute("DELETE FROM audit WHERE session = ? AND id <= (SELECT id FROM audit WHERE session = ? "
+                   "ORDER BY id DESC LIMIT 1 OFFSET ?)", (session, session, self.audit_per_session))
+        # ids only grow, so "newer than newest - bound" keeps at most the bound, oldest dropped first.
+        db.execute("DELETE FROM audit WHERE id <= ?", (int(newest or 0) - self.audit_max_entries,))
 
     def audit_entries(self, session: str) -> list[dict[str, Any]]:
         with self._db() as db:
@@ -204,12 +216,15 @@ class SQLiteStore(StateStore):
 
     # -- events ----------------------------------------------------------------------------------------
     def publish(self, message: dict[str, Any], echo: bool = False) -> None:
-        body = json.dumps({**message, "origin": self.origin, "echo": echo})
         with self._db() as db:
-            cur = db.execute("INSERT INTO events (origin, body) VALUES (?, ?)", (self.origin, body))
-            self._published += 1
-            if self._published % 100 == 0:  # keep the table small; pollers are never that far behind
-                db.execute("DELETE FROM events WHERE id <= ?", (int(cur.lastrowid or 0) - KEEP_EVENTS,))
+            self._insert_event(db, message, echo)
+
+    def _insert_event(self, db: sqlite3.Connection, message: dict[str, Any], echo: bool) -> None:
+        body = json.dumps({**message, "origin": self.origin, "echo": echo})
+        cur = db.execute("INSERT INTO events (origin, body) VALUES (?, ?)", (self.origin, body))
+        self._published += 1
+        if self._published % 100 == 0:  # keep the table small; pollers are never that far behind
+            db.execute("DELETE FROM events WHERE id <= ?", (int(cur.lastrowid or 0) - KEEP_EVENTS,))
 
     def listen(self, listener: Any) -> None:
         super().listen(listener)
