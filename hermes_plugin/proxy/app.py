@@ -1,0 +1,84 @@
+"""The proxy app factory: ``ModelGuard`` hosted on a catch-all view that forwards to the upstream."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from flask import Flask, Response, request
+
+from ..api import json_error
+from ..extension import ModelGuard, guard_write
+from .config import ProxyConfig, load_config
+from .relay import Proxy
+from .websocket import websocket_routes
+
+access_log = logging.getLogger("hermes_plugin.proxy.access")
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def create_app(upstream: str, config: str | None = None, preset: str | None = None,
+               cfg: ProxyConfig | None = None, app_config: Mapping[str, Any] | None = None) -> Flask:
+    """The proxy app: ``create_app("http://127.0.0.1:8787", preset="hermes-webui")`` (also a gunicorn factory)."""
+    cfg = cfg or load_config(config, preset)
+    proxy = Proxy(upstream, cfg)
+    app = Flask("hermes_plugin.proxy", static_folder=None)  # /static/ belongs to the upstream
+    app.url_map.merge_slashes = False  # forward paths exactly as sent
+    app.config.update(
+        HERMES_PLUGIN_PREFIX=cfg.prefix,
+        HERMES_PLUGIN_PROVIDERS=cfg.providers,
+        HERMES_PLUGIN_CACHE=cfg.cache,
+        HERMES_PLUGIN_ON_KEEP=cfg.on_keep,
+        HERMES_PLUGIN_MODEL_SELECT=cfg.model_select,
+        HERMES_PLUGIN_PICKER=cfg.picker,
+        HERMES_PLUGIN_LIVE_URLS=cfg.live_urls,
+        HERMES_PLUGIN_STATIC_URLS=cfg.static_urls,
+        HERMES_PLUGIN_SESSION_URLS=cfg.session_urls,
+    )
+    app.config.update(app_config or {})
+    app.after_request(_access_log)  # registered first, so it runs last and logs what really goes out
+    guard = ModelGuard(app)
+    state = guard.state(app)
+    state.extra_writes.extend(route.browser() for route in cfg.writes)
+    if proxy.models is not None:
+        guard.session_model(proxy.models)
+    app.extensions["hermes_plugin_proxy"] = proxy
+    prefix = app.config["HERMES_PLUGIN_PREFIX"]
+
+    def view(path: str = "") -> Response:
+        request.environ["hermes_proxy.start"] = time.monotonic()
+        if request.path == prefix or request.path.startswith(prefix + "/"):  # the plugin's own namespace is never forwarded
+            return json_error(404, "not_found", "no such hermes-plugin route")
+        try:
+            for route in cfg.writes:
+                if request.method == route.method and (match := route.url.search(request.path)):
+                    request.view_args = {k: v for k, v in match.groupdict().items() if v is not None} \
+                        if route.session_in_path else {}
+                    return guard_write(route.spec, proxy.forward_write, route)
+            return proxy.forward()
+        except requests.RequestException as exc:
+            return proxy.bad_gateway(exc)
+
+    app.add_url_rule("/", "proxy_root", view, methods=ALL_METHODS, provide_automatic_options=False)
+    app.add_url_rule("/<path:path>", "proxy", view, methods=ALL_METHODS, provide_automatic_options=False)
+    websocket_routes(app, proxy, prefix)
+    return app
+
+
+def _access_log(response: Response) -> Response:
+    start = request.environ.get("hermes_proxy.start", time.monotonic())
+    line = (f'{request.remote_addr} "{request.method} {request.full_path.rstrip("?")}" {response.status_code}')
+
+    def done() -> None:
+        access_log.info("%s %.1fms", line, (time.monotonic() - start) * 1000)
+
+    if response.is_streamed:
+        response.call_on_close(done)  # a stream is done when the client has it all
+    else:
+        done()
+    return response
+
