@@ -369,9 +369,8 @@ def proxy(ctx: click.Context, upstream: str, host: str, port: int, proxy_config_
     Example:
       hermes-plugin proxy --upstream http://127.0.0.1:8787 --preset hermes-webui
     """
-    from werkzeug.serving import make_server
-
     from .proxy import create_app
+    from .proxy.serving import make_proxy_server
 
     config_path = proxy_config_path or (None if preset else _env(ctx).config_path)
     app = create_app(upstream, config=config_path, preset=preset)
@@ -379,7 +378,7 @@ def proxy(ctx: click.Context, upstream: str, host: str, port: int, proxy_config_
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logging.getLogger("hermes_plugin.proxy.access").addHandler(handler)
-    server: Any = make_server(host, port, app, threaded=True)
+    server: Any = make_proxy_server(host, port, app)
     click.echo(f"hermes-plugin proxy: http://{host}:{server.port}/ -> {upstream} "
                f"({'preset ' + preset if preset else config_path})")
     click.echo("  Ctrl-C to stop", err=False)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
 from flask import Flask, Response, request
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..api import json_error
 from ..extension import ModelGuard, guard_write
 from .config import ProxyConfig, load_config
 from .relay import Proxy
+from .urls import target_problem
 from .websocket import websocket_routes
 
 access_log = logging.getLogger("hermes_plugin.proxy.access")
@@ -66,7 +69,25 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
     app.add_url_rule("/", "proxy_root", view, methods=ALL_METHODS, provide_automatic_options=False)
     app.add_url_rule("/<path:path>", "proxy", view, methods=ALL_METHODS, provide_automatic_options=False)
     websocket_routes(app, proxy, prefix)
+    app.wsgi_app = OriginFormOnly(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+class OriginFormOnly:
+    """WSGI middleware: a request-target that could name another host is a 400 before any routing."""
+
+    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        problem = target_problem(environ)
+        if problem is None:
+            return self.wsgi_app(environ, start_response)
+        access_log.info("%s refused request-target: %s", environ.get("REMOTE_ADDR"), problem)
+        body = json.dumps({"error": "bad_request", "detail": problem}).encode()
+        response = WerkzeugResponse(body, status=400, mimetype="application/json",
+                                    headers={"Cache-Control": "no-store", "Connection": "close"})
+        return response(environ, start_response)
 
 
 def _access_log(response: Response) -> Response:

@@ -17,7 +17,7 @@ from .. import jsonpath
 from ..api import json_error
 from .config import ProxyConfig, WriteRoute
 from .sessions import SessionModels
-from .urls import client_target, hop_by_hop, upstream_base
+from .urls import client_target, hop_by_hop, join, upstream_base
 
 log = logging.getLogger("hermes_plugin.proxy")
 
@@ -64,7 +64,7 @@ class Proxy:
 
     def target(self) -> str:
         """The upstream URL of this request, path and query as the client sent them."""
-        return self.upstream + client_target(request.environ)
+        return join(self.upstream, client_target(request.environ))
 
     def matches_catalog(self) -> bool:
         target = request.full_path.rstrip("?")

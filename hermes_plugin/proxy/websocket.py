@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, request
 
 from .relay import Proxy
+from .urls import client_target, join
 
 log = logging.getLogger("hermes_plugin.proxy")
 
@@ -40,7 +41,7 @@ def websocket_routes(app: Flask, proxy: Proxy, prefix: str) -> None:
             return
         headers = {name: request.headers[name] for name in ("Origin", "Cookie", "Authorization", "User-Agent")
                    if name in request.headers}
-        url = proxy.ws_upstream + proxy.target()[len(proxy.upstream):]
+        url = join(proxy.ws_upstream, client_target(request.environ))
         try:
             upstream = client_with_host(Client, request.host).connect(url, headers=headers)
         except Exception as exc:  # refused, handshake rejected, DNS: the client only hears "unavailable"
