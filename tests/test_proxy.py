@@ -45,6 +45,10 @@ class Upstream:
     def _routes(self) -> None:
         app, up = self.app, self
 
+        @app.get("/")
+        def home() -> str:  # the default auth_url: anyone may use this app, and so its plugin routes
+            return "home"
+
         @app.get("/stream")
         def stream() -> Response:
             def body() -> Iterator[bytes]:

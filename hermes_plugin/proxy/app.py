@@ -50,6 +50,7 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
     if proxy.models is not None:
         guard.session_model(proxy.models)
     app.extensions["hermes_plugin_proxy"] = proxy
+    app.before_request(proxy.access.check)  # the upstream decides who may use the plugin's routes
     prefix = app.config["HERMES_PLUGIN_PREFIX"]
 
     def view(path: str = "") -> Response:

@@ -14,7 +14,8 @@ from ..extension import WriteSpec
 from ..presets import preset
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
-              "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix"}
+              "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
+              "auth_url", "auth_ttl"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class ProxyConfig:
     model_select: str = "#modelSelect, [data-hermes-model]"
     picker: str | None = None
     session_ttl: float = 2.0
+    auth_url: str = "/"  # asked as the caller before any plugin route without a session: 2xx lets it through
+    auth_ttl: float = 2.0
     timeout: float = 120.0
     connect_timeout: float = 5.0
     pool_size: int = 32
@@ -128,12 +131,14 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
         cfg.session_read = SessionRead(read["url"], read["model"])
     cfg.live_urls, cfg.static_urls = _url_list(table, "live_urls"), _url_list(table, "static_urls")
     cfg.session_urls = _url_list(table, "session_urls")
-    for key in ("model_select", "picker", "cache", "on_keep", "prefix"):
+    for key in ("model_select", "picker", "cache", "on_keep", "prefix", "auth_url"):
         if key in table:
             if not isinstance(table[key], str) or not table[key]:
                 raise ConfigError(f"[proxy] {key} must be a non-empty string")
             setattr(cfg, key, table[key])
-    for key in ("session_ttl", "timeout", "connect_timeout"):
+    if not cfg.auth_url.startswith("/") or cfg.auth_url.startswith("//"):
+        raise ConfigError("[proxy] auth_url must be a path on the upstream, starting with a single '/'")
+    for key in ("session_ttl", "timeout", "connect_timeout", "auth_ttl"):
         if key in table:
             if not isinstance(table[key], (int, float)) or isinstance(table[key], bool) or table[key] < 0:
                 raise ConfigError(f"[proxy] {key} must be a number of seconds >= 0")

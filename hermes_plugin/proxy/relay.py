@@ -15,6 +15,7 @@ from requests.adapters import HTTPAdapter
 
 from .. import jsonpath
 from ..api import json_error
+from .access import UpstreamAccess
 from .config import ProxyConfig, WriteRoute
 from .sessions import SessionModels
 from .urls import client_target, hop_by_hop, join, upstream_base
@@ -58,6 +59,7 @@ class Proxy:
         self.http = make_session(cfg.pool_size)
         self.timeouts = (cfg.connect_timeout, cfg.timeout)
         self.models = SessionModels(self, cfg.session_read, cfg.session_ttl) if cfg.session_read else None
+        self.access = UpstreamAccess(self, cfg.auth_url, cfg.auth_ttl)
         self.identity = [re.compile(e["url"]) for e in (*cfg.live_urls, *cfg.static_urls, *cfg.session_urls)]
 
     # -- requests to the upstream -------------------------------------------------------------------
