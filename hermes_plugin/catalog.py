@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +26,7 @@ from .errors import (
 from .http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, ProviderHTTP, make_cached_session
 from .models import Model, to_model, to_models
 from .plugins import PROVIDER_ID, ProviderSpec, collect_registrations, make_plugin_manager
+from .redact import contains_secret, redact, source_secrets
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ MAX_ERROR_LENGTH = 500
 RETRY_AFTER_FAILURE = 5.0  # seconds before a failed/stale provider is asked again (unless refresh)
 WAIT_MARGIN = 1.0  # callers wait total_timeout plus this for a fetch to settle, then get "pending"
 MAX_WORKERS = 16
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Subscriber = Callable[["ProviderCatalog"], None]
 
@@ -214,7 +217,7 @@ class CatalogService:
             elif not ok:
                 prov.state = "stale" if prov.live is not None else "failed"
                 prov.confirmed = False
-                prov.error = _clip(str(error or "the host's catalog request failed"))
+                prov.error = _clip(redact(str(error or "the host's catalog request failed"), self.secrets()))
             after = _snapshot(prov)
         if (after.state, after.ids, after.error) != (before.state, before.ids, before.error):
             self._notify(after)
@@ -230,6 +233,12 @@ class CatalogService:
         with self._lock:
             if callback in self._subscribers:
                 self._subscribers.remove(callback)
+
+    def secrets(self) -> list[str]:
+        """Every credential the configured sources may send (read now: keys live in the environment)."""
+        with self._lock:
+            sources = [prov.spec.live for prov in self._providers.values() if prov.spec.live is not None]
+        return [secret for source in sources for secret in source_secrets(source)]
 
     def close(self) -> None:
         with self._lock:
@@ -288,7 +297,7 @@ class CatalogService:
                 have_live = prov.live is not None
             result = self._fetch(prov.spec, refresh, self._expire_after(prov), have_live)
         except BaseException as exc:  # _fetch catches everything it can; this keeps the future settling
-            result = _Result(None, error=_error_text(prov.spec, exc))
+            result = _Result(None, error=_error_text(exc, self.secrets()))
         with prov.lock:
             if result.models is not None:
                 prov.live = result.models
@@ -309,27 +318,28 @@ class CatalogService:
         self._notify(snap)
 
     def _fetch(self, spec: ProviderSpec, refresh: bool, expire_after: float, have_live: bool) -> _Result:
+        secrets = self.secrets()
         http = ProviderHTTP(self.session, self.timeout, refresh, expire_after=expire_after,
-                            total_timeout=self.total_timeout)
+                            total_timeout=self.total_timeout, secrets=secrets)
         try:
-            models = _validated(_call(spec.live, http))
+            models = _without_secrets(_validated(_call(spec.live, http)), secrets)
         except Exception as exc:
             http.rollback()  # keep the last good cached answer for the stale copy below and after restarts
-            error = _error_text(spec, exc)
+            error = _error_text(exc, secrets)
             if not have_live and http.requests:
-                stale = self._cached_copy(spec)
+                stale = self._cached_copy(spec, secrets)
                 if stale is not None:
                     return _Result(stale[0], stale=True, fetched_at=stale[1], error=error)
             return _Result(None, error=error)
         errors = "; ".join(http.errors) or None
         return _Result(models, stale=http.used_stale, fetched_at=http.fetched_at,
-                       error=_scrub(spec, errors) if errors else None)
+                       error=_clip(redact(errors, secrets)) if errors else None)
 
-    def _cached_copy(self, spec: ProviderSpec) -> tuple[list[Model], float] | None:
+    def _cached_copy(self, spec: ProviderSpec, secrets: list[str]) -> tuple[list[Model], float] | None:
         """Re-run the source on cached answers of any age (e.g. the last good catalog before a restart)."""
-        offline = ProviderHTTP(self.session, offline=True)
+        offline = ProviderHTTP(self.session, offline=True, secrets=secrets)
         try:
-            return _validated(_call(spec.live, offline)), offline.fetched_at
+            return _without_secrets(_validated(_call(spec.live, offline)), secrets), offline.fetched_at
         except Exception:
             return None
 
@@ -409,20 +419,29 @@ def _judge(prov: _Provider, model_id: str) -> tuple[str, str | None, str | None]
     return "unknown", name, f"{name}'s live catalog is not confirmed"
 
 
-def _error_text(spec: ProviderSpec, exc: BaseException) -> str:
+def _error_text(exc: BaseException, secrets: list[str]) -> str:
     # Our exceptions carry texts we wrote; anything else (a plugin's) gets its type name for context.
     ours = isinstance(exc, (HermesPluginError, requests.RequestException))
     text = str(exc) if ours else f"{type(exc).__name__}: {exc}"
-    return _clip(_scrub(spec, text or type(exc).__name__))
+    return _clip(redact(text or type(exc).__name__, secrets))  # redact first: a clipped key is still a key
 
 
-def _scrub(spec: ProviderSpec, text: str) -> str:
-    """Belt and braces: the value of the source's API key variable never appears in an error."""
-    env_name = getattr(spec.live, "api_key_env", None)
-    secret = os.environ.get(env_name, "").strip() if isinstance(env_name, str) and env_name else ""
-    return text.replace(secret, "***") if len(secret) >= 4 else text
+def _without_secrets(models: list[Model], secrets: list[str]) -> list[Model]:
+    """A provider echoing a credential as a model id loses that model; in a label, the label loses it."""
+    if not secrets:
+        return models
+    kept = []
+    for model in models:
+        if contains_secret(model.id, secrets):
+            continue
+        if model.label is not None and contains_secret(model.label, secrets):
+            model = Model(model.id, redact(model.label, secrets))
+        kept.append(model)
+    if models and not kept:
+        raise ProviderResponseError("every model id returned contains a credential")
+    return kept
 
 
 def _clip(text: str) -> str:
-    text = " ".join(text.split())
+    text = " ".join(_CONTROL.sub(" ", text).split())  # no terminal escapes or forged lines in errors
     return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"

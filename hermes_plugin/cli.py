@@ -106,7 +106,9 @@ class Env:
             cache_dir = None
             if app is not None and cache == "sqlite":  # share the cache file the extension would use
                 os.makedirs(app.instance_path, exist_ok=True)
-                cache_dir = app.instance_path
+                from .http import instance_cache_dir
+
+                cache_dir = instance_cache_dir(app.instance_path)
             self._service = CatalogService(self.pm(), self.providers_config(), cache=cache, cache_dir=cache_dir)
             self.ctx.call_on_close(self._service.close)
         self.warn_plugin_errors(getattr(self._service, "plugin_errors", []))

@@ -84,6 +84,7 @@ class GuardState:
 
     def __init__(self, guard: ModelGuard, app: Flask) -> None:
         from .catalog import CatalogService  # pulls in requests-cache: only once an app is initialised
+        from .http import instance_cache_dir
         from .ws import Hub
 
         config = app.config
@@ -97,7 +98,7 @@ class GuardState:
         if cache == "sqlite":
             os.makedirs(app.instance_path, exist_ok=True)
         self.catalog = CatalogService(
-            self.pm, providers_config=providers, cache=cache, cache_dir=app.instance_path,
+            self.pm, providers_config=providers, cache=cache, cache_dir=instance_cache_dir(app.instance_path),
             expire_after=config["HERMES_PLUGIN_CACHE_EXPIRE"], total_timeout=config["HERMES_PLUGIN_FETCH_TIMEOUT"],
         )
         self.versions = VersionMap(config["HERMES_PLUGIN_AUDIT_SESSIONS"])

@@ -200,3 +200,148 @@ def test_no_request_makes_the_server_fetch_a_url_it_was_not_configured_with(tmp_
         assert hits == []  # ... and the unconfigured URL never was
     finally:
         server.stop()
+
+
+# -- credentials: redacted everywhere, never to another origin, never on disk, part of the cache key --------
+
+LONG_KEY = "sk-proj-" + "Zq8v3NcT4wLm9XbR" * 3 + "Hf7Kd2Pa5Ys1Ue6Ji0"  # 74 characters, like real project keys
+AZURE_KEY = "az-7c1e9b0f4a6d4e2b8f3a5c7d9e1f2a4b"
+PASSWORD = "pw-userinfo-6b2f9d1c8e"
+
+
+def hostile_provider(other_origin: str) -> Flask:
+    """Echoes credentials the ways real providers and WAFs do, redirects elsewhere, lists models per key."""
+    app = Flask("hostile")
+
+    def creds() -> str:
+        return (request.headers.get("Authorization", "").removeprefix("Bearer ") or request.headers.get("api-key", "")
+                or request.authorization.password if request.authorization else "")
+
+    @app.get("/retry/v1/models")
+    def retry() -> Any:  # 429 with the credential in Retry-After and in the error body
+        got = request.headers.get("Authorization", "").removeprefix("Bearer ") or request.headers.get("api-key", "")
+        return {"error": f"rate limited for key {got}"}, 429, {"Retry-After": f"{got} 30"}
+
+    @app.get("/ids/v1/models")
+    def ids() -> Any:  # a 200 whose ids and labels carry the credential
+        got = request.headers.get("Authorization", "").removeprefix("Bearer ") or request.headers.get("api-key", "")
+        return {"data": [{"id": "fine/model", "name": f"label {got[:20]}"}, {"id": f"leak/{got}"}]}
+
+    @app.get("/moved/v1/models")
+    def moved() -> Any:
+        return "", 302, {"Location": other_origin + "/v1/models"}
+
+    @app.get("/keyed/v1/models")
+    def keyed() -> Any:  # what each key may use, as Azure and OpenAI projects do
+        key = request.headers.get("api-key", "")
+        return {"data": [{"id": {AZURE_KEY: "azure/gpt-a", AZURE_KEY[::-1]: "azure/gpt-b"}.get(key, "none/x")}]}
+
+    @app.get("/userinfo/v1/models")
+    def userinfo() -> Any:
+        return {"data": [{"id": "basic/model"}]}
+
+    return app
+
+
+@pytest.fixture
+def hostile(monkeypatch) -> Iterator[tuple[str, list[str]]]:
+    monkeypatch.setenv("HERMES_LONG_KEY", LONG_KEY)
+    other_hits: list[str] = []
+    other = Flask("other-origin")
+
+    @other.route("/<path:path>")
+    def anything(path: str) -> Any:
+        other_hits.append(json.dumps(dict(request.headers)))
+        return {"data": [{"id": "other/model"}]}
+
+    other_server = LoopbackServer(other).start()
+    server = LoopbackServer(hostile_provider(other_server.url)).start()
+    try:
+        yield server.url, other_hits
+    finally:
+        server.stop()
+        other_server.stop()
+
+
+def hostile_providers(base: str) -> dict[str, Any]:
+    host = base.removeprefix("http://")
+    return {
+        "retry": {"kind": "openai-compatible", "base_url": base + "/retry/v1", "api_key_env": "HERMES_LONG_KEY"},
+        "retry-azure": {"kind": "openai-compatible", "base_url": base + "/retry/v1", "headers": {"api-key": AZURE_KEY}},
+        "ids": {"kind": "openai-compatible", "base_url": base + "/ids/v1", "api_key_env": "HERMES_LONG_KEY"},
+        "moved": {"kind": "openai-compatible", "base_url": base + "/moved/v1",
+                  "headers": {"api-key": AZURE_KEY, "x-custom-token": AZURE_KEY[::-1]}},
+        "keyed-a": {"kind": "openai-compatible", "base_url": base + "/keyed/v1", "headers": {"api-key": AZURE_KEY}},
+        "keyed-b": {"kind": "openai-compatible", "base_url": base + "/keyed/v1",
+                    "headers": {"api-key": AZURE_KEY[::-1]}},
+        "userinfo": {"kind": "openai-compatible", "base_url": f"http://someone:{PASSWORD}@{host}/userinfo/v1"},
+    }
+
+
+def prefixes(*secrets: str) -> list[str]:
+    return [secret[:8] for secret in secrets]
+
+
+def test_echoed_keys_are_redacted_whole_and_cut_short_everywhere(tmp_path, hostile, caplog):
+    base, _ = hostile
+    app = create_app(tmp_path, HERMES_PLUGIN_PROVIDERS=hostile_providers(base), HERMES_PLUGIN_FETCH_TIMEOUT=2)
+    with running(app) as url:
+        texts = [requests.get(f"{url}{P}/api/catalog?refresh=1", timeout=30).text]
+        texts += [requests.get(f"{url}{P}/api/catalog/{p}", timeout=30).text for p in ("retry", "retry-azure", "ids")]
+    catalog = {p["id"]: p for p in json.loads(texts[0])["providers"]}
+    assert "HTTP 429" in catalog["retry"]["error"] and "Retry-After" in catalog["retry"]["error"]  # really echoed
+    assert "HTTP 429" in catalog["retry-azure"]["error"]
+    assert [m["id"] for m in catalog["ids"]["models"]] == ["fine/model"]  # the id carrying the key is dropped
+    from hermes_plugin.cli import cli
+
+    with app.app_context():
+        out = app.test_cli_runner().invoke(cli, ["catalog"]).output
+    assert "retry-azure" in out
+    texts += [out, caplog.text]
+    leaks = [(prefix, text[:300]) for text in texts for prefix in prefixes(LONG_KEY, AZURE_KEY) if prefix in text]
+    assert leaks == []
+
+
+def test_credentials_never_follow_a_redirect_to_another_origin(tmp_path, hostile):
+    base, other_hits = hostile
+    app = create_app(tmp_path, HERMES_PLUGIN_PROVIDERS={"moved": hostile_providers(base)["moved"]})
+    with running(app) as url:
+        moved = requests.get(f"{url}{P}/api/catalog/moved?refresh=1", timeout=30).json()
+    assert other_hits == []  # nothing, credentials or not, reached the other origin
+    assert moved["state"] == "failed" and "another origin" in moved["error"]
+    assert AZURE_KEY[:8] not in json.dumps(moved)
+
+
+def test_the_sqlite_cache_holds_no_credential_and_is_private(tmp_path, hostile):
+    import os
+    import stat
+
+    base, _ = hostile
+    providers = {name: table for name, table in hostile_providers(base).items()
+                 if name in ("keyed-a", "userinfo", "ids")}
+    app = create_app(tmp_path, HERMES_PLUGIN_PROVIDERS=providers, HERMES_PLUGIN_CACHE="sqlite")
+    with running(app) as url:
+        catalog = requests.get(f"{url}{P}/api/catalog", timeout=30).json()
+    assert {p["id"]: p["state"] for p in catalog["providers"]} == {"keyed-a": "fresh", "userinfo": "fresh",
+                                                                   "ids": "fresh"}
+    app.guard.state(app).catalog.close()
+    files = [path for path in (tmp_path / "instance").rglob("*") if path.is_file()]
+    assert files and any(path.name.endswith(".sqlite") for path in files)
+    for path in files:
+        data = path.read_bytes()
+        for secret in (LONG_KEY, AZURE_KEY, PASSWORD, "someone:"):
+            assert secret.encode() not in data, (path.name, secret)
+        assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0, oct(os.stat(path).st_mode)
+    folder = next(path for path in files if path.name.endswith(".sqlite")).parent
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_two_keys_on_one_url_never_share_a_cached_catalog(tmp_path, hostile):
+    base, _ = hostile
+    providers = {name: table for name, table in hostile_providers(base).items() if name.startswith("keyed-")}
+    app = create_app(tmp_path, HERMES_PLUGIN_PROVIDERS=providers)
+    with running(app) as url:
+        first = requests.get(f"{url}{P}/api/catalog/keyed-a", timeout=30).json()
+        second = requests.get(f"{url}{P}/api/catalog/keyed-b", timeout=30).json()
+    assert [m["id"] for m in first["models"]] == ["azure/gpt-a"]
+    assert [m["id"] for m in second["models"]] == ["azure/gpt-b"]
