@@ -17,7 +17,7 @@ from .errors import UnknownProviderError
 
 MAX_SESSION_ID = 256
 ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               409: "conflict", 412: "stale_version", 415: "unsupported_media_type"}
+               409: "conflict", 412: "stale_version", 413: "payload_too_large", 415: "unsupported_media_type"}
 # Which authorisation action each plugin endpoint asks for (``?refresh=1`` turns "catalog" into "refresh").
 ACTIONS = {
     "hermes_plugin.catalog_all": "catalog",

@@ -370,6 +370,30 @@ def test_bad_writes_are_refused_before_the_upstream(proxied, upstream):
     assert upstream.writes == []
 
 
+def test_guarded_write_bodies_are_bounded_and_other_bodies_are_not(proxied, upstream):
+    url, _, _ = proxied
+    padding = "x" * (2 * MB)
+    sized = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "p/x", "pad": padding},
+                          headers={"X-Hermes-Intent": "user"}, timeout=WAIT)
+    assert sized.status_code == 413 and sized.json()["error"] == "payload_too_large"
+
+    def chunked() -> Iterator[bytes]:
+        yield b'{"session_id": "s1", "model": "p/x", "pad": "'
+        for _ in range(4):
+            yield b"x" * MB
+        yield b'"}'
+
+    streamed = requests.post(f"{url}/api/session/update", data=chunked(), timeout=WAIT,
+                             headers={"X-Hermes-Intent": "user", "Content-Type": "application/json"})
+    assert streamed.status_code == 413 and streamed.json()["error"] == "payload_too_large"
+    assert upstream.writes == [] and upstream.models["s1"] == "p/live-only"
+    fits = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "p/x", "pad": "x" * 1000},
+                         headers={"X-Hermes-Intent": "user"}, timeout=WAIT)
+    assert fits.status_code == 200 and upstream.models["s1"] == "p/x"
+    other = requests.post(f"{url}/upload", data=b"z" * (5 * MB), timeout=WAIT)  # not a guarded route: no limit
+    assert other.json()["bytes"] == 5 * MB
+
+
 # -- configuration --------------------------------------------------------------------------------------
 
 

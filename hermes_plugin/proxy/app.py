@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from ..api import json_error
 from ..extension import ModelGuard, guard_write
 from .config import ProxyConfig, load_config
-from .relay import Proxy
+from .relay import CHUNK, Proxy
 from .urls import target_problem
 from .websocket import websocket_routes
 
@@ -62,6 +62,9 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
                 if request.method == route.method and (match := route.url.search(request.path)):
                     request.view_args = {k: v for k, v in match.groupdict().items() if v is not None} \
                         if route.session_in_path else {}
+                    if not read_bounded_body(cfg.max_write_bytes):  # the guard holds this body: bound it
+                        return json_error(413, "payload_too_large",
+                                          f"a guarded write's body may be at most {cfg.max_write_bytes} bytes")
                     return guard_write(route.spec, proxy.forward_write, route)
             return proxy.forward()
         except requests.RequestException as exc:
@@ -72,6 +75,22 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
     websocket_routes(app, proxy, prefix)
     app.wsgi_app = OriginFormOnly(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def read_bounded_body(limit: int) -> bool:
+    """Read the request body (sized or chunked) into the request's cache; False once it passes ``limit``."""
+    if request.content_length is not None and request.content_length > limit:
+        return False
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = request.stream.read(min(CHUNK, limit + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    if len(data) > limit:
+        return False
+    request._cached_data = bytes(data)  # type: ignore[attr-defined]  # what get_data() returns from now on
+    return True
 
 
 class OriginFormOnly:

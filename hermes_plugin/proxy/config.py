@@ -15,7 +15,7 @@ from ..presets import preset
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
               "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
-              "auth_url", "auth_ttl"}
+              "auth_url", "auth_ttl", "max_write_bytes"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class ProxyConfig:
     session_ttl: float = 2.0
     auth_url: str = "/"  # asked as the caller before any plugin route without a session: 2xx lets it through
     auth_ttl: float = 2.0
+    max_write_bytes: int = 2**20  # guarded write bodies are read whole; everything else streams unbounded
     timeout: float = 120.0
     connect_timeout: float = 5.0
     pool_size: int = 32
@@ -143,6 +144,11 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
             if not isinstance(table[key], (int, float)) or isinstance(table[key], bool) or table[key] < 0:
                 raise ConfigError(f"[proxy] {key} must be a number of seconds >= 0")
             setattr(cfg, key, float(table[key]))
+    if "max_write_bytes" in table:
+        value = table["max_write_bytes"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError("[proxy] max_write_bytes must be a positive integer")
+        cfg.max_write_bytes = value
     if "pool_size" in table:
         if not isinstance(table["pool_size"], int) or isinstance(table["pool_size"], bool) or table["pool_size"] < 1:
             raise ConfigError("[proxy] pool_size must be a positive integer")
