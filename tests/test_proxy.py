@@ -36,6 +36,7 @@ class Upstream:
         self.app = Flask("upstream")
         self.sock = Sock(self.app)
         self.go_on = threading.Event()  # the test says "I have the first chunk"
+        self.release = threading.Event()  # the test lets held streams end
         self.waited: list[bool] = []  # what each go_on.wait() returned
         self.seen: dict[str, Any] = {}
         self.models = {"s1": "p/live-only", "s2": "p/gone"}
@@ -56,6 +57,14 @@ class Upstream:
                 up.waited.append(up.go_on.wait(WAIT))
                 yield b"second\n"
             return Response(body(), mimetype=request.args.get("type", "text/plain"))
+
+        @app.get("/hold")
+        def hold() -> Response:  # an SSE stream that stays open far longer than any client waits
+            def body() -> Iterator[bytes]:
+                yield b"data: first\n\n"
+                up.release.wait(WAIT * 6)
+                yield b"data: last\n\n"
+            return Response(body(), mimetype="text/event-stream")
 
         @app.get("/download")
         def download() -> Response:
@@ -157,6 +166,23 @@ def test_stream_and_sse_arrive_incrementally(proxied, upstream, mimetype):
         assert response.raw.read() == b"second\n"
     assert upstream.waited == [True]
     assert response.headers["Content-Type"].startswith(mimetype)
+
+
+def test_open_streams_never_starve_other_requests(upstream, loopback_server):
+    up = loopback_server(upstream.app)
+    url = loopback_server(create_app(up.url, cfg=proxy_config({**PROXY_TABLE, "pool_size": 4}))).url
+    streams = []
+    try:
+        for _ in range(12):  # three times the pool: every one holds an upstream connection until released
+            response = requests.get(f"{url}/hold", stream=True, timeout=WAIT)
+            assert response.raw.read1(64) == b"data: first\n\n"
+            streams.append(response)
+        answered = requests.get(f"{url}/echo", timeout=WAIT)
+        assert answered.status_code == 200 and "headers" in answered.json()
+    finally:
+        upstream.release.set()
+        for response in streams:
+            response.close()
 
 
 def test_large_download_streams(proxied, upstream):

@@ -36,17 +36,30 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
+class _PoolFull(logging.Filter):
+    """An extra connection beyond the keep-alive pool is expected under load here, not a warning each time."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Connection pool is full")
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_PoolFull())
+
+
 def make_session(pool_size: int) -> requests.Session:
-    """A bounded connection pool to the upstream, no default headers, no cookie jar, no env proxies."""
+    """Keep-alive connections to the upstream, no default headers, no cookie jar, no env proxies.
+
+    ``pool_size`` connections are kept open between requests; beyond that a request opens its own and
+    closes it afterwards (pool_block=False), so long streams never make other requests wait for a slot.
+    """
     session = requests.Session()
     session.trust_env = False  # an HTTP(S)_PROXY in the environment must not reroute loopback traffic
     session.headers.clear()
     session.cookies.set_policy(_NoCookies())
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, pool_block=True, max_retries=0)
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, pool_block=False, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
-
 
 
 class Proxy:
