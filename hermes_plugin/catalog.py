@@ -35,6 +35,7 @@ MAX_ERROR_LENGTH = 500
 RETRY_AFTER_FAILURE = 5.0  # seconds before a failed/stale provider is asked again (unless refresh)
 WAIT_MARGIN = 1.0  # callers wait total_timeout plus this for a fetch to settle, then get "pending"
 MAX_WORKERS = 16
+MAX_OBSERVED = 64  # providers learnt from the host's responses; beyond this, new ones are not recorded
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Subscriber = Callable[["ProviderCatalog"], None]
@@ -104,7 +105,7 @@ class CatalogService:
                  cache: str = "sqlite", cache_dir: str | os.PathLike[str] | None = None, expire_after: float = 300,
                  timeout: tuple[float, float] | float = DEFAULT_TIMEOUT, total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
                  max_bytes: int = DEFAULT_MAX_BYTES, session: Any = None,
-                 retry_after_failure: float = RETRY_AFTER_FAILURE) -> None:
+                 retry_after_failure: float = RETRY_AFTER_FAILURE, max_observed: int = MAX_OBSERVED) -> None:
         self.plugin_errors: list[PluginRegistrationError] = []
         if specs is None:
             self.pm: pluggy.PluginManager | None = pm or make_plugin_manager()
@@ -117,6 +118,8 @@ class CatalogService:
         self.timeout = timeout
         self.total_timeout = float(total_timeout)
         self.retry_after_failure = float(retry_after_failure)
+        self.max_observed = int(max_observed)
+        self._observed_full_logged = False
         self.session = session if session is not None else make_cached_session(
             cache, cache_dir, expire_after, max_bytes=max_bytes, total_timeout=total_timeout)
         self._lock = threading.Lock()
@@ -200,11 +203,23 @@ class CatalogService:
         if source not in ("live", "static"):
             raise ValueError(f"source must be 'live' or 'static', got {source!r}")
         parsed = to_models(list(models or ()), strict=False) if ok else []
+        failure = None if ok else _clip(redact(str(error or "the host's catalog request failed"), self.secrets()))
         with self._lock:
             prov = self._providers.get(provider)
             if prov is None:
-                prov = self._providers[provider] = _Provider(ProviderSpec(provider, provider, plugin="observed"),
-                                                             observed_only=True)
+                new = _Provider(ProviderSpec(provider, provider, plugin="observed"), observed_only=True)
+                # Anyone can make the host answer for a made-up provider: only a successful answer may add
+                # one, and only up to max_observed, so outsiders cannot bury the real ones in "unknown".
+                observed = sum(1 for known in self._providers.values() if known.observed_only)
+                if not ok or observed >= self.max_observed:
+                    if ok and not self._observed_full_logged:
+                        self._observed_full_logged = True
+                        log.warning("hermes-plugin: %d providers observed already; not recording more "
+                                    "(HERMES_PLUGIN_MAX_OBSERVED)", observed)
+                    if not ok:  # what the caller saw, though nothing is recorded
+                        new.state, new.error = "failed", failure
+                    return _snapshot(new)
+                prov = self._providers[provider] = new
         with prov.lock:
             before = _snapshot(prov)
             if source == "static":
@@ -217,7 +232,7 @@ class CatalogService:
             elif not ok:
                 prov.state = "stale" if prov.live is not None else "failed"
                 prov.confirmed = False
-                prov.error = _clip(redact(str(error or "the host's catalog request failed"), self.secrets()))
+                prov.error = failure
             after = _snapshot(prov)
         if (after.state, after.ids, after.error) != (before.state, before.ids, before.error):
             self._notify(after)

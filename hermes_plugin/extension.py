@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_AUDIT_SESSIONS": 10000,
     "HERMES_PLUGIN_WS_QUEUE": 100,
     "HERMES_PLUGIN_ALLOWED_ORIGINS": [],
+    "HERMES_PLUGIN_MAX_OBSERVED": 64,
 }
 
 
@@ -74,7 +75,8 @@ def _check_config(config: Any) -> None:
         raise ConfigError(f"HERMES_PLUGIN_ON_KEEP must be one of {ON_KEEP}")
     if config["HERMES_PLUGIN_UNMARKED_INTENT"] not in UNMARKED_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
-    for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_SESSIONS", "HERMES_PLUGIN_WS_QUEUE"):
+    for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_SESSIONS", "HERMES_PLUGIN_WS_QUEUE",
+                "HERMES_PLUGIN_MAX_OBSERVED"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ConfigError(f"{key} must be a positive integer")
 
@@ -100,6 +102,7 @@ class GuardState:
         self.catalog = CatalogService(
             self.pm, providers_config=providers, cache=cache, cache_dir=instance_cache_dir(app.instance_path),
             expire_after=config["HERMES_PLUGIN_CACHE_EXPIRE"], total_timeout=config["HERMES_PLUGIN_FETCH_TIMEOUT"],
+            max_observed=config["HERMES_PLUGIN_MAX_OBSERVED"],
         )
         self.versions = VersionMap(config["HERMES_PLUGIN_AUDIT_SESSIONS"])
         self.audit = AuditLog(config["HERMES_PLUGIN_AUDIT_SIZE"], config["HERMES_PLUGIN_AUDIT_SESSIONS"])

@@ -345,3 +345,40 @@ def test_two_keys_on_one_url_never_share_a_cached_catalog(tmp_path, hostile):
         second = requests.get(f"{url}{P}/api/catalog/keyed-b", timeout=30).json()
     assert [m["id"] for m in first["models"]] == ["azure/gpt-a"]
     assert [m["id"] for m in second["models"]] == ["azure/gpt-b"]
+
+
+# -- observed catalogs: only from successful answers, bounded -----------------------------------------
+
+
+def test_made_up_providers_from_outside_neither_pile_up_nor_change_decisions(tmp_path):
+    with FakeProvider("openai", models=["prov/current"]) as fake:
+        app = create_app(tmp_path, sessions={"s1": "prov/retired"},
+                         HERMES_PLUGIN_PROVIDERS={"prov": provider_config(fake)}, HERMES_PLUGIN_MAX_OBSERVED=8,
+                         HERMES_PLUGIN_LIVE_URLS=[{"url": r"/api/models/live\?provider=(?P<provider>[^&]+)",
+                                                   "models": "models[].id"}])
+
+        def live() -> Any:  # the host's own live-catalog route: 404 for providers it does not know
+            provider = request.args.get("provider", "")
+            if provider.startswith("listed-"):  # a host that answers 200 for anything it is asked
+                return {"models": [{"id": f"{provider}/m"}]}
+            return {"error": "unknown provider"}, 404
+
+        app.add_url_rule("/api/models/live", "live", live)
+        catalog = app.guard.state(app).catalog
+        with running(app) as url:
+            assert catalog.catalog("prov").state == "fresh"
+            assert catalog.availability("prov/retired") == "absent"  # the configured provider no longer lists it
+            with requests.Session() as client:
+                for n in range(300):
+                    assert client.get(f"{url}/api/models/live?provider=junk{n}", timeout=30).status_code == 404
+                for n in range(30):
+                    client.get(f"{url}/api/models/live?provider=listed-{n}", timeout=30)
+            providers = requests.get(f"{url}{P}/api/catalog", timeout=30).json()["providers"]
+            auto = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "prov/current"},
+                                 headers={"X-Hermes-Intent": "auto"}, timeout=30)
+    ids = [p["id"] for p in providers]
+    assert not any(i.startswith("junk") for i in ids)  # a 404 teaches nothing
+    assert len([i for i in ids if i.startswith("listed-")]) == 8  # the bound holds
+    assert catalog.availability("prov/retired") == "absent"
+    assert auto.headers["X-Hermes-Decision"] == "fallback"  # corrections for configured providers still work
+    assert app.store.get("s1")["model"] == "prov/current"
