@@ -73,7 +73,7 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
         if action == "catalog" and wants_refresh():
             action = "refresh"
         session_id = (request.view_args or {}).get("session_id")
-        if action == "ws":
+        if action in ("ws", "refresh"):  # a refetch costs the provider a request: not for other sites' pages
             refused = state().cross_origin()
             if refused:
                 return json_error(403, "cross_origin", refused)

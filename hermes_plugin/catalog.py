@@ -35,6 +35,7 @@ MAX_ERROR_LENGTH = 500
 RETRY_AFTER_FAILURE = 5.0  # seconds before a failed/stale provider is asked again (unless refresh)
 WAIT_MARGIN = 1.0  # callers wait total_timeout plus this for a fetch to settle, then get "pending"
 MAX_WORKERS = 16
+REFRESH_INTERVAL = 10.0  # seconds: at most one forced refresh per provider (anyone can ask for one)
 MAX_OBSERVED = 64  # providers learnt from the host's responses; beyond this, new ones are not recorded
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -87,6 +88,7 @@ class _Provider:
     future: Future[ProviderCatalog] | None = None
     fresh_until: float = 0.0  # wall clock: no refetch before this (the cache lifetime)
     retry_at: float = 0.0  # monotonic: no new attempt before this after a failure
+    next_refresh: float = 0.0  # monotonic: no forced refresh before this
 
 
 @dataclass
@@ -105,7 +107,8 @@ class CatalogService:
                  cache: str = "sqlite", cache_dir: str | os.PathLike[str] | None = None, expire_after: float = 300,
                  timeout: tuple[float, float] | float = DEFAULT_TIMEOUT, total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
                  max_bytes: int = DEFAULT_MAX_BYTES, session: Any = None,
-                 retry_after_failure: float = RETRY_AFTER_FAILURE, max_observed: int = MAX_OBSERVED) -> None:
+                 retry_after_failure: float = RETRY_AFTER_FAILURE, max_observed: int = MAX_OBSERVED,
+                 refresh_interval: float = REFRESH_INTERVAL) -> None:
         self.plugin_errors: list[PluginRegistrationError] = []
         if specs is None:
             self.pm: pluggy.PluginManager | None = pm or make_plugin_manager()
@@ -119,6 +122,7 @@ class CatalogService:
         self.total_timeout = float(total_timeout)
         self.retry_after_failure = float(retry_after_failure)
         self.max_observed = int(max_observed)
+        self.refresh_interval = float(refresh_interval)
         self._observed_full_logged = False
         self.session = session if session is not None else make_cached_session(
             cache, cache_dir, expire_after, max_bytes=max_bytes, total_timeout=total_timeout)
@@ -147,7 +151,7 @@ class CatalogService:
         most ``total_timeout`` (plus a margin) and otherwise gets the ``pending`` snapshot.
         """
         prov = self._get(provider)
-        future = self._start(prov, refresh)
+        future = self._start(prov, refresh and self._may_refresh(prov))
         if future is not None:
             try:
                 future.result(timeout=self.total_timeout + WAIT_MARGIN)
@@ -158,7 +162,8 @@ class CatalogService:
     def catalogs(self, refresh: bool = False) -> list[ProviderCatalog]:
         """Every provider's catalog, fetched concurrently."""
         ids = self.provider_ids()
-        futures = [self._start(self._get(provider_id), refresh) for provider_id in ids]
+        provs = [self._get(provider_id) for provider_id in ids]
+        futures = [self._start(prov, refresh and self._may_refresh(prov)) for prov in provs]
         deadline = time.monotonic() + self.total_timeout + WAIT_MARGIN
         for future in futures:
             if future is not None:
@@ -269,6 +274,15 @@ class CatalogService:
         if prov is None:
             raise UnknownProviderError(provider)
         return prov
+
+    def _may_refresh(self, prov: _Provider) -> bool:
+        """A forced refresh at most every ``refresh_interval`` seconds per provider; others read as usual."""
+        now = time.monotonic()
+        with prov.lock:
+            if now < prov.next_refresh:
+                return False
+            prov.next_refresh = now + self.refresh_interval
+            return True
 
     def _expire_after(self, prov: _Provider) -> float:
         return prov.spec.expire_after if prov.spec.expire_after is not None else self.expire_after

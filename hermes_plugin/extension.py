@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_WS_QUEUE": 100,
     "HERMES_PLUGIN_ALLOWED_ORIGINS": [],
     "HERMES_PLUGIN_MAX_OBSERVED": 64,
+    "HERMES_PLUGIN_REFRESH_INTERVAL": 10,
 }
 
 
@@ -102,7 +103,7 @@ class GuardState:
         self.catalog = CatalogService(
             self.pm, providers_config=providers, cache=cache, cache_dir=instance_cache_dir(app.instance_path),
             expire_after=config["HERMES_PLUGIN_CACHE_EXPIRE"], total_timeout=config["HERMES_PLUGIN_FETCH_TIMEOUT"],
-            max_observed=config["HERMES_PLUGIN_MAX_OBSERVED"],
+            max_observed=config["HERMES_PLUGIN_MAX_OBSERVED"], refresh_interval=config["HERMES_PLUGIN_REFRESH_INTERVAL"],
         )
         self.versions = VersionMap(config["HERMES_PLUGIN_AUDIT_SESSIONS"])
         self.audit = AuditLog(config["HERMES_PLUGIN_AUDIT_SIZE"], config["HERMES_PLUGIN_AUDIT_SESSIONS"])

@@ -382,3 +382,17 @@ def test_made_up_providers_from_outside_neither_pile_up_nor_change_decisions(tmp
     assert catalog.availability("prov/retired") == "absent"
     assert auto.headers["X-Hermes-Decision"] == "fallback"  # corrections for configured providers still work
     assert app.store.get("s1")["model"] == "prov/current"
+
+
+def test_forced_refreshes_are_throttled_and_refused_cross_site(tmp_path):
+    with FakeProvider("openai", models=[LIVE_ONLY]) as fake:
+        app = create_app(tmp_path, HERMES_PLUGIN_PROVIDERS={"prov": provider_config(fake)})
+        with running(app) as url:
+            cross = requests.get(f"{url}{P}/api/catalog?refresh=1", headers={"Sec-Fetch-Site": "cross-site"},
+                                 timeout=30)
+            assert cross.status_code == 403 and cross.json()["error"] == "cross_origin"
+            assert fake.requests == 0  # refused before anything was fetched
+            for n in range(20):
+                path = f"{P}/api/catalog?refresh=1" if n % 2 else f"{P}/api/catalog/prov?refresh=1"
+                assert requests.get(url + path, timeout=30).status_code == 200
+    assert fake.requests == 1  # twenty forced refreshes within the interval: one upstream fetch
