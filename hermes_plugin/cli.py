@@ -17,6 +17,7 @@ import click
 
 from .config import CONFIG_ENV, load_providers
 from .errors import ConfigError, HermesPluginError, PluginRegistrationError, UnknownProviderError
+from .redact import printable
 
 T = TypeVar("T")
 FAIL_MODES = ("none", "live", "static", "timeout", "refused")
@@ -123,7 +124,7 @@ class Env:
     def warn_plugin_errors(self, errors: list[PluginRegistrationError]) -> None:
         # A broken plugin does not stop the command, but the user must hear about it once.
         for error in errors:
-            line = " ".join(str(error).split())
+            line = printable(" ".join(str(error).split()))  # a plugin's text: no terminal escapes
             if line not in self._warned:
                 self._warned.add(line)
                 click.echo(f"Warning: {line}", err=True)
@@ -288,7 +289,7 @@ def catalog(ctx: click.Context, provider: str | None, as_json: bool, refresh: bo
         data = cat.to_json()
         title = data["id"] if data["label"] in (None, data["id"]) else f"{data['id']} ({data['label']})"
         line = f"{title}  {data['state']}  {_age(data['fetched_at'], now)}"
-        click.echo(line + (f"  error: {data['error']}" if data["error"] else ""))
+        click.echo(printable(line + (f"  error: {data['error']}" if data["error"] else "")))
         if not data["models"]:
             click.echo("  (no models)")
         rows = [["  " + m["id"], m["source"], "" if m["label"] in (None, m["id"]) else m["label"]] for m in data["models"]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -396,3 +397,61 @@ def test_forced_refreshes_are_throttled_and_refused_cross_site(tmp_path):
                 path = f"{P}/api/catalog?refresh=1" if n % 2 else f"{P}/api/catalog/prov?refresh=1"
                 assert requests.get(url + path, timeout=30).status_code == 200
     assert fake.requests == 1  # twenty forced refreshes within the interval: one upstream fetch
+
+
+# -- what reaches logs and terminals ------------------------------------------------------------------
+
+
+def test_provider_texts_reach_the_terminal_without_escape_sequences(tmp_path):
+    provider = Flask("escaping")
+
+    @provider.get("/v1/models")
+    def models() -> Any:
+        return {"error": "slow down"}, 429, {"Retry-After": "\x1b]0;owned\x07\x1b[2J 30"}
+
+    server = LoopbackServer(provider).start()
+    try:
+        app = create_app(tmp_path, HERMES_PLUGIN_PROVIDERS={
+            "esc": {"kind": "openai-compatible", "base_url": server.url + "/v1"}})
+        from hermes_plugin.cli import cli
+
+        with app.app_context():
+            out = app.test_cli_runner().invoke(cli, ["catalog"]).output
+    finally:
+        server.stop()
+    assert "HTTP 429" in out and "Retry-After" in out  # the error really was printed
+    assert "\x1b" not in out and "\x07" not in out
+
+
+def test_the_proxy_access_log_cannot_be_forged_with_encoded_newlines(upstream_for_logs, caplog):
+    import logging
+
+    url = upstream_for_logs
+    caplog.set_level(logging.INFO, logger="hermes_plugin.proxy.access")
+    forged = '/x%0a127.0.0.1%20"GET%20/admin"%20200%0d'
+    requests.get(url + forged, timeout=30)
+
+    def logged() -> list[str]:
+        return [record.getMessage() for record in caplog.records if record.name == "hermes_plugin.proxy.access"]
+
+    deadline = time.monotonic() + 10
+    while not logged() and time.monotonic() < deadline:  # a streamed answer is logged once the server closes it
+        threading.Event().wait(0.01)
+    lines = logged()
+    assert lines and all("\n" not in line and "\r" not in line for line in lines)
+    assert any("\\x0a" in line for line in lines)  # shown escaped, not dropped
+
+
+@pytest.fixture
+def upstream_for_logs(loopback_server) -> str:
+    from hermes_plugin.proxy import create_app as create_proxy
+    from hermes_plugin.proxy import proxy_config
+
+    upstream = Flask("logged")
+
+    @upstream.route("/<path:path>")
+    def anything(path: str) -> Any:
+        return {"path": path}
+
+    up = loopback_server(upstream)
+    return loopback_server(create_proxy(up.url, cfg=proxy_config({}))).url

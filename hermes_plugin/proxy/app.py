@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..api import json_error
 from ..extension import ModelGuard, guard_write
+from ..redact import printable
 from .config import ProxyConfig, load_config
 from .relay import CHUNK, Proxy
 from .urls import target_problem
@@ -112,7 +113,9 @@ class OriginFormOnly:
 
 def _access_log(response: Response) -> Response:
     start = request.environ.get("hermes_proxy.start", time.monotonic())
-    line = (f'{request.remote_addr} "{request.method} {request.full_path.rstrip("?")}" {response.status_code}')
+    # The path is percent-decoded: %0a would otherwise start a forged line in the log.
+    line = printable(f'{request.remote_addr} "{request.method} {request.full_path.rstrip("?")}" '
+                     f'{response.status_code}')
 
     def done() -> None:
         access_log.info("%s %.1fms", line, (time.monotonic() - start) * 1000)

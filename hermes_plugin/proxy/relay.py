@@ -15,6 +15,7 @@ from requests.adapters import HTTPAdapter
 
 from .. import jsonpath
 from ..api import json_error
+from ..redact import printable
 from .access import UpstreamAccess
 from .config import ProxyConfig, WriteRoute
 from .sessions import SessionModels
@@ -167,8 +168,8 @@ class Proxy:
 
     def bad_gateway(self, exc: Exception) -> Response:
         """The upstream did not answer: a clear 502 that names no address, host or exception text."""
-        log.warning("hermes-plugin proxy: upstream request %s %s failed: %s", request.method, request.path,
-                    type(exc).__name__)
+        log.warning("hermes-plugin proxy: upstream request %s %s failed: %s", request.method,
+                    printable(request.path[:200]), type(exc).__name__)
         detail = "the upstream app did not answer in time" if isinstance(exc, requests.Timeout) \
             else "the upstream app is not reachable"
         if request.accept_mimetypes.accept_html and not request.accept_mimetypes.accept_json:

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask, request
 
+from ..redact import printable
 from .relay import Proxy
 from .urls import client_target, join
 
@@ -45,7 +46,8 @@ def websocket_routes(app: Flask, proxy: Proxy, prefix: str) -> None:
         try:
             upstream = client_with_host(Client, request.host).connect(url, headers=headers)
         except Exception as exc:  # refused, handshake rejected, DNS: the client only hears "unavailable"
-            log.warning("hermes-plugin proxy: upstream WebSocket %s failed: %s", request.path, type(exc).__name__)
+            log.warning("hermes-plugin proxy: upstream WebSocket %s failed: %s", printable(request.path[:200]),
+                        type(exc).__name__)
             ws.close(reason=1011, message="upstream unavailable")  # 1011: the server cannot fulfil it
             return
 
