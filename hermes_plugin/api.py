@@ -70,6 +70,9 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
         action = ACTIONS.get(request.endpoint or "")
         if action is None:  # the static guard script is public, like any page asset
             return None
+        refused = state().host_refused()
+        if refused:  # a rebound DNS name reaching a local app: refused before anything else
+            return json_error(403, "host_not_allowed", refused)
         if action == "catalog" and wants_refresh():
             action = "refresh"
         session_id = (request.view_args or {}).get("session_id")

@@ -358,9 +358,12 @@ def demo(host: str, port: int, latency_ms: int, static_latency_ms: int, fail: st
               help="TOML file with a [proxy] table (write routes, session read, catalog URLs) and [providers.*].")
 @click.option("--preset", default=None, metavar="NAME",
               help="Built-in [proxy] table for a known app instead of --config: hermes-webui, demo.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A Host name the proxy answers to (repeatable; '*' for any). Default: [proxy] allowed_hosts, "
+                   "else localhost, 127.0.0.1 and ::1 when listening on loopback.")
 @click.pass_context
 def proxy(ctx: click.Context, upstream: str, host: str, port: int, proxy_config_path: str | None,
-          preset: str | None) -> None:
+          preset: str | None, allowed_hosts: tuple[str, ...]) -> None:
     """Guard an app that is not a Flask app: serve it through a reverse proxy that adds hermes-plugin.
 
     Every request is forwarded to --upstream unchanged (streams, server-sent events, WebSockets, cookies,
@@ -372,11 +375,17 @@ def proxy(ctx: click.Context, upstream: str, host: str, port: int, proxy_config_
     Example:
       hermes-plugin proxy --upstream http://127.0.0.1:8787 --preset hermes-webui
     """
-    from .proxy import create_app
+    from .extension import LOOPBACK_HOSTS
+    from .proxy import create_app, load_config
     from .proxy.serving import make_proxy_server
 
     config_path = proxy_config_path or (None if preset else _env(ctx).config_path)
-    app = create_app(upstream, config=config_path, preset=preset)
+    cfg = load_config(config_path, preset)
+    if allowed_hosts:
+        cfg.allowed_hosts = list(allowed_hosts)
+    elif cfg.allowed_hosts is None and host in LOOPBACK_HOSTS:  # a page on another name is a rebound DNS name
+        cfg.allowed_hosts = list(LOOPBACK_HOSTS)
+    app = create_app(upstream, cfg=cfg)
     logging.getLogger("hermes_plugin.proxy.access").setLevel(logging.INFO)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))

@@ -49,7 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_ALLOWED_ORIGINS": [],
     "HERMES_PLUGIN_MAX_OBSERVED": 64,
     "HERMES_PLUGIN_REFRESH_INTERVAL": 10,
+    "HERMES_PLUGIN_ALLOWED_HOSTS": None,
 }
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,10 @@ class GuardState:
         if self.pm.hook.authorize_request(request=request, action=action, session_id=session_id) is False:
             return False
         return all(check(action, session_id) for check in self.guard._authorizers)
+
+    def host_refused(self) -> str | None:
+        """Why this request's Host may not use the guard (DNS rebinding), or None; no list allows any."""
+        return host_problem(request.host, self.config["HERMES_PLUGIN_ALLOWED_HOSTS"])
 
     def cross_origin(self) -> str | None:
         """Why this request counts as cross-origin, or None (same origin or an allowed one)."""
@@ -266,6 +272,19 @@ class ModelGuard:
         return _state(current_app).authorized(action, session_id)
 
 
+def host_problem(host: str, allowed: Any) -> str | None:
+    """``Host`` against an allowed-hosts list (names, case-insensitive, port ignored; ``"*"`` any)."""
+    if not allowed or "*" in allowed:
+        return None
+    if host.startswith("["):  # an IPv6 literal, maybe with a port: [::1]:8788
+        name = host[1:host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0]
+    if name.lower() in {str(entry).lower() for entry in allowed}:
+        return None
+    return f"host {host[:100]!r} is not in HERMES_PLUGIN_ALLOWED_HOSTS"
+
+
 def _state(app: Any) -> GuardState:
     try:
         return app.extensions[EXTENSION]  # type: ignore[no-any-return]
@@ -324,6 +343,9 @@ def _keep_in_request(body: dict[str, Any], path: str, model: str) -> None:
 
 def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
                    args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response:
+    refused = state.host_refused()
+    if refused:
+        raise WriteRefused(403, "host_not_allowed", refused)
     refused = state.cross_origin()
     if refused:
         raise WriteRefused(403, "cross_origin", refused)

@@ -58,7 +58,7 @@ WS = b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhb
 
 def attacks(decoy: int) -> dict[str, bytes]:
     d = f"127.0.0.1:{decoy}".encode()
-    victim = b"Host: app.test\r\nCookie: session=victim-cookie\r\n"
+    victim = b"Host: 127.0.0.1\r\nCookie: session=victim-cookie\r\n"
     return {
         "at-host GET": b"GET @" + d + b"/x HTTP/1.1\r\n" + victim + b"\r\n",
         "at-host POST": b"POST @" + d + b"/x HTTP/1.1\r\n" + victim
@@ -73,7 +73,7 @@ def attacks(decoy: int) -> dict[str, bytes]:
 
 
 def test_only_path_and_query_come_from_the_client(proxy_url, decoy):
-    status, answer = raw_request(proxy_url, b"GET /ok?a=1 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+    status, answer = raw_request(proxy_url, b"GET /ok?a=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status == 200 and json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"path": "ok"}  # the proxy works
     for name, data in attacks(decoy.port).items():
         status, answer = raw_request(proxy_url, data)
@@ -173,3 +173,28 @@ def test_plugin_routes_ask_the_upstream_with_the_callers_own_credentials(auth_pr
     assert theirs.status_code in (403, 404) and "alice" not in theirs.text
     again = requests.get(f"{P}/api/sessions/a1/model", cookies=alice, timeout=10)
     assert again.json()["model"] == "p/alice-next"
+
+
+# -- DNS rebinding: a page on another name must not reach a proxy listening on loopback ---------------------
+
+
+def test_a_rebound_host_name_reaches_nothing_behind_a_loopback_proxy(tmp_path, loopback_server):
+    from proxyproc import proxy_process as run
+
+    seen: list[str] = []
+    upstream = loopback_server(upstream_app(seen))
+    config = tmp_path / "proxy.toml"
+    config.write_text(PROXY_TOML)
+    evil = b"Host: rebind.evil.test:8788\r\nOrigin: http://rebind.evil.test:8788\r\n"
+    with run("werkzeug", upstream.url, config) as url:  # the CLI on 127.0.0.1: loopback names only by default
+        for data in (b"GET /page HTTP/1.1\r\n" + evil + b"Connection: close\r\n\r\n",
+                     b"POST /api/session/update HTTP/1.1\r\n" + evil
+                     + b"Content-Type: application/json\r\nContent-Length: 37\r\nX-Hermes-Intent: user\r\n\r\n"
+                     + b'{"session_id": "s1", "model": "p/x"}\n',
+                     b"GET /hermes-plugin/ws HTTP/1.1\r\n" + evil + WS + b"\r\n",
+                     b"GET /hermes-plugin/api/catalog HTTP/1.1\r\n" + evil + b"Connection: close\r\n\r\n"):
+            status, answer = raw_request(url, data)
+            assert status == 403 and b"host_not_allowed" in answer, answer[:300]
+        assert seen == []  # nothing was forwarded
+        status, _ = raw_request(url, b"GET /page HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert status == 200 and seen == ["/page?"]

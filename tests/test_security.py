@@ -19,6 +19,7 @@ import pytest
 import requests
 from flask import Flask, request
 from hostapp import create_app, provider_config, running
+from proxyproc import raw_request
 from wsclient import RawWS, Refused
 
 from hermes_plugin import hookimpl
@@ -455,3 +456,23 @@ def upstream_for_logs(loopback_server) -> str:
 
     up = loopback_server(upstream)
     return loopback_server(create_proxy(up.url, cfg=proxy_config({}))).url
+
+
+def test_allowed_hosts_refuse_a_rebound_name_on_writes_plugin_routes_and_the_websocket(tmp_path):
+    app = create_app(tmp_path, sessions={"s1": LIVE_ONLY}, HERMES_PLUGIN_ALLOWED_HOSTS=["localhost", "127.0.0.1"])
+    before = app.store.raw()
+    with running(app) as url:
+        evil = {"Host": "rebind.evil.test", "Origin": "http://rebind.evil.test"}
+        write = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "x/y"},
+                              headers={**evil, "X-Hermes-Intent": "user"}, timeout=30)
+        assert write.status_code == 403 and write.json()["error"] == "host_not_allowed"
+        assert app.store.raw() == before
+        for path in ROUTES.values():
+            assert requests.get(url + path, headers=evil, timeout=30).status_code == 403
+        status, _ = raw_request(url, b"GET /hermes-plugin/ws HTTP/1.1\r\nHost: rebind.evil.test\r\n"
+                                     b"Origin: http://rebind.evil.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert status == 403
+        fine = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "x/y"},
+                             headers={"X-Hermes-Intent": "user"}, timeout=30)
+        assert fine.status_code == 200 and app.store.get("s1")["model"] == "x/y"

@@ -13,7 +13,7 @@ from flask import Flask, Response, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..api import json_error
-from ..extension import ModelGuard, guard_write
+from ..extension import ModelGuard, guard_write, host_problem
 from ..redact import printable
 from .config import ProxyConfig, load_config
 from .relay import CHUNK, Proxy
@@ -42,6 +42,7 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
         HERMES_PLUGIN_LIVE_URLS=cfg.live_urls,
         HERMES_PLUGIN_STATIC_URLS=cfg.static_urls,
         HERMES_PLUGIN_SESSION_URLS=cfg.session_urls,
+        HERMES_PLUGIN_ALLOWED_HOSTS=cfg.allowed_hosts,
     )
     app.config.update(app_config or {})
     app.after_request(_access_log)  # registered first, so it runs last and logs what really goes out
@@ -74,7 +75,8 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
     app.add_url_rule("/", "proxy_root", view, methods=ALL_METHODS, provide_automatic_options=False)
     app.add_url_rule("/<path:path>", "proxy", view, methods=ALL_METHODS, provide_automatic_options=False)
     websocket_routes(app, proxy, prefix)
-    app.wsgi_app = OriginFormOnly(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = RequestGate(app.wsgi_app,  # type: ignore[method-assign]
+                               lambda: app.config["HERMES_PLUGIN_ALLOWED_HOSTS"])
     return app
 
 
@@ -94,19 +96,29 @@ def read_bounded_body(limit: int) -> bool:
     return True
 
 
-class OriginFormOnly:
-    """WSGI middleware: a request-target that could name another host is a 400 before any routing."""
+class RequestGate:
+    """WSGI middleware, before any routing: a request-target that could name another host is a 400, a
+    ``Host`` outside ``HERMES_PLUGIN_ALLOWED_HOSTS`` (a rebound DNS name) a 403."""
 
-    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
-        self.wsgi_app = wsgi_app
+    def __init__(self, wsgi_app: Callable[..., Any], allowed_hosts: Callable[[], Any]) -> None:
+        self.wsgi_app, self.allowed_hosts = wsgi_app, allowed_hosts
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         problem = target_problem(environ)
-        if problem is None:
-            return self.wsgi_app(environ, start_response)
-        access_log.info("%s refused request-target: %s", environ.get("REMOTE_ADDR"), problem)
-        body = json.dumps({"error": "bad_request", "detail": problem}).encode()
-        response = WerkzeugResponse(body, status=400, mimetype="application/json",
+        if problem is not None:
+            return self.refuse(environ, start_response, 400, "bad_request", problem)
+        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+        problem = host_problem(host, self.allowed_hosts())
+        if problem is not None:
+            return self.refuse(environ, start_response, 403, "host_not_allowed", problem)
+        return self.wsgi_app(environ, start_response)
+
+    @staticmethod
+    def refuse(environ: dict[str, Any], start_response: Callable[..., Any], status: int, error: str,
+               detail: str) -> Any:
+        access_log.info("%s refused: %s", environ.get("REMOTE_ADDR"), printable(detail))
+        body = json.dumps({"error": error, "detail": detail}).encode()
+        response = WerkzeugResponse(body, status=status, mimetype="application/json",
                                     headers={"Cache-Control": "no-store", "Connection": "close"})
         return response(environ, start_response)
 

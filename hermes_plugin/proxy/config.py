@@ -15,7 +15,7 @@ from ..presets import preset
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
               "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
-              "auth_url", "auth_ttl", "max_write_bytes"}
+              "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class ProxyConfig:
     session_ttl: float = 2.0
     auth_url: str = "/"  # asked as the caller before any plugin route without a session: 2xx lets it through
     auth_ttl: float = 2.0
+    allowed_hosts: list[str] | None = None  # Host names the proxy answers to (DNS rebinding); None: any
     max_write_bytes: int = 2**20  # guarded write bodies are read whole; everything else streams unbounded
     timeout: float = 120.0
     connect_timeout: float = 5.0
@@ -144,6 +145,11 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
             if not isinstance(table[key], (int, float)) or isinstance(table[key], bool) or table[key] < 0:
                 raise ConfigError(f"[proxy] {key} must be a number of seconds >= 0")
             setattr(cfg, key, float(table[key]))
+    if "allowed_hosts" in table:
+        hosts = table["allowed_hosts"]
+        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts):
+            raise ConfigError("[proxy] allowed_hosts must be a non-empty list of host names (\"*\" for any)")
+        cfg.allowed_hosts = hosts
     if "max_write_bytes" in table:
         value = table["max_write_bytes"]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
