@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, request
-from proxyproc import SERVERS, Decoy, proxy_process, raw_request
+from support.proxyproc import SERVERS, Decoy, proxy_process, raw_request
 
 PROXY_TOML = """
 [proxy]
@@ -138,7 +138,7 @@ def auth_proxy(request: Any, tmp_path: Path, loopback_server: Callable[[Any], An
 
 def test_plugin_routes_ask_the_upstream_with_the_callers_own_credentials(auth_proxy):
     import requests
-    from wsclient import RawWS, Refused
+    from support.wsclient import RawWS, Refused
 
     alice, bob, anonymous = {"user": "alice"}, {"user": "bob"}, {}
     P = auth_proxy + "/hermes-plugin"
@@ -179,7 +179,7 @@ def test_plugin_routes_ask_the_upstream_with_the_callers_own_credentials(auth_pr
 
 
 def test_a_rebound_host_name_reaches_nothing_behind_a_loopback_proxy(tmp_path, loopback_server):
-    from proxyproc import proxy_process as run
+    from support.proxyproc import proxy_process as run
 
     seen: list[str] = []
     upstream = loopback_server(upstream_app(seen))
