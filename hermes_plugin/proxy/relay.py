@@ -153,8 +153,8 @@ class Proxy:
             buffer = False
         if (buffer or readable) and encoding in ("identity", "gzip", "deflate") and (length or 0) <= MAX_BUFFER:
             body = raw.read(MAX_BUFFER + 1, decode_content=True)
-            if len(body) <= MAX_BUFFER:
-                upstream.close()
+            if len(body) <= MAX_BUFFER:  # read to the end: the connection can serve the next request
+                _done(upstream, complete=True)
                 response = _response(upstream.status_code, [(k, v) for k, v in headers
                                                             if k.lower() != "content-encoding"], body)
                 return response
@@ -195,15 +195,25 @@ class _SizedStream:
 
 def _chunks(upstream: requests.Response, decode: bool) -> Iterator[bytes]:
     """Whatever bytes have arrived, as soon as they arrive (read1), so server-sent events are not held."""
+    complete = False
     try:
         while True:
             chunk = upstream.raw.read1(CHUNK, decode_content=decode)
             if not chunk:
+                complete = True
                 break
             yield chunk
     except (requests.RequestException, OSError, Exception) as exc:  # mid-stream the status is sent: just end
         log.warning("hermes-plugin proxy: upstream stream ended early: %s", type(exc).__name__)
     finally:
+        _done(upstream, complete)
+
+
+def _done(upstream: requests.Response, complete: bool) -> None:
+    """A fully read answer gives its connection back for reuse; a cut one closes it (it is mid-body)."""
+    if complete:
+        upstream.raw.release_conn()
+    else:
         upstream.close()
 
 
