@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import requests
 from flask import Flask, Response, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -16,7 +15,7 @@ from ..api import json_error
 from ..extension import ModelGuard, guard_write, host_problem
 from ..redact import printable
 from .config import ProxyConfig, load_config
-from .relay import CHUNK, Proxy
+from .relay import CHUNK, UPSTREAM_ERRORS, Proxy
 from .urls import target_problem
 from .websocket import websocket_routes
 
@@ -69,7 +68,7 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
                                           f"a guarded write's body may be at most {cfg.max_write_bytes} bytes")
                     return guard_write(route.spec, proxy.forward_write, route)
             return proxy.forward()
-        except requests.RequestException as exc:
+        except UPSTREAM_ERRORS as exc:
             return proxy.bad_gateway(exc)
 
     app.add_url_rule("/", "proxy_root", view, methods=ALL_METHODS, provide_automatic_options=False)

@@ -7,11 +7,14 @@ import logging
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from flask import Response, request
 from markupsafe import escape
 from requests.adapters import HTTPAdapter
+from urllib3 import BaseHTTPResponse
 
 from .. import jsonpath
 from ..api import json_error
@@ -63,6 +66,17 @@ def make_session(pool_size: int) -> requests.Session:
     return session
 
 
+# What the relay raises when the upstream does not answer (the views turn them into a 502).
+UPSTREAM_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+
+
+def make_pool(upstream: str, pool_size: int, connect_timeout: float, read_timeout: float) -> Any:
+    """urllib3's pool for the upstream's origin: ``pool_size`` kept-alive connections, more opened when busy."""
+    return urllib3.connection_from_url(upstream, maxsize=pool_size, block=False, retries=False,
+                                       timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
+
+
 class Proxy:
     """Forwarding state of one proxy app: upstream, pooled session, the config's compiled routes."""
 
@@ -70,7 +84,9 @@ class Proxy:
         self.upstream = upstream_base(upstream)
         self.ws_upstream = "ws" + self.upstream[4:]
         self.cfg = cfg
-        self.http = make_session(cfg.pool_size)
+        self.http = make_session(cfg.pool_size)  # for the guard's own small JSON reads (sessions, access)
+        self.pool = make_pool(self.upstream, cfg.pool_size, cfg.connect_timeout, cfg.timeout)  # the relay's
+        self.base_path = urlsplit(self.upstream).path
         self.timeouts = (cfg.connect_timeout, cfg.timeout)
         self.models = SessionModels(self, cfg.session_read, cfg.session_ttl) if cfg.session_read else None
         self.access = UpstreamAccess(self, cfg.auth_url, cfg.auth_ttl)
@@ -107,9 +123,12 @@ class Proxy:
         headers.setdefault("X-Forwarded-Proto", request.scheme)
         return headers
 
-    def send(self, data: Any, headers: dict[str, str]) -> requests.Response:
-        return self.http.request(request.method, self.target(), headers=headers, data=data, stream=True,
-                                 allow_redirects=False, timeout=self.timeouts)
+    def send(self, data: Any, headers: dict[str, str]) -> BaseHTTPResponse:
+        """The request to the upstream through urllib3 directly: the relay needs none of requests' extras."""
+        path = self.base_path + client_target(request.environ)
+        return self.pool.urlopen(request.method, path, body=data, headers=headers, redirect=False, retries=False,
+                                 preload_content=False, decode_content=False, release_conn=False,
+                                 assert_same_host=False, chunked=isinstance(data, Iterator))
 
     # -- the two views ------------------------------------------------------------------------------
 
@@ -137,9 +156,9 @@ class Proxy:
             self.models.expire(session)
         return response
 
-    def answer(self, upstream: requests.Response, buffer: bool = False) -> Response:
+    def answer(self, raw: BaseHTTPResponse, buffer: bool = False) -> Response:
         """The client's response: buffered (decoded) when the guard must read it and it is small, else streamed."""
-        raw = upstream.raw
+        status = raw.status
         # The serving WSGI server writes its own Date and Server; forwarding them would send each twice.
         skip = hop_by_hop(raw.headers) | {"content-length", "date", "server"}
         headers = [(k, v) for k, v in raw.headers.items() if k.lower() not in skip and not k.lower().startswith("proxy-")]
@@ -147,31 +166,30 @@ class Proxy:
         encoding = raw.headers.get("Content-Encoding", "identity").lower()
         length = int(raw.headers["Content-Length"]) if raw.headers.get("Content-Length", "").isdigit() else None
         # Pages to inject into and the configured catalog/session JSON; any other JSON may be a stream.
-        readable = request.method == "GET" and upstream.status_code == 200 and (
+        readable = request.method == "GET" and status == 200 and (
             mimetype == "text/html" or ("json" in mimetype and self.matches_catalog()))
         if buffer and mimetype == "text/event-stream":  # a write answered with a stream: pass it on live
             buffer = False
         if (buffer or readable) and encoding in ("identity", "gzip", "deflate") and (length or 0) <= MAX_BUFFER:
             body = raw.read(MAX_BUFFER + 1, decode_content=True)
             if len(body) <= MAX_BUFFER:  # read to the end: the connection can serve the next request
-                _done(upstream, complete=True)
-                response = _response(upstream.status_code, [(k, v) for k, v in headers
-                                                            if k.lower() != "content-encoding"], body)
-                return response
+                _done(raw, complete=True)
+                return _response(status, [(k, v) for k, v in headers if k.lower() != "content-encoding"], body)
             # Too big to hold: the decoded prefix and the rest (decoded too) stream on untouched.
-            rest = _chunks(upstream, decode=True)
+            rest = _chunks(raw, decode=True)
             headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
-            return _response(upstream.status_code, headers, _chain(body, rest), streamed=True)
+            return _response(status, headers, _chain(body, rest), streamed=True)
         if length is not None:
             headers.append(("Content-Length", str(length)))
-        return _response(upstream.status_code, headers, _chunks(upstream, decode=False), streamed=True)
+        return _response(status, headers, _chunks(raw, decode=False), streamed=True)
 
     def bad_gateway(self, exc: Exception) -> Response:
         """The upstream did not answer: a clear 502 that names no address, host or exception text."""
         log.warning("hermes-plugin proxy: upstream request %s %s failed: %s", request.method,
                     printable(request.path[:200]), type(exc).__name__)
-        detail = "the upstream app did not answer in time" if isinstance(exc, requests.Timeout) \
-            else "the upstream app is not reachable"
+        # urllib3's NewConnectionError (refused) subclasses its connect timeout: test it first.
+        timed_out = isinstance(exc, TIMEOUTS) and not isinstance(exc, urllib3.exceptions.NewConnectionError)
+        detail = "the upstream app did not answer in time" if timed_out else "the upstream app is not reachable"
         if request.accept_mimetypes.accept_html and not request.accept_mimetypes.accept_json:
             page = (f"<!doctype html><title>502 Bad Gateway</title><h1>502 Bad Gateway</h1>"
                     f"<p>{escape(detail)}. Try again in a moment.</p>")
@@ -181,7 +199,7 @@ class Proxy:
 
 
 class _SizedStream:
-    """The client's body as a file with a length: requests sends Content-Length and reads it in blocks."""
+    """The client's body as a file with a length: sent with the client's Content-Length, read in blocks."""
 
     def __init__(self, stream: Any, length: int) -> None:
         self.stream, self.length = stream, length
@@ -193,28 +211,27 @@ class _SizedStream:
         return bytes(self.stream.read(CHUNK if size is None or size < 0 else size))
 
 
-def _chunks(upstream: requests.Response, decode: bool) -> Iterator[bytes]:
+def _chunks(raw: BaseHTTPResponse, decode: bool) -> Iterator[bytes]:
     """Whatever bytes have arrived, as soon as they arrive (read1), so server-sent events are not held."""
     complete = False
     try:
         while True:
-            chunk = upstream.raw.read1(CHUNK, decode_content=decode)
+            chunk = raw.read1(CHUNK, decode_content=decode)
             if not chunk:
                 complete = True
                 break
             yield chunk
-    except (requests.RequestException, OSError, Exception) as exc:  # mid-stream the status is sent: just end
+    except Exception as exc:  # mid-stream the status is sent: just end
         log.warning("hermes-plugin proxy: upstream stream ended early: %s", type(exc).__name__)
     finally:
-        _done(upstream, complete)
+        _done(raw, complete)
 
 
-def _done(upstream: requests.Response, complete: bool) -> None:
-    """A fully read answer gives its connection back for reuse; a cut one closes it (it is mid-body)."""
-    if complete:
-        upstream.raw.release_conn()
-    else:
-        upstream.close()
+def _done(raw: BaseHTTPResponse, complete: bool) -> None:
+    """A fully read answer gives its connection back for reuse; a cut one is closed first (it is mid-body)."""
+    if not complete:
+        raw.close()
+    raw.release_conn()
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
