@@ -249,10 +249,20 @@ def test_the_plugins_own_websocket_is_served_by_the_proxy(proxied):
 # -- errors ---------------------------------------------------------------------------------------------
 
 
-def test_upstream_down_is_a_502_without_internals(loopback_server):
-    dead = loopback_server(Flask("dead"))
-    dead_url = dead.url
-    dead.stop()  # the port is now refused
+@pytest.fixture
+def dead_url() -> Iterator[str]:
+    """A loopback port that refuses connections, held (bound, never listening) so no server can take it."""
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    try:
+        yield f"http://127.0.0.1:{held.getsockname()[1]}"
+    finally:
+        held.close()
+
+
+def test_upstream_down_is_a_502_without_internals(loopback_server, dead_url):
     url = loopback_server(create_app(dead_url, cfg=proxy_config(PROXY_TABLE))).url
     as_json = requests.get(f"{url}/api/anything", headers={"Accept": "application/json"}, timeout=WAIT)
     assert as_json.status_code == 502
@@ -263,7 +273,7 @@ def test_upstream_down_is_a_502_without_internals(loopback_server):
     write = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "m"}, timeout=WAIT)
     assert write.status_code == 502 and write.json()["error"] == "bad_gateway"
     for response in (as_json, as_html, write):
-        for leak in ("127.0.0.1", str(dead.port), "Errno", "Traceback", "ConnectionError", "urllib3"):
+        for leak in ("127.0.0.1", dead_url.rsplit(":", 1)[1], "Errno", "Traceback", "ConnectionError", "urllib3"):
             assert leak not in response.text
 
 
@@ -523,10 +533,7 @@ def test_cli_proxy_serves_until_interrupted(upstream, loopback_server):
     assert '"GET /page" 200' in proxy.stdout  # the access log
 
 
-def test_websocket_to_a_dead_upstream_is_closed(loopback_server):
-    dead = loopback_server(Flask("dead"))
-    dead_url = dead.url
-    dead.stop()
+def test_websocket_to_a_dead_upstream_is_closed(loopback_server, dead_url):
     url = loopback_server(create_app(dead_url, cfg=proxy_config(PROXY_TABLE))).url
     ws = Client.connect("ws" + url[4:] + "/ws/echo")
     try:
