@@ -1,4 +1,4 @@
-"""The HTTP relay: a pooled session to the upstream, request headers out, the answer streamed or buffered back."""
+"""The HTTP relay: a urllib3 pool to the upstream, request headers out, the answer streamed or buffered back."""
 
 from __future__ import annotations
 
