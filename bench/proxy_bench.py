@@ -152,13 +152,13 @@ def main() -> None:
         upstream_url = _start(servers, f"proxy_bench:make_upstream(work_ms={args.work_ms})", args)
         proxy_url = _start(servers, f'hermes_plugin.proxy:create_app(upstream="{upstream_url}", '
                                     f'preset="hermes-webui")', args)
-        bench(args, upstream_url, proxy_url, servers[1])
+        bench(args, upstream_url, proxy_url, servers[1], servers[0])
         for server in servers:
             server.stop()
         return
     with LoopbackServer(make_upstream(args.work_ms)) as upstream, \
             LoopbackServer(create_app(upstream.url, preset="hermes-webui")) as proxy:
-        bench(args, upstream.url, proxy.url, None)
+        bench(args, upstream.url, proxy.url, None, None)
 
 
 def _start(servers: list[Gunicorn], app: str, args: argparse.Namespace) -> str:
@@ -166,34 +166,36 @@ def _start(servers: list[Gunicorn], app: str, args: argparse.Namespace) -> str:
     return servers[-1].url
 
 
-def bench(args: argparse.Namespace, upstream: str, proxy: str, proxy_server: Gunicorn | None) -> None:
+def bench(args: argparse.Namespace, upstream: str, proxy: str, proxy_server: Gunicorn | None,
+          upstream_server: Gunicorn | None) -> None:
     targets = {"direct": upstream, "proxy": proxy}
     where = f"gunicorn -w {args.gunicorn} each" if args.gunicorn else "one process"
     print(f"proxy bench: {args.rounds} rounds x {args.requests} requests, {args.threads} client threads, "
           f"upstream work {args.work_ms:g} ms, {where}")
     print(f"{'route':7} {'path':7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}   proxy/direct req/s"
-          + ("   proxy CPU ms/req" if proxy_server else ""))
+          + ("   CPU ms/req (upstream's own on direct rows)" if proxy_server else ""))
     for name, path in ROUTES.items():
         for target in targets.values():
             run_round(target, path, args.threads * 4, args.threads)  # warm the pools
         latencies: dict[str, list[float]] = {"direct": [], "proxy": []}
         rates: dict[str, list[float]] = {"direct": [], "proxy": []}
-        cpu = 0.0
+        cpu = {"direct": 0.0, "proxy": 0.0}
+        measured = {"direct": upstream_server, "proxy": proxy_server}
         for r in range(args.rounds):
             order = ["direct", "proxy"] if r % 2 == 0 else ["proxy", "direct"]
             for side in order:
-                before = proxy_server.cpu_seconds() if proxy_server and side == "proxy" else 0.0
+                server = measured[side]
+                before = server.cpu_seconds() if server else 0.0
                 lat, rate = run_round(targets[side], path, args.requests, args.threads)
-                if proxy_server and side == "proxy":
-                    cpu += proxy_server.cpu_seconds() - before
+                if server:
+                    cpu[side] += server.cpu_seconds() - before
                 latencies[side].extend(lat)
                 rates[side].append(rate)
         for side in ("direct", "proxy"):
-            extra = ""
-            if side == "proxy":
-                extra = f"   {statistics.median(rates['proxy']) / statistics.median(rates['direct']):.2f}"
-                if proxy_server:
-                    extra += f"   {cpu * 1000 / (args.rounds * args.requests):18.2f}"
+            extra = f"   {statistics.median(rates['proxy']) / statistics.median(rates['direct']):18.2f}" \
+                if side == "proxy" else " " * 21
+            if proxy_server:
+                extra += f"   {cpu[side] * 1000 / (args.rounds * args.requests):8.2f}"
             print(f"{name:7} {side:7} {percentile(latencies[side], 0.5) * 1000:8.2f} "
                   f"{percentile(latencies[side], 0.99) * 1000:8.2f} {statistics.median(rates[side]):8.0f}{extra}")
         added = percentile(latencies["proxy"], 0.5) - percentile(latencies["direct"], 0.5)
