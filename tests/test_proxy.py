@@ -21,6 +21,7 @@ from flask import Flask, Response, request
 from flask_sock import Sock
 from simple_websocket import Client, ConnectionClosed
 from support.processes import ServingCommand
+from support.proxyproc import raw_request
 
 from hermes_plugin.errors import ConfigError
 from hermes_plugin.presets import PRESETS, preset
@@ -423,6 +424,10 @@ def test_guarded_write_bodies_are_bounded_and_other_bodies_are_not(proxied, upst
     streamed = requests.post(f"{url}/api/session/update", data=chunked(), timeout=WAIT,
                              headers={"X-Hermes-Intent": "user", "Content-Type": "application/json"})
     assert streamed.status_code == 413 and streamed.json()["error"] == "payload_too_large"
+    # A declared 150 MB body is refused from its headers alone: the proxy never waits for (or holds) it.
+    status, answer = raw_request(url, b"POST /api/session/update HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                      b"Content-Type: application/json\r\nContent-Length: 157286400\r\n\r\n{")
+    assert status == 413 and b"payload_too_large" in answer
     assert upstream.writes == [] and upstream.models["s1"] == "p/live-only"
     fits = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "p/x", "pad": "x" * 1000},
                          headers={"X-Hermes-Intent": "user"}, timeout=WAIT)
