@@ -19,7 +19,7 @@ from .state import StateUnavailable
 
 MAX_SESSION_ID = 256
 ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               409: "conflict", 412: "stale_version", 415: "unsupported_media_type"}
+               409: "conflict", 412: "stale_version", 413: "payload_too_large", 415: "unsupported_media_type"}
 # Which authorisation action each plugin endpoint asks for (``?refresh=1`` turns "catalog" into "refresh").
 ACTIONS = {
     "hermes_plugin.catalog_all": "catalog",
@@ -72,10 +72,13 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
         action = ACTIONS.get(request.endpoint or "")
         if action is None:  # the static guard script is public, like any page asset
             return None
+        refused = state().host_refused()
+        if refused:  # a rebound DNS name reaching a local app: refused before anything else
+            return json_error(403, "host_not_allowed", refused)
         if action == "catalog" and wants_refresh():
             action = "refresh"
         session_id = (request.view_args or {}).get("session_id")
-        if action == "ws":
+        if action in ("ws", "refresh"):  # a refetch costs the provider a request: not for other sites' pages
             refused = state().cross_origin()
             if refused:
                 return json_error(403, "cross_origin", refused)

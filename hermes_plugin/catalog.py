@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +27,7 @@ from .errors import (
 from .http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, ProviderHTTP, make_cached_session
 from .models import Model, to_model, to_models
 from .plugins import PROVIDER_ID, ProviderSpec, collect_registrations, make_plugin_manager
+from .redact import contains_secret, redact, source_secrets
 from .state import LockTimeout, StateStore, StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ MAX_ERROR_LENGTH = 500
 RETRY_AFTER_FAILURE = 5.0  # seconds before a failed/stale provider is asked again (unless refresh)
 WAIT_MARGIN = 1.0  # callers wait total_timeout plus this for a fetch to settle, then get "pending"
 MAX_WORKERS = 16
+REFRESH_INTERVAL = 10.0  # seconds: at most one forced refresh per provider (anyone can ask for one)
+MAX_OBSERVED = 64  # providers learnt from the host's responses; beyond this, new ones are not recorded
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Subscriber = Callable[["ProviderCatalog"], None]
 
@@ -85,6 +90,7 @@ class _Provider:
     future: Future[ProviderCatalog] | None = None
     fresh_until: float = 0.0  # wall clock: no refetch before this (the cache lifetime)
     retry_at: float = 0.0  # monotonic: no new attempt before this after a failure
+    next_refresh: float = 0.0  # monotonic: no forced refresh before this
 
 
 @dataclass
@@ -104,7 +110,8 @@ class CatalogService:
                  cache: str = "sqlite", cache_dir: str | os.PathLike[str] | None = None, expire_after: float = 300,
                  timeout: tuple[float, float] | float = DEFAULT_TIMEOUT, total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
                  max_bytes: int = DEFAULT_MAX_BYTES, session: Any = None,
-                 retry_after_failure: float = RETRY_AFTER_FAILURE, fleet: StateStore | None = None) -> None:
+                 retry_after_failure: float = RETRY_AFTER_FAILURE, max_observed: int = MAX_OBSERVED,
+                 refresh_interval: float = REFRESH_INTERVAL, fleet: StateStore | None = None) -> None:
         self.plugin_errors: list[PluginRegistrationError] = []
         if specs is None:
             self.pm: pluggy.PluginManager | None = pm or make_plugin_manager()
@@ -117,6 +124,9 @@ class CatalogService:
         self.timeout = timeout
         self.total_timeout = float(total_timeout)
         self.retry_after_failure = float(retry_after_failure)
+        self.max_observed = int(max_observed)
+        self.refresh_interval = float(refresh_interval)
+        self._observed_full_logged = False
         self.session = session if session is not None else make_cached_session(
             cache, cache_dir, expire_after, max_bytes=max_bytes, total_timeout=total_timeout)
         self._lock = threading.Lock()
@@ -149,7 +159,7 @@ class CatalogService:
         most ``total_timeout`` (plus a margin) and otherwise gets the ``pending`` snapshot.
         """
         prov = self._get(provider)
-        future = self._start(prov, refresh)
+        future = self._start(prov, refresh and self._may_refresh(prov))
         if future is not None:
             try:
                 future.result(timeout=self.total_timeout + WAIT_MARGIN)
@@ -160,7 +170,8 @@ class CatalogService:
     def catalogs(self, refresh: bool = False) -> list[ProviderCatalog]:
         """Every provider's catalog, fetched concurrently."""
         ids = self.provider_ids()
-        futures = [self._start(self._get(provider_id), refresh) for provider_id in ids]
+        provs = [self._get(provider_id) for provider_id in ids]
+        futures = [self._start(prov, refresh and self._may_refresh(prov)) for prov in provs]
         deadline = time.monotonic() + self.total_timeout + WAIT_MARGIN
         for future in futures:
             if future is not None:
@@ -208,11 +219,23 @@ class CatalogService:
         if source not in ("live", "static"):
             raise ValueError(f"source must be 'live' or 'static', got {source!r}")
         parsed = to_models(list(models or ()), strict=False) if ok else []
+        failure = None if ok else _clip(redact(str(error or "the host's catalog request failed"), self.secrets()))
         with self._lock:
             prov = self._providers.get(provider)
             if prov is None:
-                prov = self._providers[provider] = _Provider(ProviderSpec(provider, provider, plugin="observed"),
-                                                             observed_only=True)
+                new = _Provider(ProviderSpec(provider, provider, plugin="observed"), observed_only=True)
+                # Anyone can make the host answer for a made-up provider: only a successful answer may add
+                # one, and only up to max_observed, so outsiders cannot bury the real ones in "unknown".
+                observed = sum(1 for known in self._providers.values() if known.observed_only)
+                if not ok or observed >= self.max_observed:
+                    if ok and not self._observed_full_logged:
+                        self._observed_full_logged = True
+                        log.warning("hermes-plugin: %d providers observed already; not recording more "
+                                    "(HERMES_PLUGIN_MAX_OBSERVED)", observed)
+                    if not ok:  # what the caller saw, though nothing is recorded
+                        new.state, new.error = "failed", failure
+                    return _snapshot(new)
+                prov = self._providers[provider] = new
         with prov.lock:
             before = _snapshot(prov)
             if source == "static":
@@ -225,11 +248,11 @@ class CatalogService:
             elif not ok:
                 prov.state = "stale" if prov.live is not None else "failed"
                 prov.confirmed = False
-                prov.error = _clip(str(error or "the host's catalog request failed"))
+                prov.error = failure
             after = _snapshot(prov)
         if (after.state, after.ids, after.error) != (before.state, before.ids, before.error):
             if share and self.fleet is not None:
-                self._share_observation(provider, [m.id for m in parsed], source, ok, error)
+                self._share_observation(provider, [m.id for m in parsed], source, ok, failure)  # already redacted
             self._notify(after)
         return after
 
@@ -256,6 +279,12 @@ class CatalogService:
             if callback in self._subscribers:
                 self._subscribers.remove(callback)
 
+    def secrets(self) -> list[str]:
+        """Every credential the configured sources may send (read now: keys live in the environment)."""
+        with self._lock:
+            sources = [prov.spec.live for prov in self._providers.values() if prov.spec.live is not None]
+        return [secret for source in sources for secret in source_secrets(source)]
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -270,6 +299,15 @@ class CatalogService:
         if prov is None:
             raise UnknownProviderError(provider)
         return prov
+
+    def _may_refresh(self, prov: _Provider) -> bool:
+        """A forced refresh at most every ``refresh_interval`` seconds per provider; others read as usual."""
+        now = time.monotonic()
+        with prov.lock:
+            if now < prov.next_refresh:
+                return False
+            prov.next_refresh = now + self.refresh_interval
+            return True
 
     def _expire_after(self, prov: _Provider) -> float:
         return prov.spec.expire_after if prov.spec.expire_after is not None else self.expire_after
@@ -313,7 +351,7 @@ class CatalogService:
                 have_live = prov.live is not None
             result = self._fetch_once(prov.spec, refresh, self._expire_after(prov), have_live)
         except BaseException as exc:  # _fetch catches everything it can; this keeps the future settling
-            result = _Result(None, error=_error_text(prov.spec, exc))
+            result = _Result(None, error=_error_text(exc, self.secrets()))
         with prov.lock:
             if result.models is not None:
                 prov.live = result.models
@@ -353,7 +391,7 @@ class CatalogService:
                         self.fleet.put(mark, {"n": done + 1, "at": time.time()})
                 return result
         except LockTimeout:
-            stale = self._cached_copy(spec)
+            stale = self._cached_copy(spec, self.secrets())
             error = f"another worker's fetch of {spec.id} did not finish within {self.total_timeout:g} s"
             if stale is not None:
                 return _Result(stale[0], stale=True, fetched_at=stale[1], error=error)
@@ -411,28 +449,29 @@ class CatalogService:
             self._load_observed()
 
     def _fetch(self, spec: ProviderSpec, refresh: bool, expire_after: float, have_live: bool) -> _Result:
+        secrets = self.secrets()
         http = ProviderHTTP(self.session, self.timeout, refresh, expire_after=expire_after,
-                            total_timeout=self.total_timeout)
+                            total_timeout=self.total_timeout, secrets=secrets)
         try:
-            models = _validated(_call(spec.live, http))
+            models = _without_secrets(_validated(_call(spec.live, http)), secrets)
         except Exception as exc:
             http.rollback()  # keep the last good cached answer for the stale copy below and after restarts
-            error = _error_text(spec, exc)
+            error = _error_text(exc, secrets)
             if not have_live and http.requests:
-                stale = self._cached_copy(spec)
+                stale = self._cached_copy(spec, secrets)
                 if stale is not None:
                     return _Result(stale[0], stale=True, fetched_at=stale[1], error=error)
             return _Result(None, error=error)
         errors = "; ".join(http.errors) or None
         return _Result(models, stale=http.used_stale, fetched_at=http.fetched_at,
-                       error=_scrub(spec, errors) if errors else None,
+                       error=_clip(redact(errors, secrets)) if errors else None,
                        network=http.requests > 0 and not http.from_cache and not http.used_stale)
 
-    def _cached_copy(self, spec: ProviderSpec) -> tuple[list[Model], float] | None:
+    def _cached_copy(self, spec: ProviderSpec, secrets: list[str]) -> tuple[list[Model], float] | None:
         """Re-run the source on cached answers of any age (e.g. the last good catalog before a restart)."""
-        offline = ProviderHTTP(self.session, offline=True)
+        offline = ProviderHTTP(self.session, offline=True, secrets=secrets)
         try:
-            return _validated(_call(spec.live, offline)), offline.fetched_at
+            return _without_secrets(_validated(_call(spec.live, offline)), secrets), offline.fetched_at
         except Exception:
             return None
 
@@ -512,20 +551,29 @@ def _judge(prov: _Provider, model_id: str) -> tuple[str, str | None, str | None]
     return "unknown", name, f"{name}'s live catalog is not confirmed"
 
 
-def _error_text(spec: ProviderSpec, exc: BaseException) -> str:
+def _error_text(exc: BaseException, secrets: list[str]) -> str:
     # Our exceptions carry texts we wrote; anything else (a plugin's) gets its type name for context.
     ours = isinstance(exc, (HermesPluginError, requests.RequestException))
     text = str(exc) if ours else f"{type(exc).__name__}: {exc}"
-    return _clip(_scrub(spec, text or type(exc).__name__))
+    return _clip(redact(text or type(exc).__name__, secrets))  # redact first: a clipped key is still a key
 
 
-def _scrub(spec: ProviderSpec, text: str) -> str:
-    """Belt and braces: the value of the source's API key variable never appears in an error."""
-    env_name = getattr(spec.live, "api_key_env", None)
-    secret = os.environ.get(env_name, "").strip() if isinstance(env_name, str) and env_name else ""
-    return text.replace(secret, "***") if len(secret) >= 4 else text
+def _without_secrets(models: list[Model], secrets: list[str]) -> list[Model]:
+    """A provider echoing a credential as a model id loses that model; in a label, the label loses it."""
+    if not secrets:
+        return models
+    kept = []
+    for model in models:
+        if contains_secret(model.id, secrets):
+            continue
+        if model.label is not None and contains_secret(model.label, secrets):
+            model = Model(model.id, redact(model.label, secrets))
+        kept.append(model)
+    if models and not kept:
+        raise ProviderResponseError("every model id returned contains a credential")
+    return kept
 
 
 def _clip(text: str) -> str:
-    text = " ".join(text.split())
+    text = " ".join(_CONTROL.sub(" ", text).split())  # no terminal escapes or forged lines in errors
     return text if len(text) <= MAX_ERROR_LENGTH else text[: MAX_ERROR_LENGTH - 1] + "…"

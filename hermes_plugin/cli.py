@@ -18,6 +18,7 @@ import click
 from .config import CONFIG_ENV, load_providers
 from .errors import ConfigError, HermesPluginError, PluginRegistrationError, UnknownProviderError
 from .names import EXTENSION
+from .redact import printable
 
 T = TypeVar("T")
 FAIL_MODES = ("none", "live", "static", "timeout", "refused")
@@ -107,7 +108,9 @@ class Env:
             cache_dir = None
             if app is not None and cache == "sqlite":  # share the cache file the extension would use
                 os.makedirs(app.instance_path, exist_ok=True)
-                cache_dir = app.instance_path
+                from .http import instance_cache_dir
+
+                cache_dir = instance_cache_dir(app.instance_path)
             self._service = CatalogService(self.pm(), self.providers_config(), cache=cache, cache_dir=cache_dir)
             self.ctx.call_on_close(self._service.close)
         self.warn_plugin_errors(getattr(self._service, "plugin_errors", []))
@@ -122,7 +125,7 @@ class Env:
     def warn_plugin_errors(self, errors: list[PluginRegistrationError]) -> None:
         # A broken plugin does not stop the command, but the user must hear about it once.
         for error in errors:
-            line = " ".join(str(error).split())
+            line = printable(" ".join(str(error).split()))  # a plugin's text: no terminal escapes
             if line not in self._warned:
                 self._warned.add(line)
                 click.echo(f"Warning: {line}", err=True)
@@ -287,7 +290,7 @@ def catalog(ctx: click.Context, provider: str | None, as_json: bool, refresh: bo
         data = cat.to_json()
         title = data["id"] if data["label"] in (None, data["id"]) else f"{data['id']} ({data['label']})"
         line = f"{title}  {data['state']}  {_age(data['fetched_at'], now)}"
-        click.echo(line + (f"  error: {data['error']}" if data["error"] else ""))
+        click.echo(printable(line + (f"  error: {data['error']}" if data["error"] else "")))
         if not data["models"]:
             click.echo("  (no models)")
         rows = [["  " + m["id"], m["source"], "" if m["label"] in (None, m["id"]) else m["label"]] for m in data["models"]]
@@ -356,11 +359,14 @@ def demo(host: str, port: int, latency_ms: int, static_latency_ms: int, fail: st
               help="TOML file with a [proxy] table (write routes, session read, catalog URLs) and [providers.*].")
 @click.option("--preset", default=None, metavar="NAME",
               help="Built-in [proxy] table for a known app instead of --config: hermes-webui, demo.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A Host name the proxy answers to (repeatable; '*' for any). Default: [proxy] allowed_hosts, "
+                   "else localhost, 127.0.0.1 and ::1 when listening on loopback.")
 @click.option("--redis", "redis_url", default=None, metavar="redis://...", envvar="HERMES_PLUGIN_REDIS_URL",
               help="Share guard state, catalog cache and WebSocket events with other proxy processes and hosts.")
 @click.pass_context
 def proxy(ctx: click.Context, upstream: str, host: str, port: int, proxy_config_path: str | None,
-          preset: str | None, redis_url: str | None) -> None:
+          preset: str | None, allowed_hosts: tuple[str, ...], redis_url: str | None) -> None:
     """Guard an app that is not a Flask app: serve it through a reverse proxy that adds hermes-plugin.
 
     Every request is forwarded to --upstream unchanged (streams, server-sent events, WebSockets, cookies,
@@ -372,18 +378,22 @@ def proxy(ctx: click.Context, upstream: str, host: str, port: int, proxy_config_
     Example:
       hermes-plugin proxy --upstream http://127.0.0.1:8787 --preset hermes-webui
     """
-    from werkzeug.serving import make_server
-
-    from .proxy import create_app
+    from .extension import LOOPBACK_HOSTS
+    from .proxy import create_app, load_config
+    from .proxy.serving import make_proxy_server
 
     config_path = proxy_config_path or (None if preset else _env(ctx).config_path)
-    app = create_app(upstream, config=config_path, preset=preset,
-                     app_config={"HERMES_PLUGIN_REDIS_URL": redis_url} if redis_url else None)
+    cfg = load_config(config_path, preset)
+    if allowed_hosts:
+        cfg.allowed_hosts = list(allowed_hosts)
+    elif cfg.allowed_hosts is None and host in LOOPBACK_HOSTS:  # a page on another name is a rebound DNS name
+        cfg.allowed_hosts = list(LOOPBACK_HOSTS)
+    app = create_app(upstream, cfg=cfg, app_config={"HERMES_PLUGIN_REDIS_URL": redis_url} if redis_url else None)
     logging.getLogger("hermes_plugin.proxy.access").setLevel(logging.INFO)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logging.getLogger("hermes_plugin.proxy.access").addHandler(handler)
-    server: Any = make_server(host, port, app, threaded=True)
+    server: Any = make_proxy_server(host, port, app)
     click.echo(f"hermes-plugin proxy: http://{host}:{server.port}/ -> {upstream} "
                f"({'preset ' + preset if preset else config_path})")
     click.echo("  Ctrl-C to stop", err=False)

@@ -52,7 +52,11 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_LOCK_TIMEOUT": 10,
     "HERMES_PLUGIN_WS_QUEUE": 100,
     "HERMES_PLUGIN_ALLOWED_ORIGINS": [],
+    "HERMES_PLUGIN_MAX_OBSERVED": 64,
+    "HERMES_PLUGIN_REFRESH_INTERVAL": 10,
+    "HERMES_PLUGIN_ALLOWED_HOSTS": None,
 }
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,8 @@ def _check_config(config: Any) -> None:
         raise ConfigError(f"HERMES_PLUGIN_ON_KEEP must be one of {ON_KEEP}")
     if config["HERMES_PLUGIN_UNMARKED_INTENT"] not in UNMARKED_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
-    for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_MAX_ENTRIES", "HERMES_PLUGIN_WS_QUEUE"):
+    for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_MAX_ENTRIES", "HERMES_PLUGIN_WS_QUEUE",
+                "HERMES_PLUGIN_MAX_OBSERVED"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ConfigError(f"{key} must be a positive integer")
     timeout = config["HERMES_PLUGIN_LOCK_TIMEOUT"]
@@ -117,6 +122,7 @@ class GuardState:
 
     def __init__(self, guard: ModelGuard, app: Flask) -> None:
         from .catalog import CatalogService  # pulls in requests-cache: only once an app is initialised
+        from .http import instance_cache_dir
         from .ws import Hub
 
         config = app.config
@@ -129,12 +135,15 @@ class GuardState:
         state, cache = state_settings(config)
         if cache == "sqlite" or state == "sqlite":
             os.makedirs(app.instance_path, exist_ok=True)
-        self.store = open_store(state, app.instance_path, audit_per_session=config["HERMES_PLUGIN_AUDIT_SIZE"],
+        # The state file sits beside the catalog cache, in the instance folder's private (0700) subfolder.
+        self.store = open_store(state, instance_cache_dir(app.instance_path),
+                                audit_per_session=config["HERMES_PLUGIN_AUDIT_SIZE"],
                                 audit_max_entries=config["HERMES_PLUGIN_AUDIT_MAX_ENTRIES"])
         _warn_scope(state)
         self.catalog = CatalogService(
-            self.pm, providers_config=providers, cache=cache, cache_dir=app.instance_path,
+            self.pm, providers_config=providers, cache=cache, cache_dir=instance_cache_dir(app.instance_path),
             expire_after=config["HERMES_PLUGIN_CACHE_EXPIRE"], total_timeout=config["HERMES_PLUGIN_FETCH_TIMEOUT"],
+            max_observed=config["HERMES_PLUGIN_MAX_OBSERVED"], refresh_interval=config["HERMES_PLUGIN_REFRESH_INTERVAL"],
             fleet=self.store,
         )
         self.versions = Versions(self.store)
@@ -212,6 +221,10 @@ class GuardState:
         if self.pm.hook.authorize_request(request=request, action=action, session_id=session_id) is False:
             return False
         return all(check(action, session_id) for check in self.guard._authorizers)
+
+    def host_refused(self) -> str | None:
+        """Why this request's Host may not use the guard (DNS rebinding), or None; no list allows any."""
+        return host_problem(request.host, self.config["HERMES_PLUGIN_ALLOWED_HOSTS"])
 
     def cross_origin(self) -> str | None:
         """Why this request counts as cross-origin, or None (same origin or an allowed one)."""
@@ -334,6 +347,19 @@ class ModelGuard:
         return _state(current_app).authorized(action, session_id)
 
 
+def host_problem(host: str, allowed: Any) -> str | None:
+    """``Host`` against an allowed-hosts list (names, case-insensitive, port ignored; ``"*"`` any)."""
+    if not allowed or "*" in allowed:
+        return None
+    if host.startswith("["):  # an IPv6 literal, maybe with a port: [::1]:8788
+        name = host[1:host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0]
+    if name.lower() in {str(entry).lower() for entry in allowed}:
+        return None
+    return f"host {host[:100]!r} is not in HERMES_PLUGIN_ALLOWED_HOSTS"
+
+
 def _state(app: Any) -> GuardState:
     try:
         return app.extensions[EXTENSION]  # type: ignore[no-any-return]
@@ -392,6 +418,9 @@ def _keep_in_request(body: dict[str, Any], path: str, model: str) -> None:
 
 def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
                    args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response:
+    refused = state.host_refused()
+    if refused:
+        raise WriteRefused(403, "host_not_allowed", refused)
     refused = state.cross_origin()
     if refused:
         raise WriteRefused(403, "cross_origin", refused)

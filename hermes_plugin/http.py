@@ -5,30 +5,48 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import os
+import pickle
+import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import attrs
 import requests
 import requests_cache
 from requests.adapters import HTTPAdapter
+from requests.cookies import RequestsCookieJar
+from requests.structures import CaseInsensitiveDict
+from requests_cache import CachedResponse
 from requests_cache.cache_keys import create_key
+from requests_cache.serializers import SerializerPipeline, Stage
+from requests_cache.serializers.preconf import base_stage
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
 from .errors import ConfigError, ProviderResponseError
+from .redact import contains_secret, redact
 
 CACHE_FILE = "hermes-plugin-cache.sqlite"
 DEFAULT_MAX_BYTES = 5 * 2**20
 DEFAULT_TOTAL_TIMEOUT = 15.0
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
 CHUNK = 64 * 1024
-CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+# Headers every request carries that say nothing about who asks: all others count as credentials.
+# (requests-cache itself adds Cache-Control and validators to requests it revalidates.)
+PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "connection", "user-agent",
+                           "content-length", "content-type", "cache-control", "pragma", "if-none-match",
+                           "if-modified-since", "anthropic-version"})
 
 # The absolute (monotonic) deadline of the fetch in progress on this thread; the adapter honours it.
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("hermes_plugin_deadline", default=None)
+
+
+def instance_cache_dir(instance_path: str | os.PathLike[str]) -> Path:
+    """The cache's own folder inside a Flask app's instance folder (0700 without touching the instance folder)."""
+    return Path(instance_path) / "hermes-plugin"
 
 
 def default_cache_dir() -> Path:
@@ -37,18 +55,71 @@ def default_cache_dir() -> Path:
 
 
 def credential_key(request: Any, **kwargs: Any) -> str:
-    """requests-cache's key plus a hash of the credential headers: two API keys never share an entry.
+    """requests-cache's key plus a digest of every credential: two keys never share an entry.
 
-    requests-cache drops Authorization / x-api-key from keys (and redacts them from stored requests);
-    only a digest of their values enters the key, never the values themselves.
+    Every header but the plain ones (``PLAIN_HEADERS``) and the URL's userinfo count as credentials
+    (``Authorization``, ``x-api-key``, Azure's ``api-key``, any custom header); only a digest of their
+    values enters the key, never the values themselves.
     """
     base = create_key(request, **kwargs)
     headers = getattr(request, "headers", None) or {}
-    secrets = [f"{name}={headers.get(name, '')}" for name in CREDENTIAL_HEADERS if headers.get(name)]
+    secrets = sorted(f"{name.lower()}={value}" for name, value in headers.items()
+                     if name.lower() not in PLAIN_HEADERS)
+    userinfo = urlsplit(getattr(request, "url", "") or "").netloc.rpartition("@")[0]
+    if userinfo:
+        secrets.append(f"userinfo={userinfo}")
     if not secrets:
         return base
-    digest = hashlib.sha256("\n".join(secrets).encode("utf-8")).hexdigest()
+    digest = hashlib.sha256("\n".join(secrets).encode("utf-8", "surrogateescape")).hexdigest()
     return hashlib.sha256(f"{base}:{digest}".encode()).hexdigest()[:32]
+
+
+def _without_userinfo(url: Any) -> Any:
+    if not isinstance(url, str) or "@" not in url:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def without_credentials(response: CachedResponse) -> CachedResponse:
+    """What is written to the cache: no request headers or cookies at all, URLs without userinfo."""
+    request = attrs.evolve(response.request, headers=CaseInsensitiveDict(), cookies=RequestsCookieJar(),
+                           url=_without_userinfo(response.request.url))
+    history = [without_credentials(item) for item in response.history or []]
+    return attrs.evolve(response, request=request, url=_without_userinfo(response.url), history=history)
+
+
+# pickle like requests-cache's default, after dropping every credential from the stored request.
+CREDENTIAL_FREE_PICKLE = SerializerPipeline(
+    [Stage(dumps=without_credentials, loads=lambda response: response), base_stage, Stage(pickle)],
+    name="hermes-credential-free-pickle", is_binary=True)
+
+
+class CrossOriginRedirect(requests.RequestException):
+    """A provider redirected to another origin: not followed, so its credentials go nowhere else."""
+
+
+class ProviderSession(requests_cache.CachedSession):
+    """The cached session providers are fetched with: redirects are followed within one origin only."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        # requests strips only Authorization on a host change; x-api-key, api-key and others would follow.
+        if _origin(prepared_request.url) != _origin(response.request.url):
+            raise CrossOriginRedirect(
+                f"redirect from GET {safe_url(str(response.request.url))} to another origin "
+                f"({_origin_text(prepared_request.url)}) not followed: credentials are never sent to another origin")
+        super().rebuild_auth(prepared_request, response)
+
+
+def _origin(url: Any) -> tuple[str, str, int | None]:
+    parts = urlsplit(str(url or ""))
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def _origin_text(url: Any) -> str:
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}"
 
 
 class BoundedReadTimeout(requests.ReadTimeout):
@@ -121,7 +192,8 @@ def _backend(cache: str, cache_dir: str | os.PathLike[str] | None) -> Any:
         except ImportError as exc:
             raise ConfigError("a redis:// cache needs the redis package: pip install 'hermes-plugin[redis]'") from exc
         # ttl=False: expired entries must survive, they are the stale copy served when a provider fails.
-        return RedisCache(namespace="hermes-plugin", connection=Redis.from_url(cache), ttl=False)
+        return RedisCache(namespace="hermes-plugin", connection=Redis.from_url(cache), ttl=False,
+                          serializer=CREDENTIAL_FREE_PICKLE)
     if cache == "sqlite":
         directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         path = directory / CACHE_FILE
@@ -130,17 +202,30 @@ def _backend(cache: str, cache_dir: str | os.PathLike[str] | None) -> Any:
     else:
         raise ConfigError(f"unknown cache {cache!r}: use 'memory', 'sqlite', a .sqlite/.db path or a redis:// URL")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path, own_folder=cache == "sqlite")
     except OSError as exc:
-        raise ConfigError(f"cannot create cache directory {path.parent}: {exc}") from exc
-    return requests_cache.SQLiteCache(path, wal=True)
+        raise ConfigError(f"cannot create the cache file {path}: {exc}") from exc
+    return requests_cache.SQLiteCache(path, wal=True, serializer=CREDENTIAL_FREE_PICKLE)
+
+
+def private_file(path: Path, own_folder: bool) -> None:
+    """Create ``path`` readable by its owner only (0600); its folder 0700 when it is ours alone."""
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700)
+        own_folder = True
+    if own_folder and stat.S_IMODE(folder.stat().st_mode) != 0o700:
+        folder.chmod(0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    if stat.S_IMODE(path.stat().st_mode) != 0o600:
+        path.chmod(0o600)
 
 
 def make_cached_session(cache: str = "sqlite", cache_dir: str | os.PathLike[str] | None = None,
                         expire_after: float = 300, *, max_bytes: int = DEFAULT_MAX_BYTES,
                         total_timeout: float = DEFAULT_TOTAL_TIMEOUT) -> requests_cache.CachedSession:
     """The one CachedSession of an app or service (never ``install_cache``: it is global and not thread-safe)."""
-    session = requests_cache.CachedSession(
+    session = ProviderSession(
         backend=_backend(cache, cache_dir),
         expire_after=expire_after,
         allowable_codes=(200,),
@@ -181,8 +266,9 @@ class ProviderHTTP:
 
     def __init__(self, session: requests_cache.CachedSession, timeout: tuple[float, float] | float = DEFAULT_TIMEOUT,
                  refresh: bool = False, *, expire_after: float | None = None, total_timeout: float | None = None,
-                 offline: bool = False) -> None:
+                 offline: bool = False, secrets: Sequence[str] = ()) -> None:
         self.session = session
+        self.secrets = tuple(secrets)  # masked in every text this fetch produces, before any clipping
         self.timeout = timeout
         self.refresh = refresh
         self.expire_after = expire_after
@@ -232,6 +318,8 @@ class ProviderHTTP:
             self._network += 1
             self._written.append((key, previous))
             self._created.append(time.time())
+            if self.secrets and contains_secret(response.content.decode("utf-8", "replace"), self.secrets):
+                self.rollback()  # a body echoing a credential is used (filtered) but never written to disk
         return data
 
     def _fallback(self, previous: Any, url: str, error: BaseException, cause: BaseException) -> Any:
@@ -283,7 +371,7 @@ class ProviderHTTP:
         if response.status_code >= 400:
             message = f"HTTP {response.status_code} from GET {safe_url(url)}"
             if response.status_code == 429 and response.headers.get("Retry-After"):
-                message += f" (Retry-After: {response.headers['Retry-After'][:40]})"
+                message += f" (Retry-After: {redact(response.headers['Retry-After'], self.secrets)[:40]})"
             raise requests.HTTPError(message, response=response)
         return response
 
@@ -311,8 +399,8 @@ def _clip(timeout: Any, remaining: float) -> Any:
 def _sanitized(exc: BaseException, url: str) -> BaseException:
     """A copy of ``exc`` whose text we wrote: library texts can carry URLs with query strings."""
     where = f"GET {safe_url(url)}"
-    if isinstance(exc, requests.HTTPError):
-        return exc  # built by _send from the status line and a safe URL
+    if isinstance(exc, (requests.HTTPError, CrossOriginRedirect)):
+        return exc  # built by _send / ProviderSession from the status line and safe URLs
     if isinstance(exc, ProviderResponseError):
         return ProviderResponseError(f"{exc} from {where}")
     if isinstance(exc, BoundedReadTimeout):

@@ -398,8 +398,10 @@ def test_observe_records_the_hosts_own_catalogs() -> None:
         svc.observe("host", [], source="live", ok=False, error="HTTP 502")
         assert svc.snapshot("host").state == "stale"
         assert svc.availability("ghost", "host") == "unknown"
-        failed = svc.observe("other", [], ok=False, error="HTTP 500")
+        failed = svc.observe("other", [], ok=False, error="HTTP 500")  # a failure alone adds no provider
         assert failed.state == "failed" and failed.error == "HTTP 500"
+        assert svc.provider_ids() == ["host"]
+        svc.observe("other", ["other/a"], source="static")
         with pytest.raises(ValueError):
             svc.observe("bad id!", ["m"])
         with pytest.raises(ValueError):

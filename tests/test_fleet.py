@@ -195,6 +195,7 @@ PROXY_CONFIG = """
 writes = [{method = "POST", url = '^/api/session/update$', session = "session_id", model = "model"}]
 session_read = {url = "/api/session/{session}", model = "model"}
 session_ttl = 0
+auth_url = "/health"
 
 [providers.prov]
 kind = "openai-compatible"

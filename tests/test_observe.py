@@ -89,9 +89,15 @@ def test_static_groups_pair_providers_with_their_models(app, url):
 def test_failed_host_fetch_is_unknown(app, url):
     response = requests.get(f"{url}/api/models/live?provider=down", timeout=10)
     assert response.status_code == 502
+    with app.app_context():  # a failure never adds a provider: anyone can make up ids the host answers 404 to
+        assert "down" not in app.guard.catalog.provider_ids()
+    assert explain(app, "down/x", "down") == "unknown"
+    with app.app_context():  # a provider seen once fails later: the host's own reason is kept, for the user
+        app.guard.catalog.observe("down", ["down/y"])
+    requests.get(f"{url}/api/models/live?provider=down", timeout=10)
     with app.app_context():
         snapshot = app.guard.catalog.snapshot("down")
-    assert (snapshot.state, snapshot.error) == ("failed", "HTTP 502: upstream failed")  # the host's own reason, for the user
+    assert (snapshot.state, snapshot.error) == ("stale", "HTTP 502: upstream failed")
     assert explain(app, "down/x", "down") == "unknown"
 
 

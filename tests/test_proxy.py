@@ -21,6 +21,7 @@ from flask import Flask, Response, request
 from flask_sock import Sock
 from simple_websocket import Client, ConnectionClosed
 from support.processes import ServingCommand
+from support.proxyproc import raw_request
 
 from hermes_plugin.errors import ConfigError
 from hermes_plugin.presets import PRESETS, preset
@@ -37,6 +38,7 @@ class Upstream:
         self.app = Flask("upstream")
         self.sock = Sock(self.app)
         self.go_on = threading.Event()  # the test says "I have the first chunk"
+        self.release = threading.Event()  # the test lets held streams end
         self.waited: list[bool] = []  # what each go_on.wait() returned
         self.seen: dict[str, Any] = {}
         self.models = {"s1": "p/live-only", "s2": "p/gone"}
@@ -46,6 +48,10 @@ class Upstream:
     def _routes(self) -> None:
         app, up = self.app, self
 
+        @app.get("/")
+        def home() -> str:  # the default auth_url: anyone may use this app, and so its plugin routes
+            return "home"
+
         @app.get("/stream")
         def stream() -> Response:
             def body() -> Iterator[bytes]:
@@ -53,6 +59,14 @@ class Upstream:
                 up.waited.append(up.go_on.wait(WAIT))
                 yield b"second\n"
             return Response(body(), mimetype=request.args.get("type", "text/plain"))
+
+        @app.get("/hold")
+        def hold() -> Response:  # an SSE stream that stays open far longer than any client waits
+            def body() -> Iterator[bytes]:
+                yield b"data: first\n\n"
+                up.release.wait(WAIT * 6)
+                yield b"data: last\n\n"
+            return Response(body(), mimetype="text/event-stream")
 
         @app.get("/download")
         def download() -> Response:
@@ -156,6 +170,23 @@ def test_stream_and_sse_arrive_incrementally(proxied, upstream, mimetype):
     assert response.headers["Content-Type"].startswith(mimetype)
 
 
+def test_open_streams_never_starve_other_requests(upstream, loopback_server):
+    up = loopback_server(upstream.app)
+    url = loopback_server(create_app(up.url, cfg=proxy_config({**PROXY_TABLE, "pool_size": 4}))).url
+    streams = []
+    try:
+        for _ in range(12):  # three times the pool: every one holds an upstream connection until released
+            response = requests.get(f"{url}/hold", stream=True, timeout=WAIT)
+            assert response.raw.read1(64) == b"data: first\n\n"
+            streams.append(response)
+        answered = requests.get(f"{url}/echo", timeout=WAIT)
+        assert answered.status_code == 200 and "headers" in answered.json()
+    finally:
+        upstream.release.set()
+        for response in streams:
+            response.close()
+
+
 def test_large_download_streams(proxied, upstream):
     url, _, _ = proxied
     with requests.get(f"{url}/download", stream=True, timeout=WAIT * 2) as response:
@@ -219,10 +250,20 @@ def test_the_plugins_own_websocket_is_served_by_the_proxy(proxied):
 # -- errors ---------------------------------------------------------------------------------------------
 
 
-def test_upstream_down_is_a_502_without_internals(loopback_server):
-    dead = loopback_server(Flask("dead"))
-    dead_url = dead.url
-    dead.stop()  # the port is now refused
+@pytest.fixture
+def dead_url() -> Iterator[str]:
+    """A loopback port that refuses connections, held (bound, never listening) so no server can take it."""
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    try:
+        yield f"http://127.0.0.1:{held.getsockname()[1]}"
+    finally:
+        held.close()
+
+
+def test_upstream_down_is_a_502_without_internals(loopback_server, dead_url):
     url = loopback_server(create_app(dead_url, cfg=proxy_config(PROXY_TABLE))).url
     as_json = requests.get(f"{url}/api/anything", headers={"Accept": "application/json"}, timeout=WAIT)
     assert as_json.status_code == 502
@@ -233,7 +274,7 @@ def test_upstream_down_is_a_502_without_internals(loopback_server):
     write = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "m"}, timeout=WAIT)
     assert write.status_code == 502 and write.json()["error"] == "bad_gateway"
     for response in (as_json, as_html, write):
-        for leak in ("127.0.0.1", str(dead.port), "Errno", "Traceback", "ConnectionError", "urllib3"):
+        for leak in ("127.0.0.1", dead_url.rsplit(":", 1)[1], "Errno", "Traceback", "ConnectionError", "urllib3"):
             assert leak not in response.text
 
 
@@ -367,6 +408,34 @@ def test_bad_writes_are_refused_before_the_upstream(proxied, upstream):
     assert upstream.writes == []
 
 
+def test_guarded_write_bodies_are_bounded_and_other_bodies_are_not(proxied, upstream):
+    url, _, _ = proxied
+    padding = "x" * (2 * MB)
+    sized = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "p/x", "pad": padding},
+                          headers={"X-Hermes-Intent": "user"}, timeout=WAIT)
+    assert sized.status_code == 413 and sized.json()["error"] == "payload_too_large"
+
+    def chunked() -> Iterator[bytes]:
+        yield b'{"session_id": "s1", "model": "p/x", "pad": "'
+        for _ in range(4):
+            yield b"x" * MB
+        yield b'"}'
+
+    streamed = requests.post(f"{url}/api/session/update", data=chunked(), timeout=WAIT,
+                             headers={"X-Hermes-Intent": "user", "Content-Type": "application/json"})
+    assert streamed.status_code == 413 and streamed.json()["error"] == "payload_too_large"
+    # A declared 150 MB body is refused from its headers alone: the proxy never waits for (or holds) it.
+    status, answer = raw_request(url, b"POST /api/session/update HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                      b"Content-Type: application/json\r\nContent-Length: 157286400\r\n\r\n{")
+    assert status == 413 and b"payload_too_large" in answer
+    assert upstream.writes == [] and upstream.models["s1"] == "p/live-only"
+    fits = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "p/x", "pad": "x" * 1000},
+                         headers={"X-Hermes-Intent": "user"}, timeout=WAIT)
+    assert fits.status_code == 200 and upstream.models["s1"] == "p/x"
+    other = requests.post(f"{url}/upload", data=b"z" * (5 * MB), timeout=WAIT)  # not a guarded route: no limit
+    assert other.json()["bytes"] == 5 * MB
+
+
 # -- configuration --------------------------------------------------------------------------------------
 
 
@@ -469,10 +538,7 @@ def test_cli_proxy_serves_until_interrupted(upstream, loopback_server):
     assert '"GET /page" 200' in proxy.stdout  # the access log
 
 
-def test_websocket_to_a_dead_upstream_is_closed(loopback_server):
-    dead = loopback_server(Flask("dead"))
-    dead_url = dead.url
-    dead.stop()
+def test_websocket_to_a_dead_upstream_is_closed(loopback_server, dead_url):
     url = loopback_server(create_app(dead_url, cfg=proxy_config(PROXY_TABLE))).url
     ws = Client.connect("ws" + url[4:] + "/ws/echo")
     try:

@@ -1,0 +1,23 @@
+"""Reverse-proxy mode: the same guard in front of a chat app that is not a Flask app (docs/proxy.md).
+
+The proxy is a Flask app that hosts ``ModelGuard`` like any other host: its catch-all view forwards every
+request to the upstream, configured write routes go through ``extension.guard_write``, and the guard's
+``after_request`` (catalog observation, HTML injection) sees the proxied responses. Bodies stream both
+ways; only responses the guard must read (HTML pages, catalog JSON, guarded writes) are buffered, capped.
+
+Modules, each importing only those listed before it: ``urls`` (upstream origin, client path, hop-by-hop
+headers), ``config`` (the ``[proxy]`` table), ``credentials`` (the caller's, forwarded), ``sessions``
+(stored-model reads as the caller), ``access`` (the upstream authorises the plugin's routes), ``relay``
+(HTTP forwarding), ``websocket`` (the WebSocket bridge), ``serving`` (the CLI's server), ``app`` (the factory).
+"""
+
+from .app import ALL_METHODS, create_app
+from .config import PROXY_KEYS, ProxyConfig, SessionRead, WriteRoute, load_config, proxy_config
+from .relay import CHUNK, MAX_BUFFER, Proxy, make_session
+from .sessions import SessionAnswer, SessionModels
+from .urls import HOP_BY_HOP, hop_by_hop
+from .websocket import client_with_host
+
+__all__ = ["ALL_METHODS", "CHUNK", "HOP_BY_HOP", "MAX_BUFFER", "PROXY_KEYS", "Proxy", "ProxyConfig", "SessionAnswer", "SessionModels",
+           "SessionRead", "WriteRoute", "client_with_host", "create_app", "hop_by_hop", "load_config",
+           "make_session", "proxy_config"]

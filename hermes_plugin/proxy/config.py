@@ -1,0 +1,179 @@
+"""The ``[proxy]`` table: which upstream routes write a session's model, how to read one, and limits."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import jsonpath
+from ..config import CONFIG_ENV, load_toml, providers_table
+from ..errors import ConfigError
+from ..extension import WriteSpec
+from ..presets import preset
+
+PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
+              "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
+              "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts"}
+
+
+@dataclass(frozen=True)
+class WriteRoute:
+    """One upstream route that writes a session's model."""
+
+    method: str
+    url: re.Pattern[str]
+    spec: WriteSpec
+    session_in_path: bool
+
+    def browser(self) -> dict[str, str]:
+        where = "path" if self.session_in_path else "body"
+        return {"method": self.method, "url": self.url.pattern, "session": f"{where}:{self.spec.session}",
+                "model": f"body:{self.spec.model}"}
+
+
+@dataclass(frozen=True)
+class SessionRead:
+    """How to read a session's stored model from the upstream: ``GET url`` (``{session}`` filled in), JSON path."""
+
+    url: str
+    model: str
+
+
+@dataclass
+class ProxyConfig:
+    """The ``[proxy]`` table, validated."""
+
+    writes: list[WriteRoute] = field(default_factory=list)
+    session_read: SessionRead | None = None
+    live_urls: list[dict[str, Any]] = field(default_factory=list)
+    static_urls: list[dict[str, Any]] = field(default_factory=list)
+    session_urls: list[dict[str, Any]] = field(default_factory=list)
+    model_select: str = "#modelSelect, [data-hermes-model]"
+    picker: str | None = None
+    session_ttl: float = 2.0
+    auth_url: str = "/"  # asked as the caller before any plugin route without a session: 2xx lets it through
+    auth_ttl: float = 2.0
+    allowed_hosts: list[str] | None = None  # Host names the proxy answers to (DNS rebinding); None: any
+    max_write_bytes: int = 2**20  # guarded write bodies are read whole; everything else streams unbounded
+    timeout: float = 120.0
+    connect_timeout: float = 5.0
+    pool_size: int = 32
+    cache: str = "memory"
+    on_keep: str = "keep"
+    prefix: str = "/hermes-plugin"
+    providers: dict[str, Any] = field(default_factory=dict)
+
+
+def _where(value: Any, what: str) -> tuple[str, bool]:
+    """``"session_id"``/``"body:session_id"`` -> (path, False); ``"path:chat_id"`` -> (group, True)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"[proxy] writes: {what} must be a non-empty string, got {value!r}")
+    kind, _, name = value.partition(":") if ":" in value else ("body", "", value)
+    if kind not in ("body", "path"):
+        raise ConfigError(f"[proxy] writes: {what} {value!r} must be 'body:<json path>' or 'path:<group>'")
+    try:
+        jsonpath.parse(name)
+    except jsonpath.PathError as exc:
+        raise ConfigError(f"[proxy] writes: {what}: {exc}") from None
+    if "[]" in name:
+        raise ConfigError(f"[proxy] writes: {what} {value!r} must name one value, not walk a list")
+    return name, kind == "path"
+
+
+def _write_route(entry: Any) -> WriteRoute:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"[proxy] writes: each entry must be a table, got {entry!r}")
+    unknown = set(entry) - {"method", "url", "session", "model"}
+    if unknown:
+        raise ConfigError(f"[proxy] writes: unknown keys {sorted(unknown)} in {dict(entry)!r}")
+    method = str(entry.get("method", "POST")).upper()
+    if method not in ("POST", "PUT", "PATCH", "DELETE"):
+        raise ConfigError(f"[proxy] writes: method must be POST, PUT, PATCH or DELETE, got {method!r}")
+    try:
+        url = re.compile(entry["url"])
+    except (KeyError, TypeError, re.error) as exc:
+        raise ConfigError(f"[proxy] writes: bad url in {dict(entry)!r}: {exc}") from None
+    session, in_path = _where(entry.get("session", "session_id"), "session")
+    model, model_in_path = _where(entry.get("model", "model"), "model")
+    if model_in_path:
+        raise ConfigError("[proxy] writes: the model must come from the JSON body ('body:<path>')")
+    if in_path and session not in url.groupindex:
+        raise ConfigError(f"[proxy] writes: {entry['url']!r} has no named group {session!r}")
+    return WriteRoute(method, url, WriteSpec(session, model), in_path)
+
+
+def _url_list(table: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(e, Mapping) for e in value):
+        raise ConfigError(f"[proxy] {key} must be a list of tables")
+    return [dict(e) for e in value]
+
+
+def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None = None) -> ProxyConfig:
+    """Validate a ``[proxy]`` table; every mistake is one ConfigError naming the key."""
+    if not isinstance(table, Mapping):
+        raise ConfigError("[proxy] must be a table")
+    unknown = set(table) - PROXY_KEYS
+    if unknown:
+        raise ConfigError(f"[proxy]: unknown keys {sorted(unknown)} (known: {', '.join(sorted(PROXY_KEYS))})")
+    writes = table.get("writes", [])
+    if not isinstance(writes, list):
+        raise ConfigError("[proxy] writes must be a list of tables")
+    cfg = ProxyConfig(writes=[_write_route(e) for e in writes], providers=dict(providers or {}))
+    read = table.get("session_read")
+    if read is not None:
+        if not isinstance(read, Mapping) or not isinstance(read.get("url"), str) or "{session}" not in read["url"]:
+            raise ConfigError("[proxy] session_read must be {url = \"...{session}...\", model = \"json.path\"}")
+        try:
+            jsonpath.parse(read.get("model"))  # type: ignore[arg-type]
+        except jsonpath.PathError as exc:
+            raise ConfigError(f"[proxy] session_read model: {exc}") from None
+        cfg.session_read = SessionRead(read["url"], read["model"])
+    cfg.live_urls, cfg.static_urls = _url_list(table, "live_urls"), _url_list(table, "static_urls")
+    cfg.session_urls = _url_list(table, "session_urls")
+    for key in ("model_select", "picker", "cache", "on_keep", "prefix", "auth_url"):
+        if key in table:
+            if not isinstance(table[key], str) or not table[key]:
+                raise ConfigError(f"[proxy] {key} must be a non-empty string")
+            setattr(cfg, key, table[key])
+    if not cfg.auth_url.startswith("/") or cfg.auth_url.startswith("//"):
+        raise ConfigError("[proxy] auth_url must be a path on the upstream, starting with a single '/'")
+    for key in ("session_ttl", "timeout", "connect_timeout", "auth_ttl"):
+        if key in table:
+            if not isinstance(table[key], (int, float)) or isinstance(table[key], bool) or table[key] < 0:
+                raise ConfigError(f"[proxy] {key} must be a number of seconds >= 0")
+            setattr(cfg, key, float(table[key]))
+    if "allowed_hosts" in table:
+        hosts = table["allowed_hosts"]
+        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts):
+            raise ConfigError("[proxy] allowed_hosts must be a non-empty list of host names (\"*\" for any)")
+        cfg.allowed_hosts = hosts
+    if "max_write_bytes" in table:
+        value = table["max_write_bytes"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError("[proxy] max_write_bytes must be a positive integer")
+        cfg.max_write_bytes = value
+    if "pool_size" in table:
+        if not isinstance(table["pool_size"], int) or isinstance(table["pool_size"], bool) or table["pool_size"] < 1:
+            raise ConfigError("[proxy] pool_size must be a positive integer")
+        cfg.pool_size = table["pool_size"]
+    if cfg.writes and cfg.session_read is None:
+        raise ConfigError("[proxy] writes need session_read: the guard must know a session's stored model")
+    return cfg
+
+
+def load_config(path: str | None = None, preset_name: str | None = None) -> ProxyConfig:
+    """``--preset`` (a built-in ``[proxy]`` table) or ``--config`` (TOML with ``[proxy]`` and ``[providers.*]``)."""
+    if path and preset_name:
+        raise ConfigError("give --config or --preset, not both")
+    if preset_name:
+        return proxy_config(preset(preset_name))
+    if not path:
+        raise ConfigError(f"the proxy needs --config FILE (with a [proxy] table), ${CONFIG_ENV} or --preset NAME")
+    data = load_toml(path)
+    if "proxy" not in data:
+        raise ConfigError(f"{path}: no [proxy] table (see docs/proxy.md)")
+    return proxy_config(data["proxy"], providers_table(data))
+
