@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import re
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_AUDIT_SESSIONS": 10000,
     "HERMES_PLUGIN_WS_QUEUE": 100,
     "HERMES_PLUGIN_ALLOWED_ORIGINS": [],
+    "HERMES_PLUGIN_MODEL_ALIASES": [],
+    "HERMES_PLUGIN_READABLE_SCRIPT": False,
 }
 
 
@@ -74,9 +77,23 @@ def _check_config(config: Any) -> None:
         raise ConfigError(f"HERMES_PLUGIN_ON_KEEP must be one of {ON_KEEP}")
     if config["HERMES_PLUGIN_UNMARKED_INTENT"] not in UNMARKED_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
+    check_alias_rules(config["HERMES_PLUGIN_MODEL_ALIASES"])
     for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_SESSIONS", "HERMES_PLUGIN_WS_QUEUE"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ConfigError(f"{key} must be a positive integer")
+
+
+def check_alias_rules(rules: Any) -> None:
+    """``HERMES_PLUGIN_MODEL_ALIASES``: regexes with a ``model`` named group (and maybe ``provider``)."""
+    if not isinstance(rules, (list, tuple)) or not all(isinstance(rule, str) for rule in rules):
+        raise ConfigError("HERMES_PLUGIN_MODEL_ALIASES must be a list of regex strings")
+    for rule in rules:
+        try:
+            pattern = re.compile(rule)
+        except re.error as exc:
+            raise ConfigError(f"HERMES_PLUGIN_MODEL_ALIASES: {rule!r}: {exc}") from None
+        if "model" not in pattern.groupindex:
+            raise ConfigError(f"HERMES_PLUGIN_MODEL_ALIASES: {rule!r} needs a named group (?P<model>...)")
 
 
 class GuardState:
@@ -133,6 +150,15 @@ class GuardState:
         for provider in never_fetched:
             self.catalog.catalog(provider)
         return str(self.catalog.explain(model)[0])
+
+    def model_aliases(self, model: str, provider: str | None) -> list[str]:
+        """Other spellings of a stored model the page may show: the ``resolve_model_alias`` hook's answer."""
+        try:
+            alias = self.pm.hook.resolve_model_alias(model_id=model, provider=provider)
+        except Exception:  # a broken alias plugin must not break the session API
+            log.exception("hermes-plugin: resolve_model_alias failed for %r", model)
+            return []
+        return [alias] if isinstance(alias, str) and alias and alias != model else []
 
     def notify(self, decision: Decision) -> None:
         """``model_write_decided`` to every observer; one that raises is logged and skipped."""

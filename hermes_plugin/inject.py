@@ -72,6 +72,7 @@ def browser_config(app: Flask, script_root: str = "") -> dict[str, Any]:
         "live": [dict(entry) for entry in cfg["HERMES_PLUGIN_LIVE_URLS"]],
         "static": [dict(entry) for entry in cfg["HERMES_PLUGIN_STATIC_URLS"]],
         "sessions": [dict(entry) for entry in cfg["HERMES_PLUGIN_SESSION_URLS"]],
+        "aliases": list(cfg["HERMES_PLUGIN_MODEL_ALIASES"]),
         # The script's own give-up time: the server's fetch timeout plus room for the host's round trip.
         "fetchTimeoutMs": int((float(cfg["HERMES_PLUGIN_FETCH_TIMEOUT"]) + 5) * 1000),
     }

@@ -41,7 +41,8 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CHUNK = 64 * 1024
 MAX_BUFFER = 8 * 2**20  # larger HTML/JSON bodies stream through untouched instead of being held in memory
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
-              "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix"}
+              "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
+              "model_aliases"}
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class ProxyConfig:
     on_keep: str = "keep"
     prefix: str = "/hermes-plugin"
     providers: dict[str, Any] = field(default_factory=dict)
+    model_aliases: list[str] = field(default_factory=list)
 
 
 def _where(value: Any, what: str) -> tuple[str, bool]:
@@ -155,6 +157,7 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
         cfg.session_read = SessionRead(read["url"], read["model"])
     cfg.live_urls, cfg.static_urls = _url_list(table, "live_urls"), _url_list(table, "static_urls")
     cfg.session_urls = _url_list(table, "session_urls")
+    cfg.model_aliases = list(table.get("model_aliases", []))  # checked with the app config (ModelGuard)
     for key in ("model_select", "picker", "cache", "on_keep", "prefix"):
         if key in table:
             if not isinstance(table[key], str) or not table[key]:
@@ -452,6 +455,7 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
         HERMES_PLUGIN_LIVE_URLS=cfg.live_urls,
         HERMES_PLUGIN_STATIC_URLS=cfg.static_urls,
         HERMES_PLUGIN_SESSION_URLS=cfg.session_urls,
+        HERMES_PLUGIN_MODEL_ALIASES=cfg.model_aliases,
     )
     app.config.update(app_config or {})
     app.after_request(_access_log)  # registered first, so it runs last and logs what really goes out

@@ -19,12 +19,16 @@ const CONFIG = {
 };
 
 // A fetch whose every call waits until the test answers it.
+// The guard's own session lookups (`<prefix>/api/sessions/<id>/model`) are kept apart in `lookups`.
 function fakeFetch() {
-  const calls = [];
+  const calls = [], lookups = [];
   const fetch = (input, init) => new Promise((resolve, reject) => {
-    calls.push({ url: String(input?.url || input), init, headers: new Headers(init?.headers), resolve, reject });
+    const url = String(input?.url || input);
+    (url.includes('/hermes-plugin/api/sessions/') ? lookups : calls)
+      .push({ url, init, headers: new Headers(init?.headers), resolve, reject });
   });
   fetch.calls = calls;
+  fetch.lookups = lookups;
   return fetch;
 }
 
@@ -65,6 +69,7 @@ function load(configText = JSON.stringify(CONFIG)) {
 }
 
 const { toJsRegex, walk, parseConfig, decideIntent } = load().guard._internals;
+const ALIASES = { ...CONFIG, aliases: ['^@(?P<provider>[^:]+):(?P<model>.+)$'] };
 
 test('toJsRegex rewrites Python named groups and back-references only', () => {
   const re = toJsRegex('/api/models/live\\?provider=(?P<provider>[^&]+)');
@@ -112,6 +117,36 @@ test('decideIntent: header, userIntent mark, fresh pick of the same model, picke
   assert.equal(decideIntent({ ...base, gestureAt: 9000 }), 'user');
   assert.equal(decideIntent({ ...base, gestureAt: 8000 }), 'auto');
   assert.equal(decideIntent({ now: 100, proposed: 'm1', markAt: undefined, gestureAt: undefined }), 'auto'); // early in the page
+  assert.equal(decideIntent({ ...base, named: true }), 'user'); // a real click on something naming the model
+  assert.equal(decideIntent({ ...base, choice: true }), 'user'); // the page-state rule
+  assert.equal(decideIntent({ ...base, header: 'auto', choice: true }), 'auto');
+});
+
+test('alias rules match a stored bare id to a decorated option value', () => {
+  const { canonical, sameModel } = load(JSON.stringify(ALIASES)).guard._internals;
+  assert.deepEqual(plain(canonical('@deepseek:deepseek-reasoner')), { model: 'deepseek-reasoner', provider: 'deepseek' });
+  assert.deepEqual(plain(canonical('@ollama:qwen3:235b')), { model: 'qwen3:235b', provider: 'ollama' }); // first colon only
+  assert.deepEqual(plain(canonical('plain-id')), { model: 'plain-id', provider: null });
+  assert.ok(sameModel('@deepseek:deepseek-reasoner', 'deepseek-reasoner'));
+  assert.ok(sameModel('@deepseek:x', '@deepseek:x'));
+  assert.ok(!sameModel('@deepseek:x', '@other:x')); // two providers' same bare id stay apart
+  assert.ok(!sameModel('@deepseek:deepseek-chat', 'deepseek-reasoner'));
+  assert.ok(!sameModel(null, 'x'));
+  const bare = load().guard._internals; // no rules declared: exact ids only
+  assert.ok(!bare.sameModel('@deepseek:deepseek-reasoner', 'deepseek-reasoner'));
+});
+
+test('the server\'s alias resolution teaches the script another spelling', async () => {
+  const { ctx, fetch, guard } = load();
+  ctx.fetch('/api/session/update', { method: 'POST', body: '{"session_id":"s1","model":"gpt"}' });
+  await new Promise(setImmediate);
+  assert.equal(fetch.lookups.length, 1); // an unknown session is looked up before the write is judged
+  fetch.lookups[0].resolve(new Response(JSON.stringify({ session: 's1', model: 'nous-kimi', version: 1, aliases: ['kimi'] })));
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.length, 1);
+  assert.equal(fetch.calls[0].headers.get('X-Hermes-Intent'), 'auto');
+  assert.deepEqual(plain(guard.state()), { session: 's1', model: 'nous-kimi', held: 0 }); // learnt from the write
+  assert.ok(guard._internals.sameModel('kimi', 'nous-kimi'));
 });
 
 test('a catalog fetch is pending until its body is read, then settles', async () => {
@@ -165,6 +200,7 @@ test('an automatic write while a catalog is pending is held, then released with 
   await new Promise(r => ctx.document.addEventListener('hermes:write-held', r, { once: true }));
   assert.equal(fetch.calls.length, 1);
   assert.equal(guard.state().held, 1);
+  assert.equal(fetch.lookups.length, 1); // the write named a session the guard had not seen
   fetch.calls[0].resolve(new Response('{"models":[]}'));
   await guard.whenSettled();
   assert.equal(fetch.calls.length, 2);
