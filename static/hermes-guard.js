@@ -307,9 +307,9 @@ async function checkUnavailable(s = cur) {
 // A click or key press on something that names the model (a custom dropdown row) is a pick of it.
 function namesModel(el, model) {
   if (!model || model.length < 3) return false; // a one- or two-letter id is in every text
-  const label = selects().map(sel => findOption(sel, model)?.textContent?.trim()).find(Boolean);
-  for (let n = el, i = 0; n && n.nodeType === 1 && i < 4; n = n.parentElement, i++) {
-    if (n.matches?.(cfg.modelSelect)) return false;
+  const sels = selects(), label = sels.map(sel => findOption(sel, model)?.textContent?.trim()).find(Boolean);
+  for (let n = el, i = 0; n && n.nodeType === 1 && n !== D.body && i < 4; n = n.parentElement, i++) {
+    if (sels.some(sel => n.contains(sel))) return false; // the select's own options name every model
     const text = n.textContent || '';
     if (text.length > 300) return false; // a whole list or panel names every model: no signal
     if (text.includes(model) || (label && text.trim() === label)) return true;
