@@ -389,6 +389,8 @@ function afterWrite(w, kept) {
     const sel = before || showedProposal();
     if (!sel || s !== cur || !str(info.model) || sameModel(proposed, info.model)) return;
     reapply();
+    // Only where the picker really went back; an unavailable model has its own notice.
+    if (!findOption(sel, info.model) || !sameModel(sel.value, info.model)) return;
     notice(sel, `Kept your saved model ${info.model} (${kept}): the change to ${proposed} was not saved.`);
   });
 }
