@@ -194,14 +194,15 @@ function setCurrent(s) {
 }
 
 // The server's word on a session: stored model, version, availability and how it resolves the id.
-function sessionModel(s) {
+// `judging`: a write waits on this answer to be judged; re-applying first would undo the write's own pick.
+function sessionModel(s, judging) {
   return originalFetch.call(W, `${cfg.prefix}/api/sessions/${encodeURIComponent(s)}/model`)
     .then(r => r.json())
     .then(info => {
       if (info.session !== s) return info;
       if (str(info.model)) serverInfo.set(info.model, { provider: str(info.provider), aliases: [].concat(info.aliases || []) });
       setKnown(s, info.model, +info.version);
-      if (s === cur) reapply();
+      if (s === cur && !judging) reapply();
       return info;
     })
     .catch(() => ({}));
@@ -219,10 +220,10 @@ function learnSession(c, json, startedAt) {
 
 // The page's own write names its session: the session is learnt even where no session URL is declared.
 // Returns the server lookup when the session's stored model was not known yet.
-function learnFromWrite(s) {
+function learnFromWrite(s, judging) {
   if (s == null) return;
   setCurrent(s);
-  if (!known.has(s)) return sessionModel(s);
+  if (!known.has(s)) return sessionModel(s, judging);
 }
 
 // ---- the model <select> ----
@@ -405,12 +406,14 @@ async function fetchWrite(c, input, init) {
     const headers = new Headers(init?.headers || req?.headers);
     const text = typeof body === 'string' && body;
     w = describeWrite(c, text, headers.get(INTENT_HEADER));
-    const asked = w.intent === 'auto' && learnFromWrite(w.session);
-    if (asked && !headers.has(INTENT_HEADER) && !w.hold) {
+    const judge = !headers.has(INTENT_HEADER) && !w.hold;
+    const asked = w.intent === 'auto' && learnFromWrite(w.session, judge);
+    if (asked && judge) {
       // A session the guard had not seen and nothing pending: the write waits for the server's
-      // answer, so the rule can judge it against the stored model.
+      // answer, so the rule can judge it against the stored model; a correction is then re-applied.
       await asked;
       w = describeWrite(c, text, null);
+      if (w.intent === 'auto') reapply();
     }
     headers.has(INTENT_HEADER) || headers.set(INTENT_HEADER, w.intent);
     i = { ...init, headers };
