@@ -19,6 +19,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
 from hermes_plugin.pytest_plugin import CHROMIUM_FLAGS
@@ -521,3 +522,64 @@ def test_missing_or_broken_config_keeps_the_host_working(
     assert js(driver, "return got.groups[0].provider") == "static"
     assert host.writes == [{"intent": None, "session_id": "s1", "model": "static/b"}]
     assert js(driver, "return hermesGuard.state().disabled")  # says why it stayed out of the way
+
+
+# ---- the page-state rule: choices and corrections without trusted events ----
+
+
+def show_live_model(driver: WebDriver, host: Host) -> None:
+    """Session s1 loaded and its stored model's option present: the page can show the stored model."""
+    session_loaded(driver)
+    js(driver, "addOptions(['live/m1'])")
+    until(driver, lambda d: js(d, "return modelSelect.value") == "live/m1")
+    until(driver, lambda d: host.writes)
+    assert host.writes == [{"intent": "auto", "session_id": "s1", "model": "live/m1"}]  # the host followed the re-apply
+    host.writes.clear()
+
+
+def test_untrusted_pick_of_a_shown_model_is_a_choice(driver: WebDriver, base_url: str, host: Host) -> None:
+    open_page(driver, base_url)
+    show_live_model(driver, host)
+    Select(driver.find_element(By.ID, "modelSelect")).select_by_value("static/b")  # untrusted events
+    until(driver, lambda d: host.writes)
+    assert host.writes[-1] == {"intent": "user", "session_id": "s1", "model": "static/b"}
+    assert host.stored["s1"] == "static/b"
+    assert js(driver, "return hermesGuard.state().model") == "static/b"
+
+
+def test_untrusted_change_away_from_a_model_the_page_cannot_show_is_a_correction(
+    driver: WebDriver, base_url: str, host: Host
+) -> None:
+    open_page(driver, base_url)
+    session_loaded(driver)  # live/m1 is stored but no option: the page could not find it
+    Select(driver.find_element(By.ID, "modelSelect")).select_by_value("static/b")
+    until(driver, lambda d: host.writes)
+    assert host.writes[-1]["intent"] == "auto"
+    assert host.stored["s1"] == "live/m1"
+
+
+def test_a_click_elsewhere_does_not_make_the_pages_change_a_pick(driver: WebDriver, base_url: str, host: Host) -> None:
+    open_page(driver, base_url)
+    show_live_model(driver, host)
+    driver.find_element(By.ID, "sessionItem").click()  # a real click outside the picker; the page picks options[0]
+    until(driver, lambda d: host.writes)
+    assert host.writes[0] == {"intent": "auto", "session_id": "s1", "model": "static/a"}
+    until(driver, lambda d: js(d, "return modelSelect.value") == "live/m1")  # the server kept it: the picker follows
+    assert host.stored["s1"] == "live/m1"
+
+
+def test_kept_model_returns_to_the_picker_with_a_notice(driver: WebDriver, base_url: str, host: Host) -> None:
+    open_page(driver, base_url)
+    show_live_model(driver, host)
+    js(driver, "window.waited = false; frames(20).then(() => { waited = true; })")  # past the re-check window
+    until(driver, lambda d: js(d, "return waited"))
+    # the host's own code shows another model and writes it as automatic: the server keeps the stored one
+    js(driver, "modelSelect.value = 'static/b'; fetch('/api/session/update', {method: 'POST',"
+               "headers: {'Content-Type': 'application/json', 'X-Hermes-Intent': 'auto'},"
+               "body: JSON.stringify({session_id: 's1', model: 'static/b'})})")
+    until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#modelSelect + .hermes-notice"))
+    assert js(driver, "return modelSelect.value") == "live/m1"  # never one model shown and another stored
+    notice = driver.find_element(By.CSS_SELECTOR, "#modelSelect + .hermes-notice")
+    assert notice.get_attribute("role") == "status"
+    assert notice.text == "Kept your saved model live/m1 (model_present): the change to static/b was not saved."
+    assert host.stored["s1"] == "live/m1"

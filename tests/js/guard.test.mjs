@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import vm from 'node:vm';
 import { readFileSync } from 'node:fs';
 
-const SRC = readFileSync(new URL('../../static/hermes-guard.js', import.meta.url), 'utf8');
+// HERMES_GUARD_JS runs the same tests on another build of the script (the served, minified one).
+const SRC = readFileSync(process.env.HERMES_GUARD_JS || new URL('../../static/hermes-guard.js', import.meta.url), 'utf8');
 const plain = v => JSON.parse(JSON.stringify(v)); // values from the vm realm have other prototypes
 
 const CONFIG = {
