@@ -22,7 +22,8 @@ HERMES_WEBUI: dict[str, Any] = {
     "model_aliases": [r"^@(?P<provider>[^:]+):(?P<model>.+)$"],
     "static_urls": [{"url": r"/api/models$", "models": "groups[].models[].id", "provider": "groups[].provider_id"}],
     "live_urls": [{"url": LIVE_URL, "models": "models[].id"}],
-    "session_read": {"url": "/api/session?session_id={session}", "model": "session.model"},
+    # The raw stored model: no message payload, no display-time resolution of the id.
+    "session_read": {"url": "/api/session?session_id={session}&messages=0&resolve_model=0", "model": "session.model"},
     "session_urls": [{"url": SESSION_URL, "model": "session.model", "session": "session.session_id"}],
     "writes": [
         {"method": "POST", "url": r"^/api/session/update$", "session": "session_id", "model": "model"},
