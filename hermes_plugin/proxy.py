@@ -28,7 +28,7 @@ from requests.adapters import HTTPAdapter
 from . import jsonpath
 from .config import CONFIG_ENV, load_toml, providers_table
 from .errors import ConfigError
-from .extension import ModelGuard, WriteRefused, WriteSpec, guard_write
+from .extension import ModelGuard, WriteRefused, WriteSpec, check_alias_rules, guard_write
 from .presets import preset
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,8 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
         cfg.session_read = SessionRead(read["url"], read["model"])
     cfg.live_urls, cfg.static_urls = _url_list(table, "live_urls"), _url_list(table, "static_urls")
     cfg.session_urls = _url_list(table, "session_urls")
-    cfg.model_aliases = list(table.get("model_aliases", []))  # checked with the app config (ModelGuard)
+    check_alias_rules(table.get("model_aliases", []))
+    cfg.model_aliases = list(table.get("model_aliases", []))
     for key in ("model_select", "picker", "cache", "on_keep", "prefix"):
         if key in table:
             if not isinstance(table[key], str) or not table[key]:

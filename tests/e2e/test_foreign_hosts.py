@@ -136,13 +136,18 @@ def open_settled(driver: Any, base: str, chats: Chats, chat: str = "c2") -> None
     until(driver, settled, "the page never settled")
 
 
-def test_custom_dropdown_calling_onchange_is_stored(chromium, host, chats, guard_script):
+@pytest.mark.parametrize("click", ["real", "scripted"])
+def test_custom_dropdown_calling_onchange_is_stored(chromium, host, chats, guard_script, click):
     driver = chromium
     base = host("dropdown")  # no HERMES_PLUGIN_PICKER: the guard is not told where the dropdown is
     open_settled(driver, base, chats)
     assert shown(driver) == FALLBACK
     count_writes(driver)
-    driver.find_element(By.CSS_SELECTOR, f".menu-row[data-id='{STORED}']").click()  # a real click
+    row = driver.find_element(By.CSS_SELECTOR, f".menu-row[data-id='{STORED}']")
+    if click == "real":
+        row.click()
+    else:  # no trusted event at all (a keyboard shortcut's handler, a command): only the page-state rule
+        js(driver, "arguments[0].click()", row)
     until(driver, lambda d: js(d, "return writes") >= 1, "the pick was never written")
     if guard_script == "previous":
         assert chats.stored["c2"] == FALLBACK  # classed automatic: the server kept the old model
