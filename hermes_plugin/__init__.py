@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .catalog import CatalogService
 from .errors import (
     ConfigError,
     InvalidModelId,
@@ -13,17 +11,12 @@ from .errors import (
     UnknownModelError,
     UnknownProviderError,
 )
+from .extension import ModelGuard
+from .hooks.anthropic import Anthropic
+from .hooks.ollama import Ollama
+from .hooks.openai_compatible import OpenAICompatible
 from .hookspecs import hookimpl
 from .models import Model
-
-# Heavier names load on first use, so `import hermes_plugin` (the pytest plugin, the CLI) stays cheap.
-_LAZY = {
-    "ModelGuard": "hermes_plugin.extension",
-    "CatalogService": "hermes_plugin.catalog",
-    "OpenAICompatible": "hermes_plugin.hooks.openai_compatible",
-    "Ollama": "hermes_plugin.hooks.ollama",
-    "Anthropic": "hermes_plugin.hooks.anthropic",
-}
 
 __all__ = [
     "Anthropic",
@@ -41,8 +34,3 @@ __all__ = [
     "hookimpl",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'hermes_plugin' has no attribute {name!r}")

@@ -15,6 +15,7 @@ from werkzeug.routing import RequestRedirect
 from . import script
 from . import ws as ws_module
 from .errors import UnknownProviderError
+from .names import EXTENSION
 
 MAX_SESSION_ID = 256
 ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -53,7 +54,7 @@ def session_id_problem(value: Any) -> str | None:
 
 def state() -> Any:
     """The current app's guard state (``extension.GuardState``)."""
-    return current_app.extensions["hermes_plugin"]
+    return current_app.extensions[EXTENSION]
 
 
 def static_folder() -> str:

@@ -17,6 +17,7 @@ import click
 
 from .config import CONFIG_ENV, load_providers
 from .errors import ConfigError, HermesPluginError, PluginRegistrationError, UnknownProviderError
+from .names import EXTENSION
 
 T = TypeVar("T")
 FAIL_MODES = ("none", "live", "static", "timeout", "refused")
@@ -71,7 +72,7 @@ class Env:
 
     def guard_state(self) -> Any:
         app = self.app()
-        return None if app is None else app.extensions.get("hermes_plugin")
+        return None if app is None else app.extensions.get(EXTENSION)
 
     def providers_config(self) -> dict[str, Any]:
         """TOML providers (``--config`` / ``$HERMES_PLUGIN_CONFIG``), overridden by the app's ``HERMES_PLUGIN_PROVIDERS``."""

@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,13 +20,13 @@ from . import api, inject, jsonpath, observe
 from .config import load_providers
 from .errors import ConfigError, InvalidModelId
 from .models import validate_write_id
+from .names import EXTENSION
 from .plugins import make_plugin_manager
 from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, SessionLocks, VersionMap, decide, needs_availability
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-EXTENSION = "hermes_plugin"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UNMARKED_POLICIES = ("browser-auto", "user", "auto")
 DEFAULTS: dict[str, Any] = {
@@ -123,8 +123,17 @@ class GuardState:
         self.hub = Hub(config["HERMES_PLUGIN_WS_QUEUE"])
         self.endpoints = observe.endpoints(config["HERMES_PLUGIN_LIVE_URLS"], config["HERMES_PLUGIN_STATIC_URLS"])
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
-        self.extra_writes: list[dict[str, str]] = []  # browser write routes not declared by a view (the proxy's)
+        self._browser_writes: list[dict[str, str]] = []  # write routes no view declares (the reverse proxy's)
         self.catalog.subscribe(self._catalog_changed)
+
+    def add_browser_writes(self, routes: Iterable[dict[str, str]]) -> None:
+        """Declare write routes that no guarded view serves (``{"method", "url", "session", "model"}``), so the
+        browser guard also holds and marks them; the reverse proxy declares its upstream's routes this way."""
+        self._browser_writes.extend(dict(route) for route in routes)
+
+    def browser_writes(self) -> list[dict[str, str]]:
+        """The write routes declared with ``add_browser_writes``."""
+        return [dict(route) for route in self._browser_writes]
 
     def _catalog_changed(self, catalog: Any) -> None:
         self.hub.publish({"type": "catalog", "provider": catalog.id, "state": catalog.state})

@@ -14,6 +14,8 @@ from flask import Flask, g, request
 from flask.wrappers import Response
 from markupsafe import escape
 
+from .names import EXTENSION
+
 HEAD_TAG = re.compile(rb"<head(?:\s[^>]*)?>", re.IGNORECASE)
 NONCE = re.compile(r"'nonce-([A-Za-z0-9+/=_-]+)'")
 URL_VARIABLE = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\((?P<args>.*?)\))?:)?(?P<name>[a-zA-Z_]\w*)>")
@@ -54,8 +56,9 @@ def write_routes(app: Flask, script_root: str = "") -> list[dict[str, str]]:
         session = f"path:{spec.session}" if spec.session in names else f"body:{spec.session}"
         for method in sorted((rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}):
             routes.append({"method": method, "url": regex, "session": session, "model": f"body:{spec.model}"})
-    state = app.extensions.get("hermes_plugin")
-    routes.extend(dict(entry) for entry in getattr(state, "extra_writes", ()))  # e.g. the reverse proxy's routes
+    state = app.extensions.get(EXTENSION)
+    if state is not None:
+        routes.extend(state.browser_writes())  # routes declared without a view, e.g. the reverse proxy's
     return routes
 
 

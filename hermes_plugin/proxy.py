@@ -462,7 +462,7 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
     app.after_request(_access_log)  # registered first, so it runs last and logs what really goes out
     guard = ModelGuard(app)
     state = guard.state(app)
-    state.extra_writes.extend(route.browser() for route in cfg.writes)
+    state.add_browser_writes(route.browser() for route in cfg.writes)
     if proxy.models is not None:
         guard.session_model(proxy.models)
     app.extensions["hermes_plugin_proxy"] = proxy

@@ -7,7 +7,6 @@ import os
 import pty
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -18,11 +17,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
+from support.processes import ServingCommand
+from support.sample_plugin import install_sample_plugin
 
 from hermes_plugin.cli import cli
 from hermes_plugin.testing.fake_provider import FakeProvider
 
-SAMPLE_PROJECT = Path(__file__).parent / "sample_plugin"
 CATALOG_KEYS = {"id", "label", "state", "fetched_at", "error", "models"}
 LIVE = ["local/live-a", {"id": "local/live-b", "label": "Live B"}]
 
@@ -203,11 +203,7 @@ def test_plugins_command_lists_bundled_plugins() -> None:
 
 
 def test_plugins_from_an_installed_distribution_and_a_broken_one(tmp_path: Path) -> None:
-    source = shutil.copytree(SAMPLE_PROJECT, tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--disable-pip-version-check", "--target", str(site), str(source)],
-                   check=True, capture_output=True, timeout=300)
+    site = install_sample_plugin(tmp_path)
     env = script_env(PYTHONPATH=str(site), HERMES_PLUGIN_LOAD="hermes-sample-plugin")
     listing = script("plugins", env=env)
     assert listing.returncode == 0, listing.stderr
@@ -358,22 +354,12 @@ def test_demo_command_serves_until_interrupted(tmp_path: Path, guard: bool) -> N
     exe = shutil.which("hermes-plugin")
     assert exe
     args = [exe, "demo", "--port", "0", "--latency", "0", "--data", str(tmp_path / "data")]
-    proc = subprocess.Popen(args + ([] if guard else ["--no-guard"]), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=script_env())
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()  # the demo prints its URL once it listens
-        assert first.startswith(f"hermes-plugin demo, guard {'on' if guard else 'OFF'}: http://127.0.0.1:"), (
-            first or proc.communicate(timeout=60)[1])
-        with urllib.request.urlopen(first.rsplit(" ", 1)[1].strip(), timeout=30) as response:
+    with ServingCommand(args + ([] if guard else ["--no-guard"]), env=script_env()) as demo:
+        # The demo prints its URL once it listens; ServingCommand waited for that line and the open port.
+        assert demo.banner.startswith(f"hermes-plugin demo, guard {'on' if guard else 'OFF'}: http://127.0.0.1:")
+        with urllib.request.urlopen(demo.url + "/", timeout=30) as response:
             page = response.read().decode("utf-8")
         assert 'id="modelSelect"' in page
         assert ('id="hermes-plugin-config"' in page) == guard
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        assert "Traceback" not in err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        assert demo.interrupt() == 0, demo.stderr
+        assert "Traceback" not in demo.stderr

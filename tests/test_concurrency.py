@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 from e2e.conftest import DemoHost, demo_host, demo_providers_pair  # noqa: F401  (fixtures for the S9 repeat)
-from hostapp import create_app, running
+from support.hostapp import create_app, running
 
 FULL = os.environ.get("HERMES_RELIABILITY") == "1"
 CLIENTS = 50

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
-import selectors
 import shutil
 import signal
 import subprocess
@@ -24,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from support.processes import ServingCommand
 
 from hermes_plugin.demo.app import SEED_SESSIONS
 from hermes_plugin.demo.store import STORE_NAME
@@ -32,7 +31,6 @@ FULL = os.environ.get("HERMES_RELIABILITY") == "1"
 TRIALS = 200 if FULL else 20
 WRITERS = 8
 MAX_WRITES_BEFORE_KILL = 40
-URL_LINE = re.compile(r"guard on: (http://127\.0\.0\.1:\d+)/")
 # The installed console script, as a user runs it (next to this interpreter when in a venv).
 SEARCH = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 HERMES_PLUGIN = shutil.which("hermes-plugin", path=SEARCH) or "hermes-plugin"
@@ -42,28 +40,8 @@ INITIAL = {sid: model for sid, _, model, _ in SEED_SESSIONS}
 @contextmanager
 def demo_process(data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``hermes-plugin demo --port 0`` on ``data_dir``; yields the process and its base URL once it serves."""
-    proc = subprocess.Popen([HERMES_PLUGIN, "demo", "--port", "0", "--latency", "0",
-                             "--data", str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            url = None
-            while url is None:
-                if not sel.select(timeout=60):  # an upper bound on start-up, not a synchronisation
-                    raise RuntimeError("the demo host did not print its URL")
-                line = proc.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"the demo host exited with {proc.wait()}")
-                match = URL_LINE.search(line)
-                url = match.group(1) if match else None
-        yield proc, url
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    with ServingCommand([HERMES_PLUGIN, "demo", "--port", "0", "--latency", "0", "--data", str(data_dir)]) as demo:
+        yield demo.proc, demo.url
 
 
 @dataclass

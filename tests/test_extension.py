@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask, jsonify
-from hostapp import create_app, provider_config, running
+from support.hostapp import create_app, provider_config, running
 
 from hermes_plugin import ModelGuard, hookimpl
 from hermes_plugin.testing.fake_provider import FakeProvider

@@ -13,16 +13,12 @@ from typing import Any
 import pytest
 from flask import Flask, Response, jsonify, request
 from flask_sock import Sock
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
-from hermes_plugin.pytest_plugin import CHROMIUM_FLAGS
 from hermes_plugin.testing.servers import LoopbackServer
 
 GUARD_JS = (importlib.resources.files("hermes_plugin.static") / "hermes-guard.js").read_text()
@@ -190,17 +186,10 @@ def make_app(host: Host) -> Flask:
     return app
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[WebDriver]:
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in CHROMIUM_FLAGS:  # the flags this sandbox needs, kept in one place
-        options.add_argument(arg)
-    drv = webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
-    try:
-        yield drv
-    finally:
-        drv.quit()
+@pytest.fixture
+def driver(chromium: WebDriver) -> WebDriver:
+    """The pytest plugin's headless Chromium (one per module, reset between tests)."""
+    return chromium
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import requests
-from hostapp import create_app, provider_config, running
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.hostapp import create_app, provider_config, running
 
 from hermes_plugin.testing.fake_provider import FakeProvider
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 from flask import Flask, Response, stream_with_context
 from flask_talisman import Talisman
-from hostapp import create_app, running
+from support.hostapp import create_app, running
 
 from hermes_plugin import ModelGuard
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask, Response, jsonify, request
-from hostapp import create_app, running
+from support.hostapp import create_app, running
 
 from hermes_plugin import ConfigError
 

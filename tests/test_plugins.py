@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.sample_plugin import SAMPLE_MODULES, install_sample_plugin
 
 from hermes_plugin import Model, hookimpl
 from hermes_plugin.config import CONFIG_ENV, load_providers, load_toml, providers_table
@@ -24,8 +23,6 @@ from hermes_plugin.plugins import (
     spec_from_table,
 )
 
-SAMPLE_PROJECT = Path(__file__).parent / "sample_plugin"
-SAMPLE_MODULES = ("hermes_sample_plugin", "hermes_sample_broken")
 BUNDLED_KINDS = {"openai-compatible", "ollama", "anthropic", "static-file"}
 
 
@@ -338,17 +335,8 @@ def test_missing_toml_file_and_bad_providers_section(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sample_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/sample_plugin installed by pip into its own directory (offline: no index, no build isolation)."""
-    work = tmp_path_factory.mktemp("sample-plugin")
-    source = shutil.copytree(SAMPLE_PROJECT, work / "src", ignore=shutil.ignore_patterns("__pycache__", "build",
-                                                                                        "*.egg-info"))
-    site = work / "site"
-    # A copy, because setuptools writes build/ and *.egg-info next to the sources it builds.
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--disable-pip-version-check", "--target", str(site), str(source)],
-                   check=True, capture_output=True, timeout=300)
-    assert (site / "hermes_sample_plugin-0.1.0.dist-info").is_dir()
-    return site
+    """tests/sample_plugin installed by pip into its own directory (pip builds it in an isolated environment)."""
+    return install_sample_plugin(tmp_path_factory.mktemp("sample-plugin"))
 
 
 @pytest.fixture

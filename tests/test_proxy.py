@@ -20,6 +20,7 @@ import requests
 from flask import Flask, Response, request
 from flask_sock import Sock
 from simple_websocket import Client, ConnectionClosed
+from support.processes import ServingCommand
 
 from hermes_plugin.errors import ConfigError
 from hermes_plugin.presets import PRESETS, preset
@@ -457,25 +458,17 @@ def test_cli_help_and_one_line_errors():
 
 
 def test_cli_proxy_serves_until_interrupted(upstream, loopback_server):
-    import signal
-    import subprocess
     import sys
 
     up = loopback_server(upstream.app)
-    proc = subprocess.Popen([sys.executable, "-c", "from hermes_plugin.cli import main; main()", "proxy",
-                             "--upstream", up.url, "--preset", "demo", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        banner = proc.stdout.readline()  # type: ignore[union-attr]
-        assert banner.startswith("hermes-plugin proxy: http://127.0.0.1:"), banner + proc.stderr.read()  # type: ignore[union-attr]
-        url = banner.split()[2].rstrip("/")
-        page = requests.get(f"{url}/page", headers={"Accept": "text/html"}, timeout=WAIT)
+    args = [sys.executable, "-c", "from hermes_plugin.cli import main; main()", "proxy",
+            "--upstream", up.url, "--preset", "demo", "--port", "0"]
+    with ServingCommand(args) as proxy:  # ready: the banner printed and the port open
+        assert proxy.banner.startswith("hermes-plugin proxy: http://127.0.0.1:"), proxy.banner
+        page = requests.get(f"{proxy.url}/page", headers={"Accept": "text/html"}, timeout=WAIT)
         assert 'id="hermes-plugin-config"' in page.text
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=WAIT)
-    assert proc.returncode == 0
-    assert '"GET /page" 200' in out  # the access log
+        assert proxy.interrupt() == 0, proxy.stderr
+    assert '"GET /page" 200' in proxy.stdout  # the access log
 
 
 def test_websocket_to_a_dead_upstream_is_closed(loopback_server):

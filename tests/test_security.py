@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask, request
-from hostapp import create_app, provider_config, running
-from wsclient import RawWS, Refused
+from support.hostapp import create_app, provider_config, running
+from support.wsclient import RawWS, Refused
 
 from hermes_plugin import hookimpl
 from hermes_plugin.testing.fake_provider import FakeProvider
