@@ -44,4 +44,5 @@ def response() -> Response:
     resp = Response(text, mimetype="text/javascript")
     resp.set_etag(_etag(text))
     resp.headers["Cache-Control"] = "no-cache"  # revalidated by ETag: a new package version is picked up at once
-    return resp.make_conditional(request)
+    resp.make_conditional(request)  # 304 without a body when the browser's copy is current
+    return resp
