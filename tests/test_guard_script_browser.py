@@ -89,6 +89,7 @@ class Host:
     keep_auto: bool = True  # behave like the server guard: an auto write never replaces the stored model
     availability: str = "present"
     reason: str | None = None
+    aliases: list[str] = field(default_factory=list)  # the server's resolve_model_alias answer
     config: str | None = json.dumps(CONFIG)
     ws_messages: queue.Queue[str] = field(default_factory=queue.Queue)
     ws_connected: threading.Event = field(default_factory=threading.Event)
@@ -173,6 +174,7 @@ def make_app(host: Host) -> Flask:
             availability=host.availability,
             provider="p1",
             reason=host.reason,
+            aliases=host.aliases,
         )
         resp.call_on_close(host.model_answered.set)
         return resp
@@ -572,3 +574,16 @@ def test_kept_model_returns_to_the_picker_with_a_notice(driver: WebDriver, base_
     assert notice.get_attribute("role") == "status"
     assert notice.text == "Kept your saved model live/m1 (model_present): the change to static/b was not saved."
     assert host.stored["s1"] == "live/m1"
+
+
+def test_the_servers_alias_resolution_finds_the_option(driver: WebDriver, base_url: str, host: Host) -> None:
+    host.stored = {"s1": "nous/live-m1"}  # stored under another spelling; the server resolves it to live/m1
+    host.aliases = ["live/m1"]
+    open_page(driver, base_url)
+    session_loaded(driver)
+    js(driver, "loadLive('p1')")  # the option lands as live/m1: no exact match, no alias rule declared
+    until(driver, lambda d: js(d, "return modelSelect.value") == "live/m1")
+    assert events(driver, "reapplied")[-1] == {"session": "s1", "model": "live/m1"}
+    until(driver, lambda d: host.writes)  # the host followed the re-apply with a write of the option's spelling
+    assert host.writes == [{"intent": "auto", "session_id": "s1", "model": "live/m1"}]  # a restatement, not a pick
+    assert host.stored["s1"] == "nous/live-m1"  # kept, never rewritten
