@@ -7,6 +7,7 @@ and a pick through the app's real dropdown (real clicks) is stored, with or with
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -117,6 +118,14 @@ def test_webui_behind_the_proxy_keeps_stored_shown_and_state_on_the_saved_model(
     assert state["shown"] == ALIAS and state["chip"] == ALIAS  # shown: the app's own spelling of it
     assert bare(state["state"]) == SAVED  # the app's own state: a message sent now carries the saved model
     assert state["guard"]["session"] == session
+    # A message sent right after load: the page names the model in its own spelling (@deepseek:...), the
+    # guard sends it as a restatement and the app starts the chat with the saved model as stored.
+    chromium.find_element(By.ID, "msg").send_keys("hello")
+    chromium.find_element(By.ID, "btnSend").click()
+    start = until(chromium, lambda d: next((json.loads(body) for path, body in gated.posts
+                                            if path == "/api/chat/start"), None), "the message was never sent")
+    assert start["model"] == SAVED
+    assert webui.stored(session) == SAVED
 
 
 @pytest.mark.parametrize("picker", ["preset", "none"])

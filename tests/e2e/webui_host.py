@@ -124,6 +124,7 @@ class GatedRelay:
         self.gated_path = gated_path
         self.gate = threading.Event()
         self.parked = threading.Event()  # a live request is waiting at the gate
+        self.posts: list[tuple[str, bytes]] = []  # (path, body) of every POST, as the app receives it
         self.http = requests.Session()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -132,6 +133,8 @@ class GatedRelay:
             self.parked.set()
             self.gate.wait(START_TIMEOUT)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | {"content-length"}}
+        if request.method == "POST":
+            self.posts.append((request.path, request.get_data()))
         upstream = self.http.request(request.method, self.upstream + request.full_path.rstrip("?"),
                                      headers=headers, data=request.get_data(), stream=True, allow_redirects=False,
                                      timeout=(5, 120))
