@@ -65,7 +65,10 @@ class WebUI:
 
     def start(self) -> WebUI:
         with tarfile.open(tarball()) as tar:
-            tar.extractall(self.root / "app", filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and paths out of the folder
+                tar.extractall(self.root / "app", filter="data")
+            else:
+                tar.extractall(self.root / "app")  # noqa: S202  (our own release tarball)
         app_dir = next((self.root / "app").iterdir())
         home = self.root / "home"
         for folder in (home / "webui", self.root / "workspace", self.root / "agent"):
