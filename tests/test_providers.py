@@ -298,3 +298,26 @@ def test_fake_provider_control_api_and_auth() -> None:
         assert fake.requests == 0
     with pytest.raises(ValueError, match="kind must be"):
         FakeProvider("gemini")
+
+
+def test_fake_provider_chat_completion_names_the_model_it_was_asked_for() -> None:
+    with FakeProvider("openai", ["m", "n"], api_key="k-1") as fake:
+        auth = {"Authorization": "Bearer k-1"}
+        url = fake.base_url + "/chat/completions"
+        assert requests.post(url, json={"model": "m", "messages": []}, timeout=2).status_code == 401
+        plain = requests.post(url, json={"model": "n", "messages": []}, headers=auth, timeout=2).json()
+        assert plain["model"] == "n" and plain["choices"][0]["message"]["content"] == "Reply from n."
+        with requests.post(url, json={"model": "m", "stream": True}, headers=auth, stream=True, timeout=2) as streamed:
+            assert streamed.headers["Content-Type"].startswith("text/event-stream")
+            events = [line[len("data: "):] for line in streamed.iter_lines(decode_unicode=True) if line]
+        assert events[-1] == "[DONE]"
+        assert "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]) == "Reply from m."
+        fake.models = ["n"]  # a model the provider no longer lists is refused, as a real provider does
+        gone = requests.post(url, json={"model": "m"}, headers=auth, timeout=2)
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
+        assert requests.post(url, data="not json", headers=auth, timeout=2).status_code == 400
+        assert fake.completions == ["n", "m", "m"]
+        assert requests.get(fake.url + "/_fake/config", timeout=2).json()["completions"] == ["n", "m", "m"]
+        assert fake.requests == 0  # completions are not model-list requests
+        fake.reset()
+        assert fake.completions == []

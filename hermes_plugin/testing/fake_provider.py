@@ -1,4 +1,7 @@
-"""A fake model provider on loopback: OpenAI, Ollama or Anthropic list APIs with latency and fault knobs."""
+"""A fake model provider on loopback: OpenAI, Ollama or Anthropic list APIs with latency and fault knobs.
+
+The OpenAI kind also answers ``POST /v1/chat/completions`` (plain or streamed) with a reply that names the
+model it was asked for, so a test of a whole chat app can tell which model answered."""
 
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ class FakeProvider:
         self.page_size = page_size
         self._fault: str | None = None
         self._count = 0
+        self._completions: list[Any] = []
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._release = threading.Event()
@@ -128,10 +132,17 @@ class FakeProvider:
         with self._arrived:
             return self._arrived.wait_for(lambda: self._count >= count, timeout)
 
+    @property
+    def completions(self) -> list[Any]:
+        """The ``model`` of every authorised chat completion asked for, in arrival order (unknown ones too)."""
+        with self._lock:
+            return list(self._completions)
+
     def reset(self) -> None:
-        """Zero the request counter."""
+        """Zero the request counter and forget the chat completions."""
         with self._lock:
             self._count = 0
+            self._completions.clear()
 
     def release(self) -> None:
         """Let every request hanging on the "timeout"/"drip" faults or on latency finish now."""
@@ -163,6 +174,8 @@ class FakeProvider:
     def _dispatch(self, request: Request) -> Response:
         if request.path == "/_fake/config":
             return self._control(request)
+        if self.kind == "openai" and request.path == "/v1/chat/completions":
+            return self._chat_completion(request)
         list_path = "/api/tags" if self.kind == "ollama" else "/v1/models"
         if request.path != list_path:
             return _json({"error": "not found"}, 404)
@@ -229,6 +242,30 @@ class FakeProvider:
             return _json({"models": [{"name": model_id, "model": model_id} for model_id, _ in models]})
         return self._anthropic_page(request, models)
 
+    def _chat_completion(self, request: Request) -> Response:
+        # Only the model list has latency and faults; a reply is instant so a test waits on the list alone.
+        if request.method != "POST":
+            return _json({"error": "method not allowed"}, 405)
+        denied = self._check_auth(request)
+        if denied is not None:
+            return denied
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return _json({"error": {"message": "expected a JSON object", "type": "invalid_request_error"}}, 400)
+        model = body.get("model")
+        with self._lock:
+            self._completions.append(model)
+        if not isinstance(model, str) or model not in [model_id for model_id, _ in _normalise(self.models)]:
+            return _json({"error": {"message": f"The model `{model}` does not exist", "type": "invalid_request_error",
+                                    "code": "model_not_found"}}, 404)
+        reply = f"Reply from {model}."
+        if body.get("stream"):
+            return Response(_reply_stream(model, reply), 200, content_type="text/event-stream")
+        return _json({"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
+                      "choices": [{"index": 0, "finish_reason": "stop",
+                                   "message": {"role": "assistant", "content": reply}}],
+                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
     def _anthropic_page(self, request: Request, models: list[tuple[Any, str | None]]) -> Response:
         try:
             limit = int(request.args.get("limit", ANTHROPIC_DEFAULT_LIMIT))
@@ -278,7 +315,16 @@ class FakeProvider:
     def _state(self) -> dict[str, Any]:
         models = [{"id": model_id, "label": label} for model_id, label in _normalise(self.models)]
         return {"kind": self.kind, "latency": self.latency, "fault": self._fault, "models": models,
-                "requests": self.requests}
+                "requests": self.requests, "completions": self.completions}
+
+
+def _reply_stream(model: str, reply: str) -> Iterator[bytes]:
+    """Server-sent events as OpenAI streams them: a role chunk, the content, a stop chunk, ``[DONE]``."""
+    for delta, finish in (({"role": "assistant"}, None), ({"content": reply}, None), ({}, "stop")):
+        chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        yield f"data: {json.dumps(chunk)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
 
 
 def _json(payload: Any, status: int = 200) -> Response:

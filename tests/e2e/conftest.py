@@ -11,6 +11,7 @@ import pytest
 import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+from support.open_webui import open_webui, open_webui_server  # noqa: F401  (fixtures of the real Open WebUI)
 
 from hermes_plugin.demo.app import LOCALAI_LIVE, OPENROUTER_LIVE, create_app, demo_providers
 from hermes_plugin.pytest_plugin import ModelWrite, ModelWriteRecorder
