@@ -43,20 +43,20 @@ const makeXHR = () => class FakeXHR extends EventTarget {
 // the long fetch-timeout timers must not keep the test process alive after a test ends
 const unrefTimeout = (f, ms) => { const t = setTimeout(f, ms); if (ms > 1000) t.unref(); return t; };
 
-function load(configText = JSON.stringify(CONFIG)) {
+function load(configText = JSON.stringify(CONFIG), selects = []) {
   const doc = new EventTarget(), win = new EventTarget();
   Object.assign(doc, {
     documentElement: {},
     getElementById: id => (id === 'hermes-plugin-config' && configText != null ? { textContent: configText } : null),
     querySelector: () => null,
-    querySelectorAll: () => [],
+    querySelectorAll: sel => (sel === CONFIG.modelSelect ? selects : []),
   });
   const fetch = fakeFetch();
   const ctx = {
     document: doc, location: new URL('http://app.test/chat'), performance, setTimeout: unrefTimeout, clearTimeout,
     requestAnimationFrame: f => setTimeout(f, 16),
     console: { warn() {} }, URL, Headers, Request, Response, Event, CustomEvent, DOMException,
-    MutationObserver: class { observe() {} }, XMLHttpRequest: makeXHR(), fetch,
+    MutationObserver: class { observe() {} takeRecords() { return []; } }, XMLHttpRequest: makeXHR(), fetch,
     addEventListener: win.addEventListener.bind(win), dispatchEvent: win.dispatchEvent.bind(win),
   };
   ctx.window = ctx;
@@ -289,4 +289,51 @@ test('a missing or broken config leaves fetch and XHR alone', () => {
     assert.ok(guard.state().disabled);
     assert.deepEqual(plain(guard.pending()), []);
   }
+});
+
+// A model select as the rule reads it: its options and the value it shows.
+function fakeSelect(values, value) {
+  const options = values.map(v => ({ value: v, textContent: v, hasAttribute: () => false }));
+  return { options, value, matches: () => true, dispatchEvent() {}, getClientRects: () => [1] };
+}
+
+async function writeWith(select, config = CONFIG) {
+  const { ctx, fetch } = load(JSON.stringify(config), [select]);
+  const s = ctx.fetch('/api/session?session_id=s1');
+  fetch.calls[0].resolve(new Response('{"session":{"session_id":"s1","model":"@p:stored"}}'));
+  await s;
+  return { ctx, fetch, send: body => ctx.fetch('/api/session/update', { method: 'POST', body }) };
+}
+
+test('the page-state rule: replacing a model the page can show is a choice, one it cannot find a correction', async () => {
+  // the stored model's option is present and the select shows the proposal: a choice (a test tool, onchange())
+  let { fetch, send } = await writeWith(fakeSelect(['@p:first', '@p:stored', '@p:other'], '@p:other'));
+  send('{"session_id":"s1","model":"@p:other"}');
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.at(-1).headers.get('X-Hermes-Intent'), 'user');
+  // the stored model is no option: the page's fallback
+  ({ fetch, send } = await writeWith(fakeSelect(['@p:first', '@p:other'], '@p:first')));
+  send('{"session_id":"s1","model":"@p:first"}');
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.at(-1).headers.get('X-Hermes-Intent'), 'auto');
+  // the select does not show what the write proposes: not the page's visible state, not a choice
+  ({ fetch, send } = await writeWith(fakeSelect(['@p:first', '@p:stored', '@p:other'], '@p:stored')));
+  send('{"session_id":"s1","model":"@p:other"}');
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.at(-1).headers.get('X-Hermes-Intent'), 'auto');
+});
+
+test('the page-state rule waits for the stored model\'s provider and follows alias rules', async () => {
+  const aliased = { ...ALIASES, modelSelect: CONFIG.modelSelect };
+  // pending for the stored model's provider (from its alias rule): the list may still change, no choice
+  let { ctx, fetch, send } = await writeWith(fakeSelect(['@p:first', '@p:stored', '@p:other'], '@p:other'), aliased);
+  ctx.fetch('/api/models/live?provider=p');
+  send('{"session_id":"s1","model":"@p:other"}');
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.at(-1).url, '/api/models/live?provider=p'); // held, not sent
+  // the option spells the stored model differently: still "can show", so a change away is a choice
+  ({ fetch, send } = await writeWith(fakeSelect(['@p:first', 'stored', '@p:other'], '@p:other'), aliased));
+  send('{"session_id":"s1","model":"@p:other"}');
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.at(-1).headers.get('X-Hermes-Intent'), 'user');
 });
