@@ -98,8 +98,11 @@ function expose(off) {
   });
 }
 
+let pageSession;
 try {
-  cfg = parseConfig(D.getElementById('hermes-plugin-config').textContent);
+  const el = D.getElementById('hermes-plugin-config');
+  cfg = parseConfig(el.textContent);
+  pageSession = str(el.dataset?.session); // the page's own route names the session it shows
 } catch (e) {
   // No usable config: wrap nothing and say why; the page runs as without the guard.
   warn(e);
@@ -218,9 +221,9 @@ function learnSession(c, json, startedAt) {
   known.has(s) ? recheck(RECHECK_FRAMES + 2) : sessionModel(s);
 }
 
-// The page's own write names its session: the session is learnt even where no session URL is declared.
+// The page's own write (or its route) names its session: learnt even where no session URL is declared.
 // Returns the server lookup when the session's stored model was not known yet.
-function learnFromWrite(s, judging) {
+function followSession(s, judging) {
   if (s == null) return;
   setCurrent(s);
   if (!known.has(s)) return sessionModel(s, judging);
@@ -407,7 +410,7 @@ async function fetchWrite(c, input, init) {
     const text = typeof body === 'string' && body;
     w = describeWrite(c, text, headers.get(INTENT_HEADER));
     const judge = !headers.has(INTENT_HEADER) && !w.hold;
-    const asked = w.intent === 'auto' && learnFromWrite(w.session, judge);
+    const asked = w.intent === 'auto' && followSession(w.session, judge);
     if (asked && judge) {
       // A session the guard had not seen and nothing pending: the write waits for the server's
       // answer, so the rule can judge it against the stored model; a correction is then re-applied.
@@ -479,7 +482,7 @@ if (XP) Object.assign(XP, {
       if (c?.kind === 'catalog') x.addEventListener('loadend', pend(c.key));
       if (c?.kind !== 'write') return;
       const w = describeWrite(c, typeof body === 'string' && body, i.intent);
-      if (w.intent === 'auto') learnFromWrite(w.session);
+      if (w.intent === 'auto') followSession(w.session);
       if (!i.intent) setRequestHeader.call(x, INTENT_HEADER, w.intent);
       x.addEventListener('load', () => afterWrite(w, x.getResponseHeader(KEPT_HEADER)));
       if (w.hold && !i.sync) return i.held = hold(w, () => { i.held = null; send.apply(x, args); });
@@ -537,6 +540,7 @@ function connect() {
   }));
 }
 connect();
+if (pageSession) safely(() => followSession(pageSession));
 
 expose();
 })();

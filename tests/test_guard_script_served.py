@@ -79,3 +79,21 @@ def test_session_model_api_carries_the_servers_alias_resolution() -> None:
     client = app.test_client()
     assert client.get(f"{P}/api/sessions/s1/model").get_json()["aliases"] == ["kimi"]
     assert client.get(f"{P}/api/sessions/nobody/model").get_json()["aliases"] == []
+
+
+def test_a_page_route_naming_a_writes_session_is_handed_to_the_script() -> None:
+    app, guard = make_app()
+
+    @app.put("/v1/chats/<cid>")
+    @guard.model_write(session="cid", model="model")
+    def update(cid: str) -> Any:
+        return {"ok": True}
+
+    page = "<html><head></head><body></body></html>"
+    app.add_url_rule("/chat/<cid>", "chat", lambda cid: page)
+    app.add_url_rule("/docs/<slug>", "docs", lambda slug: page)
+    client = app.test_client()
+    assert 'id="hermes-plugin-config" data-session="c1">' in client.get("/chat/c1").get_data(as_text=True)
+    escaped = client.get('/chat/a"><b>').get_data(as_text=True)
+    assert 'data-session="a&#34;&gt;&lt;b&gt;"' in escaped and "<b>" not in escaped  # text, never markup
+    assert "data-session" not in client.get("/docs/intro").get_data(as_text=True)  # not a session's name

@@ -53,7 +53,10 @@ async function boot() {
   const catalog = await (await fetch('/v1/catalog')).json();
   for (const p of catalog.providers) for (const m of p.models) addOption(valueOf(m), m);
   if ([...sel.options].some(o => o.value === chat.model)) sel.value = chat.model;
-  else { sel.value = sel.options[0].value; chat.model = sel.value; save(sel.value); }  // "fix" a stale model
+  else {  // "fix" a stale model: show the first option, and persist it unless the page defers that
+    sel.value = sel.options[0].value; chat.model = sel.value;
+    if (!ui.deferSave) save(sel.value);
+  }
   window.booted = true;
   const live = await (await fetch('/v1/providers/acme/models')).json();
   const before = sel.value;

@@ -121,6 +121,20 @@ def test_no_session_route_and_value_restore_after_fill(chromium, host, chats, gu
     assert chats.stored["c1"] == STORED
 
 
+def test_session_named_only_by_the_pages_route(chromium, host, chats, guard_script):
+    """No session URL and no write before the live list lands: the page's own route (/chat/<cid>, the
+    write route's session name) tells the guard which session it shows."""
+    driver = chromium
+    base = host("classic", {"restore": True, "deferSave": True})
+    load_after_fallback(driver, base, chats)
+    value = wait_for_stored_model_shown(driver, STORED, guard_script)
+    if guard_script == "previous":
+        assert value == FALLBACK
+        return
+    assert value == STORED and js(driver, "return chat.model") == STORED
+    assert chats.stored["c1"] == STORED
+
+
 # -- picks the browser reports with untrusted events --------------------------------------------------
 
 
