@@ -1,10 +1,15 @@
-"""Randomized browser trials of the seed race: wrong persisted models with the guard off and on.
+"""Randomized browser trials of the model-overwrite race, guard off and on: stored, shown and picks counted apart.
 
 Each trial serves a fresh demo host (fresh data dir, fresh origin, so no cache carries over) with random
 static and live catalog latencies (0..1500 ms), opens a random session in headless Chromium, and at a
-random moment reloads, switches session (a click) or switches provider (a pick in the picker). When the
-page is quiet (the expected session loaded, its live catalog settled, no write in flight or held), every
-session's stored model is compared with what it must be (unchanged, or the user's pick).
+random moment reloads, switches session (a click), switches provider (a pick in the picker) or picks a
+model (typed into the native select, or clicked in the custom dropdown: real input events). When the page
+is quiet (the expected session loaded, its live catalog settled, no write in flight or held) it counts,
+separately:
+
+* stored wrong: a session other than the one the user picked for whose stored model changed;
+* shown wrong: the picker does not show the model the session on screen must have (saved or picked);
+* picks lost: the user's pick (model or provider) is not the picked session's stored model.
 
 For the session on screen at the end, when its stored model is one only a live catalog lists, it also
 measures in the page (a MutationObserver, input/change listeners and a per-frame check, all registered
@@ -56,7 +61,9 @@ PROVIDER_OF = {sid: provider for sid, _, _, provider in SEED_SESSIONS}
 FIRST_STATIC = {"openrouter": OPENROUTER_STATIC[0], "localai": LOCALAI_STATIC[0]}
 LIVE_ONLY = (set(OPENROUTER_LIVE) - set(OPENROUTER_STATIC)) | (set(LOCALAI_LIVE) - set(LOCALAI_STATIC))
 LABELS = {"openrouter": "OpenRouter", "localai": "LocalAI"}
-ACTIONS = ("none", "reload", "session_switch", "provider_switch")
+ACTIONS = ("none", "reload", "session_switch", "provider_switch", "model_pick")
+# A static model of the session's provider that is not its fallback (first option), where there is one.
+PICK = {"openrouter": OPENROUTER_STATIC[1], "localai": LOCALAI_STATIC[0]}
 SETTLE_TIMEOUT = 30
 
 # Runs before the page's own scripts, so its observer fires before the guard's for the same mutations.
@@ -115,7 +122,10 @@ class Trial:
     live_ms: int
     action: str
     delay_ms: int
-    wrong: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)  # stored wrong: sessions other than the picked one
+    shown_wrong: bool = False
+    picked: str | None = None  # the model the user picked (or the provider switch's model), if any
+    pick_lost: bool = False
     reveal_ms: float | None = None  # ready (landed and known) -> shown
     landed_ms: float | None = None  # landed -> shown
     live_only: bool = False  # the session on screen at the end has a model only a live catalog lists
@@ -156,13 +166,33 @@ def run_trial(
             )
             driver.find_element(By.ID, "modelPickerButton").click()
             driver.find_element(By.ID, "providerSelect").send_keys(LABELS[other])
-            expected[trial.session] = FIRST_STATIC[other]
+            expected[trial.session] = trial.picked = FIRST_STATIC[other]
+        elif trial.action == "model_pick":
+            target = PICK[PROVIDER_OF[trial.session]]
+            WebDriverWait(driver, SETTLE_TIMEOUT).until(lambda d: d.execute_script(
+                "return !!(window.demo && demo.S.session && demo.S.session.session_id === arguments[1] &&"
+                " document.querySelector('#modelSelect option[value=\"' + arguments[0] + '\"]'))",
+                target, trial.session))
+            if rng.random() < 0.5:  # the custom dropdown, clicked
+                driver.find_element(By.ID, "modelPickerButton").click()
+                WebDriverWait(driver, SETTLE_TIMEOUT).until(lambda d: [
+                    e for e in d.find_elements(By.CSS_SELECTOR, f'.model-item[data-model="{target}"]')
+                    if e.is_displayed()])[0].click()
+            else:  # the native select, typed into
+                select = driver.find_element(By.ID, "modelSelect")
+                select.send_keys(driver.execute_script(
+                    "return [...arguments[0].options].find(o => o.value === arguments[1]).text", select, target))
+            expected[trial.session] = trial.picked = target
         try:
             WebDriverWait(driver, SETTLE_TIMEOUT).until(lambda d: d.execute_async_script(QUIET, on_screen))
         except TimeoutException:
             trial.settled = False
         store = app.extensions["hermes_demo"]["store"]
-        trial.wrong = [sid for sid in SESSIONS if store.model(sid) != expected[sid]]
+        picked_session = trial.session if trial.picked else None
+        trial.wrong = [sid for sid in SESSIONS if sid != picked_session and store.model(sid) != expected[sid]]
+        trial.pick_lost = picked_session is not None and store.model(picked_session) != trial.picked
+        shown = driver.execute_script("const s = document.getElementById('modelSelect'); return s && s.value")
+        trial.shown_wrong = shown != expected[on_screen]
         trial.live_only, trial.reveal_ms, trial.landed_ms = reveal_time(driver, expected)
     app.extensions["hermes_demo"]["catalog"].close()
     return trial
@@ -195,14 +225,15 @@ def percentile(values: list[float], q: int) -> float:
 
 def report(trials: list[Trial], mode: str) -> None:
     mine = [t for t in trials if t.mode == mode]
-    wrong = [t for t in mine if t.wrong]
-    by_action = Counter(t.action for t in wrong)
-    print(
-        f"guard {mode:>3}: {len(mine)} trials, {len(wrong)} with a wrong persisted model "
-        f"({sum(len(t.wrong) for t in mine)} sessions); by action: "
-        + ", ".join(f"{a} {by_action.get(a, 0)}/{sum(t.action == a for t in mine)}" for a in ACTIONS)
-        + f"; unsettled {sum(not t.settled for t in mine)}"
-    )
+    picks = [t for t in mine if t.picked]
+    print(f"guard {mode:>3}: {len(mine)} trials; unsettled {sum(not t.settled for t in mine)}")
+    for label, bad in (("stored wrong", lambda t: bool(t.wrong)), ("shown wrong", lambda t: t.shown_wrong),
+                       ("picks lost", lambda t: t.pick_lost)):
+        hits = [t for t in mine if bad(t)]
+        by_action = Counter(t.action for t in hits)
+        of = f"{len(hits)} of {len(picks)} picks" if label == "picks lost" else f"{len(hits)} of {len(mine)} trials"
+        print(f"           {label}: {of}; by action: "
+              + ", ".join(f"{a} {by_action.get(a, 0)}/{sum(t.action == a for t in mine)}" for a in ACTIONS))
     eligible = [t for t in mine if t.live_only]
     for label, values in (
         (

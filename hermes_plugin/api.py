@@ -12,6 +12,7 @@ from flask_sock import Sock
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
+from . import script
 from . import ws as ws_module
 from .errors import UnknownProviderError
 from .names import EXTENSION
@@ -91,6 +92,10 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
         code = exc.code or 500
         return json_error(code, ERROR_CODES.get(code, "http_error"), exc.description or exc.name)
 
+    @bp.get("/static/hermes-guard.js")  # wins over the blueprint's static route: the minified build
+    def guard_script() -> Response:
+        return script.response()
+
     @bp.get("/api/catalog")
     def catalog_all() -> Response:
         catalogs = state().catalog.catalogs(refresh=wants_refresh())
@@ -118,11 +123,13 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
         except StateUnavailable as exc:
             return unavailable(exc)
         availability = provider = reason = None
+        aliases: list[str] = []
         if model is not None:
             availability, provider, reason = guard_state.catalog.explain(model)
+            aliases = guard_state.model_aliases(model, provider)
         response = no_store(jsonify({
             "session": session_id, "model": model, "version": version,
-            "availability": availability, "provider": provider, "reason": reason,
+            "availability": availability, "provider": provider, "reason": reason, "aliases": aliases,
         }))
         response.set_etag(str(version))
         return response

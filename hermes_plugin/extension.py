@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import re
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -49,12 +50,14 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_AUDIT_MAX_ENTRIES": 10000,
     "HERMES_PLUGIN_REDIS_URL": None,
     "HERMES_PLUGIN_STATE": None,
-    "HERMES_PLUGIN_LOCK_TIMEOUT": 10,
+    "HERMES_PLUGIN_LOCK_TIMEOUT": 30,
     "HERMES_PLUGIN_WS_QUEUE": 100,
     "HERMES_PLUGIN_ALLOWED_ORIGINS": [],
     "HERMES_PLUGIN_MAX_OBSERVED": 64,
     "HERMES_PLUGIN_REFRESH_INTERVAL": 10,
     "HERMES_PLUGIN_ALLOWED_HOSTS": None,
+    "HERMES_PLUGIN_MODEL_ALIASES": [],
+    "HERMES_PLUGIN_READABLE_SCRIPT": False,
 }
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -83,6 +86,7 @@ def _check_config(config: Any) -> None:
         raise ConfigError(f"HERMES_PLUGIN_ON_KEEP must be one of {ON_KEEP}")
     if config["HERMES_PLUGIN_UNMARKED_INTENT"] not in UNMARKED_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
+    check_alias_rules(config["HERMES_PLUGIN_MODEL_ALIASES"])
     for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_MAX_ENTRIES", "HERMES_PLUGIN_WS_QUEUE",
                 "HERMES_PLUGIN_MAX_OBSERVED"):
         if not isinstance(config[key], int) or config[key] < 1:
@@ -115,6 +119,19 @@ def _warn_scope(state: str) -> None:
     elif not state.startswith(REDIS_SCHEMES):
         log.warning("hermes-plugin: guard state is in SQLite: WebSocket push and catalog invalidation reach the "
                     "workers of this host only; set HERMES_PLUGIN_REDIS_URL to share them across hosts")
+
+
+def check_alias_rules(rules: Any) -> None:
+    """``HERMES_PLUGIN_MODEL_ALIASES``: regexes with a ``model`` named group (and maybe ``provider``)."""
+    if not isinstance(rules, (list, tuple)) or not all(isinstance(rule, str) for rule in rules):
+        raise ConfigError("HERMES_PLUGIN_MODEL_ALIASES must be a list of regex strings")
+    for rule in rules:
+        try:
+            pattern = re.compile(rule)
+        except re.error as exc:
+            raise ConfigError(f"HERMES_PLUGIN_MODEL_ALIASES: {rule!r}: {exc}") from None
+        if "model" not in pattern.groupindex:
+            raise ConfigError(f"HERMES_PLUGIN_MODEL_ALIASES: {rule!r} needs a named group (?P<model>...)")
 
 
 class GuardState:
@@ -150,6 +167,7 @@ class GuardState:
         self.audit = AuditLog(self.store)
         self.hub = Hub(config["HERMES_PLUGIN_WS_QUEUE"], fleet=self.store)
         self.endpoints = observe.endpoints(config["HERMES_PLUGIN_LIVE_URLS"], config["HERMES_PLUGIN_STATIC_URLS"])
+        self.page_session_names: frozenset[str] | None = None  # inject.page_session
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
         self._browser_writes: list[dict[str, str]] = []  # write routes no view declares (the reverse proxy's)
         self.catalog.subscribe(self._catalog_changed)
@@ -208,6 +226,15 @@ class GuardState:
         for provider in never_fetched:
             self.catalog.catalog(provider)
         return str(self.catalog.explain(model)[0])
+
+    def model_aliases(self, model: str, provider: str | None) -> list[str]:
+        """Other spellings of a stored model the page may show: the ``resolve_model_alias`` hook's answer."""
+        try:
+            alias = self.pm.hook.resolve_model_alias(model_id=model, provider=provider)
+        except Exception:  # a broken alias plugin must not break the session API
+            log.exception("hermes-plugin: resolve_model_alias failed for %r", model)
+            return []
+        return [alias] if isinstance(alias, str) and alias and alias != model else []
 
     def notify(self, decision: Decision) -> None:
         """``model_write_decided`` to every observer; one that raises is logged and skipped."""

@@ -75,6 +75,7 @@ def browser_config(app: Flask, script_root: str = "") -> dict[str, Any]:
         "live": [dict(entry) for entry in cfg["HERMES_PLUGIN_LIVE_URLS"]],
         "static": [dict(entry) for entry in cfg["HERMES_PLUGIN_STATIC_URLS"]],
         "sessions": [dict(entry) for entry in cfg["HERMES_PLUGIN_SESSION_URLS"]],
+        "aliases": list(cfg["HERMES_PLUGIN_MODEL_ALIASES"]),
         # The script's own give-up time: the server's fetch timeout plus room for the host's round trip.
         "fetchTimeoutMs": int((float(cfg["HERMES_PLUGIN_FETCH_TIMEOUT"]) + 5) * 1000),
     }
@@ -104,6 +105,25 @@ def should_inject(response: Response) -> bool:
     )
 
 
+def session_names(app: Flask) -> frozenset[str]:
+    """The names guarded writes give their session (``chat_id`` of ``@guard.model_write(session="chat_id")``)."""
+    return frozenset(spec.session for view in app.view_functions.values()
+                     if (spec := getattr(view, "_hermes_write", None)) is not None)
+
+
+def page_session(state: Any) -> str | None:
+    """The session a page shows by its own route (``/chat/<chat_id>``): a URL variable named like a write's session."""
+    args = request.view_args or {}
+    if not args:
+        return None
+    names = state.page_session_names
+    if names is None:
+        names = state.page_session_names = session_names(state.app_ref())
+    value = next((args[name] for name in names if name in args), None)
+    # The same rule as the session API: printable text of 1..256 characters, else nothing is claimed.
+    return value if isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable() else None
+
+
 def snippet(state: Any, nonce: str | None) -> bytes:
     """The two elements to insert; the config JSON is computed once per app and script root."""
     root = request.script_root
@@ -111,9 +131,11 @@ def snippet(state: Any, nonce: str | None) -> bytes:
     if config is None:
         config = state.browser_config_json[root] = script_json(browser_config(state.app_ref(), root))
     nonce_attr = f' nonce="{escape(nonce)}"' if nonce else ""
+    session = page_session(state)
+    session_attr = f' data-session="{escape(session)}"' if session is not None else ""
     src = escape(root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/hermes-guard.js")
     return (
-        f'<script type="application/json" id="hermes-plugin-config"{nonce_attr}>{config}</script>'
+        f'<script type="application/json" id="hermes-plugin-config"{session_attr}{nonce_attr}>{config}</script>'
         f'<script src="{src}"{nonce_attr}></script>'
     ).encode("ascii", "xmlcharrefreplace")
 

@@ -14,12 +14,16 @@ from .errors import ConfigError
 LIVE_URL = r"/api/models/live\?provider=(?P<provider>[^&]+)"
 SESSION_URL = r"/api/session\?session_id=(?P<session>[^&]+)"
 
-# The seed's app (hermes-webui), from its public API.
+# hermes-webui, from its public API. Its picker is a custom dropdown over a hidden <select>; it adds live
+# models as "@provider:model" while sessions store the bare id.
 HERMES_WEBUI: dict[str, Any] = {
     "model_select": "#modelSelect",
+    "picker": "#composerModelChip, #composerModelDropdown",
+    "model_aliases": [r"^@(?P<provider>[^:]+):(?P<model>.+)$"],
     "static_urls": [{"url": r"/api/models$", "models": "groups[].models[].id", "provider": "groups[].provider_id"}],
     "live_urls": [{"url": LIVE_URL, "models": "models[].id"}],
-    "session_read": {"url": "/api/session?session_id={session}", "model": "session.model"},
+    # The raw stored model: no message payload, no display-time resolution of the id.
+    "session_read": {"url": "/api/session?session_id={session}&messages=0&resolve_model=0", "model": "session.model"},
     "session_urls": [{"url": SESSION_URL, "model": "session.model", "session": "session.session_id"}],
     "writes": [
         {"method": "POST", "url": r"^/api/session/update$", "session": "session_id", "model": "model"},

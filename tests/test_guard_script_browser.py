@@ -16,6 +16,7 @@ from flask_sock import Sock
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
 from hermes_plugin.testing.servers import LoopbackServer
@@ -88,6 +89,7 @@ class Host:
     keep_auto: bool = True  # behave like the server guard: an auto write never replaces the stored model
     availability: str = "present"
     reason: str | None = None
+    aliases: list[str] = field(default_factory=list)  # the server's resolve_model_alias answer
     config: str | None = json.dumps(CONFIG)
     ws_messages: queue.Queue[str] = field(default_factory=queue.Queue)
     ws_connected: threading.Event = field(default_factory=threading.Event)
@@ -172,6 +174,7 @@ def make_app(host: Host) -> Flask:
             availability=host.availability,
             provider="p1",
             reason=host.reason,
+            aliases=host.aliases,
         )
         resp.call_on_close(host.model_answered.set)
         return resp
@@ -510,3 +513,77 @@ def test_missing_or_broken_config_keeps_the_host_working(
     assert js(driver, "return got.groups[0].provider") == "static"
     assert host.writes == [{"intent": None, "session_id": "s1", "model": "static/b"}]
     assert js(driver, "return hermesGuard.state().disabled")  # says why it stayed out of the way
+
+
+# ---- the page-state rule: choices and corrections without trusted events ----
+
+
+def show_live_model(driver: WebDriver, host: Host) -> None:
+    """Session s1 loaded and its stored model's option present: the page can show the stored model."""
+    session_loaded(driver)
+    js(driver, "addOptions(['live/m1'])")
+    until(driver, lambda d: js(d, "return modelSelect.value") == "live/m1")
+    until(driver, lambda d: host.writes)
+    assert host.writes == [{"intent": "auto", "session_id": "s1", "model": "live/m1"}]  # the host followed the re-apply
+    host.writes.clear()
+
+
+def test_untrusted_pick_of_a_shown_model_is_a_choice(driver: WebDriver, base_url: str, host: Host) -> None:
+    open_page(driver, base_url)
+    show_live_model(driver, host)
+    Select(driver.find_element(By.ID, "modelSelect")).select_by_value("static/b")  # untrusted events
+    until(driver, lambda d: host.writes)
+    assert host.writes[-1] == {"intent": "user", "session_id": "s1", "model": "static/b"}
+    assert host.stored["s1"] == "static/b"
+    assert js(driver, "return hermesGuard.state().model") == "static/b"
+
+
+def test_untrusted_change_away_from_a_model_the_page_cannot_show_is_a_correction(
+    driver: WebDriver, base_url: str, host: Host
+) -> None:
+    open_page(driver, base_url)
+    session_loaded(driver)  # live/m1 is stored but no option: the page could not find it
+    Select(driver.find_element(By.ID, "modelSelect")).select_by_value("static/b")
+    until(driver, lambda d: host.writes)
+    assert host.writes[-1]["intent"] == "auto"
+    assert host.stored["s1"] == "live/m1"
+
+
+def test_a_click_elsewhere_does_not_make_the_pages_change_a_pick(driver: WebDriver, base_url: str, host: Host) -> None:
+    open_page(driver, base_url)
+    show_live_model(driver, host)
+    driver.find_element(By.ID, "sessionItem").click()  # a real click outside the picker; the page picks options[0]
+    until(driver, lambda d: host.writes)
+    assert host.writes[0] == {"intent": "auto", "session_id": "s1", "model": "static/a"}
+    until(driver, lambda d: js(d, "return modelSelect.value") == "live/m1")  # the server kept it: the picker follows
+    assert host.stored["s1"] == "live/m1"
+
+
+def test_kept_model_returns_to_the_picker_with_a_notice(driver: WebDriver, base_url: str, host: Host) -> None:
+    open_page(driver, base_url)
+    show_live_model(driver, host)
+    js(driver, "window.waited = false; frames(20).then(() => { waited = true; })")  # past the re-check window
+    until(driver, lambda d: js(d, "return waited"))
+    # the host's own code shows another model and writes it as automatic: the server keeps the stored one
+    js(driver, "modelSelect.value = 'static/b'; fetch('/api/session/update', {method: 'POST',"
+               "headers: {'Content-Type': 'application/json', 'X-Hermes-Intent': 'auto'},"
+               "body: JSON.stringify({session_id: 's1', model: 'static/b'})})")
+    until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#modelSelect + .hermes-notice"))
+    assert js(driver, "return modelSelect.value") == "live/m1"  # never one model shown and another stored
+    notice = driver.find_element(By.CSS_SELECTOR, "#modelSelect + .hermes-notice")
+    assert notice.get_attribute("role") == "status"
+    assert notice.text == "Kept your saved model live/m1 (model_present): the change to static/b was not saved."
+    assert host.stored["s1"] == "live/m1"
+
+
+def test_the_servers_alias_resolution_finds_the_option(driver: WebDriver, base_url: str, host: Host) -> None:
+    host.stored = {"s1": "nous/live-m1"}  # stored under another spelling; the server resolves it to live/m1
+    host.aliases = ["live/m1"]
+    open_page(driver, base_url)
+    session_loaded(driver)
+    js(driver, "loadLive('p1')")  # the option lands as live/m1: no exact match, no alias rule declared
+    until(driver, lambda d: js(d, "return modelSelect.value") == "live/m1")
+    assert events(driver, "reapplied")[-1] == {"session": "s1", "model": "live/m1"}
+    until(driver, lambda d: host.writes)  # the host followed the re-apply with a write of the option's spelling
+    assert host.writes == [{"intent": "auto", "session_id": "s1", "model": "live/m1"}]  # a restatement, not a pick
+    assert host.stored["s1"] == "nous/live-m1"  # kept, never rewritten

@@ -452,6 +452,8 @@ def test_presets_are_valid_and_hermes_webui_matches_the_issue():
     assert cfg.session_read is not None and cfg.session_read.model == "session.model"
     assert cfg.static_urls[0]["provider"] == "groups[].provider_id"
     assert cfg.live_urls[0]["models"] == "models[].id"
+    assert cfg.model_aliases == [r"^@(?P<provider>[^:]+):(?P<model>.+)$"]  # its live ids are "@deepseek:<id>"
+    assert cfg.picker == "#composerModelChip, #composerModelDropdown"
 
 
 def test_config_file_with_proxy_and_providers(tmp_path):

@@ -42,6 +42,7 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
         HERMES_PLUGIN_STATIC_URLS=cfg.static_urls,
         HERMES_PLUGIN_SESSION_URLS=cfg.session_urls,
         HERMES_PLUGIN_ALLOWED_HOSTS=cfg.allowed_hosts,
+        HERMES_PLUGIN_MODEL_ALIASES=cfg.model_aliases,
     )
     app.config.update(app_config or {})
     app.after_request(_access_log)  # registered first, so it runs last and logs what really goes out

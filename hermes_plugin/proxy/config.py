@@ -10,12 +10,12 @@ from typing import Any
 from .. import jsonpath
 from ..config import CONFIG_ENV, load_toml, providers_table
 from ..errors import ConfigError
-from ..extension import WriteSpec
+from ..extension import WriteSpec, check_alias_rules
 from ..presets import preset
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
               "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
-              "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts"}
+              "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class ProxyConfig:
     on_keep: str = "keep"
     prefix: str = "/hermes-plugin"
     providers: dict[str, Any] = field(default_factory=dict)
+    model_aliases: list[str] = field(default_factory=list)
 
 
 def _where(value: Any, what: str) -> tuple[str, bool]:
@@ -133,6 +134,8 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
         cfg.session_read = SessionRead(read["url"], read["model"])
     cfg.live_urls, cfg.static_urls = _url_list(table, "live_urls"), _url_list(table, "static_urls")
     cfg.session_urls = _url_list(table, "session_urls")
+    check_alias_rules(table.get("model_aliases", []))
+    cfg.model_aliases = list(table.get("model_aliases", []))
     for key in ("model_select", "picker", "cache", "on_keep", "prefix", "auth_url"):
         if key in table:
             if not isinstance(table[key], str) or not table[key]:

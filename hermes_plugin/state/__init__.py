@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "hermes-plugin-state.sqlite"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-LOCK_TIMEOUT = 10.0  # seconds a guarded write waits for its session before a 503
+LOCK_TIMEOUT = 30.0  # seconds a guarded write waits for its session before a 503
 AUDIT_PER_SESSION = 100
 AUDIT_MAX_ENTRIES = 10_000  # all sessions together: about 11 MB on disk at worst, ~3 MB for usual model ids
 MAX_AUDIT_TEXT = 256  # a stored model the host holds can be anything: the log keeps a bounded copy (ids are <= 256)

@@ -243,6 +243,10 @@ def test_s11_cached_catalog_no_pending_state_and_the_right_model_at_once(demo_ho
     # Switch to the live-only session once the page has its lists: a reload would race the *static* list (S2).
     page.open("opus")
     page.finish()
+    # With warm lists the page can be "finished" before its session response ran its own deferred
+    # syncTopbar (a setTimeout 0 queued when the session arrived): a timer queued now runs after it.
+    page.wait_js("return !!demo.S.session && demo.S.session.session_id === 'opus'")
+    page.driver.execute_async_script("setTimeout(arguments[0], 0)")
     page.js("demo.topbarHistory.length = 0")
     page.click('#sessionList .session[data-session="kimi"]')
     page.wait_js("return demo.S.session.session_id === 'kimi' && demo.topbarHistory.length > 0")

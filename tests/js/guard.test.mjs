@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import vm from 'node:vm';
 import { readFileSync } from 'node:fs';
 
-const SRC = readFileSync(new URL('../../static/hermes-guard.js', import.meta.url), 'utf8');
+// HERMES_GUARD_JS runs the same tests on another build of the script (the served, minified one).
+const SRC = readFileSync(process.env.HERMES_GUARD_JS || new URL('../../static/hermes-guard.js', import.meta.url), 'utf8');
 const plain = v => JSON.parse(JSON.stringify(v)); // values from the vm realm have other prototypes
 
 const CONFIG = {
@@ -19,12 +20,16 @@ const CONFIG = {
 };
 
 // A fetch whose every call waits until the test answers it.
+// The guard's own session lookups (`<prefix>/api/sessions/<id>/model`) are kept apart in `lookups`.
 function fakeFetch() {
-  const calls = [];
+  const calls = [], lookups = [];
   const fetch = (input, init) => new Promise((resolve, reject) => {
-    calls.push({ url: String(input?.url || input), init, headers: new Headers(init?.headers), resolve, reject });
+    const url = String(input?.url || input);
+    (url.includes('/hermes-plugin/api/sessions/') ? lookups : calls)
+      .push({ url, init, headers: new Headers(init?.headers), resolve, reject });
   });
   fetch.calls = calls;
+  fetch.lookups = lookups;
   return fetch;
 }
 
@@ -38,20 +43,20 @@ const makeXHR = () => class FakeXHR extends EventTarget {
 // the long fetch-timeout timers must not keep the test process alive after a test ends
 const unrefTimeout = (f, ms) => { const t = setTimeout(f, ms); if (ms > 1000) t.unref(); return t; };
 
-function load(configText = JSON.stringify(CONFIG)) {
+function load(configText = JSON.stringify(CONFIG), selects = []) {
   const doc = new EventTarget(), win = new EventTarget();
   Object.assign(doc, {
     documentElement: {},
     getElementById: id => (id === 'hermes-plugin-config' && configText != null ? { textContent: configText } : null),
     querySelector: () => null,
-    querySelectorAll: () => [],
+    querySelectorAll: sel => (sel === CONFIG.modelSelect ? selects : []),
   });
   const fetch = fakeFetch();
   const ctx = {
     document: doc, location: new URL('http://app.test/chat'), performance, setTimeout: unrefTimeout, clearTimeout,
     requestAnimationFrame: f => setTimeout(f, 16),
     console: { warn() {} }, URL, Headers, Request, Response, Event, CustomEvent, DOMException,
-    MutationObserver: class { observe() {} }, XMLHttpRequest: makeXHR(), fetch,
+    MutationObserver: class { observe() {} takeRecords() { return []; } }, XMLHttpRequest: makeXHR(), fetch,
     addEventListener: win.addEventListener.bind(win), dispatchEvent: win.dispatchEvent.bind(win),
   };
   ctx.window = ctx;
@@ -65,6 +70,7 @@ function load(configText = JSON.stringify(CONFIG)) {
 }
 
 const { toJsRegex, walk, parseConfig, decideIntent } = load().guard._internals;
+const ALIASES = { ...CONFIG, aliases: ['^@(?P<provider>[^:]+):(?P<model>.+)$'] };
 
 test('toJsRegex rewrites Python named groups and back-references only', () => {
   const re = toJsRegex('/api/models/live\\?provider=(?P<provider>[^&]+)');
@@ -112,6 +118,36 @@ test('decideIntent: header, userIntent mark, fresh pick of the same model, picke
   assert.equal(decideIntent({ ...base, gestureAt: 9000 }), 'user');
   assert.equal(decideIntent({ ...base, gestureAt: 8000 }), 'auto');
   assert.equal(decideIntent({ now: 100, proposed: 'm1', markAt: undefined, gestureAt: undefined }), 'auto'); // early in the page
+  assert.equal(decideIntent({ ...base, named: true }), 'user'); // a real click on something naming the model
+  assert.equal(decideIntent({ ...base, choice: true }), 'user'); // the page-state rule
+  assert.equal(decideIntent({ ...base, header: 'auto', choice: true }), 'auto');
+});
+
+test('alias rules match a stored bare id to a decorated option value', () => {
+  const { canonical, sameModel } = load(JSON.stringify(ALIASES)).guard._internals;
+  assert.deepEqual(plain(canonical('@deepseek:deepseek-reasoner')), { model: 'deepseek-reasoner', provider: 'deepseek' });
+  assert.deepEqual(plain(canonical('@ollama:qwen3:235b')), { model: 'qwen3:235b', provider: 'ollama' }); // first colon only
+  assert.deepEqual(plain(canonical('plain-id')), { model: 'plain-id', provider: null });
+  assert.ok(sameModel('@deepseek:deepseek-reasoner', 'deepseek-reasoner'));
+  assert.ok(sameModel('@deepseek:x', '@deepseek:x'));
+  assert.ok(!sameModel('@deepseek:x', '@other:x')); // two providers' same bare id stay apart
+  assert.ok(!sameModel('@deepseek:deepseek-chat', 'deepseek-reasoner'));
+  assert.ok(!sameModel(null, 'x'));
+  const bare = load().guard._internals; // no rules declared: exact ids only
+  assert.ok(!bare.sameModel('@deepseek:deepseek-reasoner', 'deepseek-reasoner'));
+});
+
+test('the server\'s alias resolution teaches the script another spelling', async () => {
+  const { ctx, fetch, guard } = load();
+  ctx.fetch('/api/session/update', { method: 'POST', body: '{"session_id":"s1","model":"gpt"}' });
+  await new Promise(setImmediate);
+  assert.equal(fetch.lookups.length, 1); // an unknown session is looked up before the write is judged
+  fetch.lookups[0].resolve(new Response(JSON.stringify({ session: 's1', model: 'nous-kimi', version: 1, aliases: ['kimi'] })));
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.length, 1);
+  assert.equal(fetch.calls[0].headers.get('X-Hermes-Intent'), 'auto');
+  assert.deepEqual(plain(guard.state()), { session: 's1', model: 'nous-kimi', held: 0 }); // learnt from the write
+  assert.ok(guard._internals.sameModel('kimi', 'nous-kimi'));
 });
 
 test('a catalog fetch is pending until its body is read, then settles', async () => {
@@ -165,6 +201,7 @@ test('an automatic write while a catalog is pending is held, then released with 
   await new Promise(r => ctx.document.addEventListener('hermes:write-held', r, { once: true }));
   assert.equal(fetch.calls.length, 1);
   assert.equal(guard.state().held, 1);
+  assert.equal(fetch.lookups.length, 1); // the write named a session the guard had not seen
   fetch.calls[0].resolve(new Response('{"models":[]}'));
   await guard.whenSettled();
   assert.equal(fetch.calls.length, 2);
@@ -252,4 +289,51 @@ test('a missing or broken config leaves fetch and XHR alone', () => {
     assert.ok(guard.state().disabled);
     assert.deepEqual(plain(guard.pending()), []);
   }
+});
+
+// A model select as the rule reads it: its options and the value it shows.
+function fakeSelect(values, value) {
+  const options = values.map(v => ({ value: v, textContent: v, hasAttribute: () => false }));
+  return { options, value, matches: () => true, dispatchEvent() {}, getClientRects: () => [1] };
+}
+
+async function writeWith(select, config = CONFIG) {
+  const { ctx, fetch } = load(JSON.stringify(config), [select]);
+  const s = ctx.fetch('/api/session?session_id=s1');
+  fetch.calls[0].resolve(new Response('{"session":{"session_id":"s1","model":"@p:stored"}}'));
+  await s;
+  return { ctx, fetch, send: body => ctx.fetch('/api/session/update', { method: 'POST', body }) };
+}
+
+test('the page-state rule: replacing a model the page can show is a choice, one it cannot find a correction', async () => {
+  // the stored model's option is present and the select shows the proposal: a choice (a test tool, onchange())
+  let { fetch, send } = await writeWith(fakeSelect(['@p:first', '@p:stored', '@p:other'], '@p:other'));
+  send('{"session_id":"s1","model":"@p:other"}');
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.at(-1).headers.get('X-Hermes-Intent'), 'user');
+  // the stored model is no option: the page's fallback
+  ({ fetch, send } = await writeWith(fakeSelect(['@p:first', '@p:other'], '@p:first')));
+  send('{"session_id":"s1","model":"@p:first"}');
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.at(-1).headers.get('X-Hermes-Intent'), 'auto');
+  // the select does not show what the write proposes: not the page's visible state, not a choice
+  ({ fetch, send } = await writeWith(fakeSelect(['@p:first', '@p:stored', '@p:other'], '@p:stored')));
+  send('{"session_id":"s1","model":"@p:other"}');
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.at(-1).headers.get('X-Hermes-Intent'), 'auto');
+});
+
+test('the page-state rule waits for the stored model\'s provider and follows alias rules', async () => {
+  const aliased = { ...ALIASES, modelSelect: CONFIG.modelSelect };
+  // pending for the stored model's provider (from its alias rule): the list may still change, no choice
+  let { ctx, fetch, send } = await writeWith(fakeSelect(['@p:first', '@p:stored', '@p:other'], '@p:other'), aliased);
+  ctx.fetch('/api/models/live?provider=p');
+  send('{"session_id":"s1","model":"@p:other"}');
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.at(-1).url, '/api/models/live?provider=p'); // held, not sent
+  // the option spells the stored model differently: still "can show", so a change away is a choice
+  ({ fetch, send } = await writeWith(fakeSelect(['@p:first', 'stored', '@p:other'], '@p:other'), aliased));
+  send('{"session_id":"s1","model":"@p:other"}');
+  await new Promise(setImmediate);
+  assert.equal(fetch.calls.at(-1).headers.get('X-Hermes-Intent'), 'user');
 });
