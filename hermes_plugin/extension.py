@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import logging
 import os
 import re
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,12 +19,12 @@ from flask.wrappers import Response
 
 from . import api, inject, jsonpath, observe
 from .config import load_providers
-from .errors import ConfigError, InvalidModelId
-from .models import validate_write_id
+from .errors import ConfigError
 from .names import EXTENSION
 from .plugins import make_plugin_manager
 from .state import REDIS_SCHEMES, StateUnavailable, open_store
-from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, Versions, decide, needs_availability
+from .writefields import FieldError, FieldValue, Models, WriteFields
+from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, Versions, decide, decide_models
 from .ws import fleet_message
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,17 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 @dataclass(frozen=True)
 class WriteSpec:
-    """Where a guarded write carries its session id and its model (dotted JSON paths or a URL variable)."""
+    """Where a guarded write carries its session id and its model (dotted JSON paths or a URL variable).
+
+    ``model`` is one path or several (every field of the write that names the model, ``[]`` for lists).
+    """
 
     session: str
-    model: str
+    model: str | tuple[str, ...]
+
+    @functools.cached_property
+    def fields(self) -> WriteFields:
+        return WriteFields.of(self.model)
 
 
 class WriteRefused(Exception):
@@ -191,13 +199,13 @@ class GuardState:
 
     def session_version(self, session: str) -> tuple[str | None, int]:
         """The stored model and its version, read as one step (never a new version paired with an old model)."""
-        model = self.read_model(session)
-        version = self.versions.peek(session, model, self.host_version(session))
-        if version is not None:
-            return model, version
-        with self.session_lock(session):  # the record lags the model: bring it up to date under the lock
-            model = self.read_model(session)
-            return model, self.versions.current(session, model, self.host_version(session))
+        models = self.read_models(session)
+        version = self.versions.peek(session, model_key(models), self.host_version(session))
+        if version is None:
+            with self.session_lock(session):  # the record lags the model: bring it up to date under the lock
+                models = self.read_models(session)
+                version = self.versions.current(session, model_key(models), self.host_version(session))
+        return (models[0] if models else None), version
 
     def host_version(self, session: str) -> str | None:
         """The host's own version of a session (``@guard.session_version``), as text; None when it has none."""
@@ -206,10 +214,27 @@ class GuardState:
         return None if value is None else str(value)
 
     def read_model(self, session: str) -> str | None:
-        """The host's stored model for a session; anything but a non-empty string counts as none."""
+        """The host's stored model for a session (the first of a multi-model session's list), or None."""
+        models = self.read_models(session)
+        return models[0] if models else None
+
+    def read_models(self, session: str) -> Models | None:
+        """The host's stored model list: a string is one model; anything but non-empty strings counts as none."""
         reader = self.guard._reader
-        model = reader(session) if reader is not None else None
-        return model if isinstance(model, str) and model else None
+        value = reader(session) if reader is not None else None
+        if isinstance(value, str):
+            return (value,) if value else None
+        if isinstance(value, (list, tuple)) and value and all(isinstance(m, str) and m for m in value):
+            return tuple(value)
+        return None
+
+    def unservable(self, models: Models) -> str | None:
+        """Why the host could not serve ``models`` now (``@guard.servable``), or None when it can or nobody asks."""
+        for check in self.guard._servable:
+            problem = check(models)
+            if problem:
+                return str(problem)
+        return None
 
     def availability(self, model: str) -> str:
         """Availability of a stored model; fetch providers never fetched before calling it ``unknown``."""
@@ -291,6 +316,7 @@ class ModelGuard:
         self._reader: Callable[[str], str | None] | None = None
         self._version_reader: Callable[[str], Any] | None = None
         self._authorizers: list[Callable[[str, str | None], bool]] = []
+        self._servable: list[Callable[[Models], str | None]] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._bp, self._sock = api.make_blueprint(self._authorized)
         if app is not None:
@@ -321,18 +347,25 @@ class ModelGuard:
         self._version_reader = reader
         return reader
 
+    def servable(self, check: Callable[[Models], str | None]) -> Callable[[Models], str | None]:
+        """Register ``check(models) -> None or why not``: asked before a kept model is forwarded, so the guard
+        answers 409 instead of sending the host a model it would refuse."""
+        self._servable.append(check)
+        return check
+
     def authorize(self, check: Callable[[str, str | None], bool]) -> Callable[[str, str | None], bool]:
         """Register ``check(action, session_id) -> bool`` for the plugin's own routes (False -> 403)."""
         self._authorizers.append(check)
         return check
 
-    def model_write(self, session: str = "session_id", model: str = "model") -> Callable[[F], F]:
-        """Guard a view that writes a session's model: ``session``/``model`` name where the write carries them."""
-        for path in (session, model):
-            jsonpath.parse(path)
-            if "[]" in path:
-                raise ValueError(f"model_write paths name one value, got {path!r}")
-        spec = WriteSpec(session, model)
+    def model_write(self, session: str = "session_id", model: str | Sequence[str] = "model") -> Callable[[F], F]:
+        """Guard a view that writes a session's model: ``session``/``model`` name where the write carries them
+        (``model`` may list every field that names it, ``[]`` marking lists: ``["model", "models[]"]``)."""
+        jsonpath.parse(session)
+        if "[]" in session:
+            raise ValueError(f"model_write's session names one value, got {session!r}")
+        spec = WriteSpec(session, model if isinstance(model, str) else tuple(model))
+        spec.fields  # noqa: B018  # a malformed model path fails here, at import time, not on the first write
 
         def decorator(view: F) -> F:
             @functools.wraps(view)
@@ -402,8 +435,8 @@ def guard_write(spec: WriteSpec, view: Callable[..., Any], *args: Any, **kwargs:
         return refused.response
 
 
-def _parse_write(spec: WriteSpec) -> tuple[dict[str, Any], str | None, str | None]:
-    """The JSON body, session id and proposed model of a write; WriteRefused before anything is touched."""
+def _parse_write(spec: WriteSpec) -> tuple[dict[str, Any], str | None, list[FieldValue]]:
+    """The JSON body, session id and model fields of a write; WriteRefused before anything is touched."""
     if not request.is_json:
         raise WriteRefused(415, "unsupported_media_type", "a guarded write must send a JSON body (application/json)")
     try:
@@ -418,29 +451,28 @@ def _parse_write(spec: WriteSpec) -> tuple[dict[str, Any], str | None, str | Non
             session: Any = str(view_args[spec.session])
         else:
             session = jsonpath.get(body, spec.session)
-        model = jsonpath.get(body, spec.model)
-    except jsonpath.PathError as exc:
+        found = spec.fields.read(body)
+    except (jsonpath.PathError, FieldError) as exc:
         raise WriteRefused(400, "bad_request", str(exc)[:200]) from None
     session = None if session is jsonpath.MISSING else session
     if session is not None:
         problem = api.session_id_problem(session)
         if problem:
             raise WriteRefused(400, "bad_request", problem)
-    if model is jsonpath.MISSING:
-        model = None
-    else:
-        try:
-            model = validate_write_id(model)
-        except InvalidModelId as exc:
-            raise WriteRefused(400, "bad_request", f"{spec.model}: {exc}") from None
-    return body, session, model
+    return body, session, found
 
 
-def _keep_in_request(body: dict[str, Any], path: str, model: str) -> None:
-    jsonpath.set_value(body, path, model)
+def _keep_in_request(body: dict[str, Any]) -> None:
     # The view may read get_json() or get_data(): both caches must show the kept model, not the proposal.
     request._cached_json = (body, body)  # type: ignore[attr-defined]
     request._cached_data = json.dumps(body).encode()  # type: ignore[attr-defined]
+
+
+def model_key(models: Models | None) -> str | None:
+    """What a session's version is tied to: its one model, or its whole list when it has several."""
+    if not models:
+        return None
+    return models[0] if len(models) == 1 else json.dumps(list(models))
 
 
 def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
@@ -451,19 +483,20 @@ def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
     refused = state.cross_origin()
     if refused:
         raise WriteRefused(403, "cross_origin", refused)
-    body, session, proposed = _parse_write(spec)
+    body, session, found = _parse_write(spec)
     intent = state.intent()
     request._cached_json = (body, body)  # type: ignore[attr-defined]  # the view need not parse it again
     on_keep = state.config["HERMES_PLUGIN_ON_KEEP"]
     if session is None:  # a new session or a message without one: nothing is stored yet
-        decision = decide(None, proposed, intent, None, on_keep)
+        proposed = WriteFields.proposal(found, None)
+        decision = decide(None, proposed[0] if proposed else None, intent, None, on_keep)
         state.notify(decision)
         response = make_response(view(*args, **kwargs))
         response.headers["X-Hermes-Decision"] = decision.outcome
         return response
     try:
         with state.session_lock(session):
-            return _locked_write(state, spec, view, args, kwargs, body, session, proposed, intent, on_keep)
+            return _locked_write(state, spec, view, args, kwargs, body, session, found, intent, on_keep)
     except StateUnavailable as exc:
         # Refuse rather than write without the lock: a write we cannot order could silently lose another.
         raise WriteRefused(503, "state_unavailable", f"the guard's shared state is unavailable, nothing was "
@@ -471,29 +504,37 @@ def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
 
 
 def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], args: tuple[Any, ...],
-                  kwargs: dict[str, Any], body: dict[str, Any], session: str, proposed: str | None, intent: str,
-                  on_keep: str) -> Response:
+                  kwargs: dict[str, Any], body: dict[str, Any], session: str, found: list[FieldValue],
+                  intent: str, on_keep: str) -> Response:
     """A guarded write of ``session``; the caller holds the session's lock."""
-    stored = state.read_model(session)
-    version = state.versions.current(session, stored, state.host_version(session))
+    stored = state.read_models(session)
+    version = state.versions.current(session, model_key(stored), state.host_version(session))
     if_match = request.headers.get("If-Match")
     if if_match is not None and not state.versions.matches(if_match, version):
         response = api.json_error(412, "stale_version", "the session's model changed since you read it",
                                   version=version)
         response.set_etag(str(version))
         return response
-    availability = state.availability(stored) if stored and needs_availability(stored, proposed, intent) else None
-    decision = decide(stored, proposed, intent, availability, on_keep, session)
+    decision, kept = decide_models(stored, WriteFields.proposal(found, stored), intent, state.availability,
+                                   on_keep, session)
+    problem = None
+    if kept is not None:
+        # Keep only what the host can serve, and only when every field of the body can say so.
+        problem = state.unservable(kept)
+        if problem is not None:
+            decision = dataclasses.replace(decision, outcome="reject", reason="model_unservable")
+        elif not spec.fields.rewrite(body, kept):
+            decision = dataclasses.replace(decision, outcome="reject", reason="fields_differ")
+            problem = "the write names models in a list the kept models cannot fill entry by entry"
+        else:
+            _keep_in_request(body)
     state.notify(decision)
     if decision.outcome == "reject":
-        state.audit.record(decision, stored)
-        response = api.json_error(
-            409, "model_write_rejected", f"kept the stored model {stored!r}: {decision.reason}",
-            reason=decision.reason, stored_model=stored, proposed_model=proposed,
-        )
+        state.audit.record(decision, decision.stored)
+        detail = f"kept the stored model {decision.stored!r}: {problem or decision.reason}"
+        response = api.json_error(409, "model_write_rejected", detail, reason=decision.reason,
+                                  stored_model=decision.stored, proposed_model=decision.proposed)
     else:
-        if decision.outcome == "keep":
-            _keep_in_request(body, spec.model, stored)  # type: ignore[arg-type]
         response = make_response(view(*args, **kwargs))
         if response.status_code < 400:
             version = _record(state, decision, stored, version)
@@ -504,23 +545,25 @@ def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], 
     return response
 
 
-def _record(state: GuardState, decision: Decision, stored: str | None, version: int) -> int:
+def _record(state: GuardState, decision: Decision, stored: Models | None, version: int) -> int:
     """After a successful view: version, audit and WebSocket event if the stored model changed; the new version.
 
     All three are stored in one step (one transaction, one Redis round trip).
     """
     session = decision.session
     assert session is not None
-    after = state.read_model(session)
+    after_models = state.read_models(session)
+    after = (after_models[0] if len(after_models) == 1 else ", ".join(after_models)) if after_models else None
     event = None
     try:
-        version, record = state.versions.next(session, after, state.host_version(session))
+        version, record = state.versions.next(session, model_key(after_models), state.host_version(session))
         entry = None
-        if after != stored:
+        if after_models != stored:
             entry = state.audit.entry(decision, after)
-            event = {"type": "model", "session": session, "model": after, "version": version}
+            event = {"type": "model", "session": session, "model": after_models[0] if after_models else None,
+                     "version": version}
         elif decision.outcome == "keep":
-            entry = state.audit.entry(decision, stored)
+            entry = state.audit.entry(decision, decision.stored)
         shared = state.hub.fleet is not None
         state.store.record(session, record, entry, fleet_message(event) if event and shared else None)
         if event and not shared:

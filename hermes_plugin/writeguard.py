@@ -7,6 +7,7 @@ versions and the log live in a ``StateStore`` that every worker shares.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -64,6 +65,50 @@ def decide(stored: str | None, proposed: str | None, intent: str, availability: 
     reason = "model_present" if availability == "present" else "catalog_unknown"
     outcome: Outcome = "keep" if on_keep == "keep" else "reject"
     return Decision(outcome, reason, availability=availability or "unknown", **common)  # type: ignore[arg-type]
+
+
+STRENGTH = {"pass": 0, "fallback": 1, "keep": 2, "reject": 3}
+
+
+def decide_models(stored: tuple[str, ...] | None, proposed: tuple[str, ...] | None, intent: str,
+                  availability: Callable[[str], str], on_keep: str = "keep", session: str | None = None
+                  ) -> tuple[Decision, tuple[str, ...] | None]:
+    """The decision table per entry of a model list, and the list to forward when the decision is keep.
+
+    One model is the plain table. Lists of one length are judged entry by entry (the strongest outcome
+    answers for the write, the entries kept go back to their stored model); a list of another length is
+    judged whole, since no entry lines up with a stored one.
+    """
+    if not stored or not proposed or (len(stored) == 1 and len(proposed) == 1) or len(stored) != len(proposed):
+        one_stored = stored[0] if stored else None
+        one_proposed = proposed[0] if proposed else None
+        if stored and proposed and len(stored) != len(proposed):
+            one_stored, one_proposed = _list_name(stored), _list_name(proposed)
+        asked = needs_availability(one_stored, one_proposed, intent)
+        availability_of = _whole_availability(stored, proposed, availability) if asked else None
+        decision = decide(one_stored, one_proposed, intent, availability_of, on_keep, session)
+        return decision, (stored if decision.outcome == "keep" else None)
+    decisions = [decide(old, new, intent, availability(old) if needs_availability(old, new, intent) else None,
+                        on_keep, session) for old, new in zip(stored, proposed, strict=True)]
+    strongest = max(decisions, key=lambda d: STRENGTH[d.outcome])
+    if strongest.outcome != "keep":
+        return strongest, None
+    return strongest, tuple(d.stored if d.outcome == "keep" else d.proposed for d in decisions)  # type: ignore[misc]
+
+
+def _list_name(models: tuple[str, ...]) -> str:
+    """A model list as one text for the log and the headers: ``a, b``."""
+    return ", ".join(models)
+
+
+def _whole_availability(stored: tuple[str, ...] | None, proposed: tuple[str, ...] | None,
+                        availability: Callable[[str], str]) -> str:
+    """A whole list is gone only when every stored entry the write drops is confirmed absent."""
+    dropped = [model for model in stored or () if model not in (proposed or ())]
+    verdicts = [availability(model) for model in dropped] or ["present"]
+    if all(verdict == "absent" for verdict in verdicts):
+        return "absent"
+    return "unknown" if "unknown" in verdicts else "present"
 
 
 class Versions:
