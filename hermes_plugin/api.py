@@ -96,6 +96,10 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
     def guard_script() -> Response:
         return script.response()
 
+    @bp.get("/static/hermes-picker.js")  # custom model pickers: loaded only by pages that declare an adapter
+    def picker_script() -> Response:
+        return script.response(script.PICKER_SCRIPT)
+
     @bp.get("/api/catalog")
     def catalog_all() -> Response:
         catalogs = state().catalog.catalogs(refresh=wants_refresh())

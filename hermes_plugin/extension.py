@@ -21,6 +21,7 @@ from . import api, inject, jsonpath, observe
 from .config import load_providers
 from .errors import ConfigError
 from .names import EXTENSION
+from .picker import check_picker_adapter
 from .plugins import make_plugin_manager
 from .state import REDIS_SCHEMES, StateUnavailable, open_store
 from .writefields import FieldError, FieldValue, Models, WriteFields
@@ -41,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_FETCH_TIMEOUT": 15,
     "HERMES_PLUGIN_MODEL_SELECT": "#modelSelect, [data-hermes-model]",
     "HERMES_PLUGIN_PICKER": None,
+    "HERMES_PLUGIN_PICKER_ADAPTER": None,
     "HERMES_PLUGIN_LIVE_URLS": [],
     "HERMES_PLUGIN_STATIC_URLS": [],
     "HERMES_PLUGIN_SESSION_URLS": [],
@@ -95,6 +97,7 @@ def _check_config(config: Any) -> None:
     if config["HERMES_PLUGIN_UNMARKED_INTENT"] not in UNMARKED_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
     check_alias_rules(config["HERMES_PLUGIN_MODEL_ALIASES"])
+    check_picker_adapter(config["HERMES_PLUGIN_PICKER_ADAPTER"])
     for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_MAX_ENTRIES", "HERMES_PLUGIN_WS_QUEUE",
                 "HERMES_PLUGIN_MAX_OBSERVED"):
         if not isinstance(config[key], int) or config[key] < 1:
@@ -313,7 +316,7 @@ class ModelGuard:
     """Guard a Flask app's model writes: ``guard = ModelGuard(app)`` or ``ModelGuard()`` + ``init_app``."""
 
     def __init__(self, app: Flask | None = None) -> None:
-        self._reader: Callable[[str], str | None] | None = None
+        self._reader: Callable[[str], Any] | None = None
         self._version_reader: Callable[[str], Any] | None = None
         self._authorizers: list[Callable[[str, str | None], bool]] = []
         self._servable: list[Callable[[Models], str | None]] = []
@@ -336,8 +339,8 @@ class ModelGuard:
 
     # -- what the host registers -------------------------------------------------------------------
 
-    def session_model(self, reader: Callable[[str], str | None]) -> Callable[[str], str | None]:
-        """Register ``reader(session_id) -> stored model or None``."""
+    def session_model(self, reader: Callable[[str], Any]) -> Callable[[str], Any]:
+        """Register ``reader(session_id) -> stored model or None`` (a list of models for a multi-model session)."""
         self._reader = reader
         return reader
 

@@ -76,6 +76,7 @@ def browser_config(app: Flask, script_root: str = "") -> dict[str, Any]:
         "static": [dict(entry) for entry in cfg["HERMES_PLUGIN_STATIC_URLS"]],
         "sessions": [dict(entry) for entry in cfg["HERMES_PLUGIN_SESSION_URLS"]],
         "aliases": list(cfg["HERMES_PLUGIN_MODEL_ALIASES"]),
+        "pickerAdapter": cfg["HERMES_PLUGIN_PICKER_ADAPTER"],
         # The script's own give-up time: the server's fetch timeout plus room for the host's round trip.
         "fetchTimeoutMs": int((float(cfg["HERMES_PLUGIN_FETCH_TIMEOUT"]) + 5) * 1000),
     }
@@ -133,10 +134,14 @@ def snippet(state: Any, nonce: str | None) -> bytes:
     nonce_attr = f' nonce="{escape(nonce)}"' if nonce else ""
     session = page_session(state)
     session_attr = f' data-session="{escape(session)}"' if session is not None else ""
-    src = escape(root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/hermes-guard.js")
+    static = root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/"
+    scripts = ["hermes-guard.js"]
+    if state.config["HERMES_PLUGIN_PICKER_ADAPTER"]:  # only pages with a custom picker load its adapter
+        scripts.append("hermes-picker.js")
+    tags = "".join(f'<script src="{escape(static + name)}"{nonce_attr}></script>' for name in scripts)
     return (
         f'<script type="application/json" id="hermes-plugin-config"{session_attr}{nonce_attr}>{config}</script>'
-        f'<script src="{src}"{nonce_attr}></script>'
+        + tags
     ).encode("ascii", "xmlcharrefreplace")
 
 

@@ -1,7 +1,9 @@
-"""The browser guard as the package serves it: the readable source, minified once per process.
+"""The browser scripts as the package serves them: the readable sources, minified once per process.
 
-The readable ``static/hermes-guard.js`` is the only source; rjsmin turns it into the served build at the
-first request (no Node build step). ``app.debug`` or ``HERMES_PLUGIN_READABLE_SCRIPT`` serve the source.
+The readable ``static/hermes-guard.js`` (the core guard) and ``static/hermes-picker.js`` (custom model
+pickers, served only to pages that declare one) are the only sources; rjsmin turns each into its served
+build at the first request (no Node build step). ``app.debug`` or ``HERMES_PLUGIN_READABLE_SCRIPT`` serve
+the sources.
 """
 
 from __future__ import annotations
@@ -13,19 +15,23 @@ import importlib.resources
 from flask import Response, current_app, request
 
 SCRIPT = "hermes-guard.js"
+PICKER_SCRIPT = "hermes-picker.js"
+SCRIPTS = (SCRIPT, PICKER_SCRIPT)
 
 
-def source() -> str:
-    """The readable guard script as shipped in the package."""
-    return (importlib.resources.files("hermes_plugin.static") / SCRIPT).read_text(encoding="utf-8")
+def source(name: str = SCRIPT) -> str:
+    """A browser script's readable source as shipped in the package."""
+    if name not in SCRIPTS:
+        raise ValueError(f"not a served script: {name!r}")
+    return (importlib.resources.files("hermes_plugin.static") / name).read_text(encoding="utf-8")
 
 
 @functools.cache
-def minified() -> str:
+def minified(name: str = SCRIPT) -> str:
     """The served build: the source without comments and spaces, computed once."""
     import rjsmin  # only when a page first asks for the script
 
-    return str(rjsmin.jsmin(source()))
+    return str(rjsmin.jsmin(source(name)))
 
 
 @functools.cache
@@ -33,14 +39,16 @@ def _etag(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def served(readable: bool) -> str:
-    return source() if readable else minified()
+def served(readable: bool, name: str = SCRIPT) -> str:
+    if readable:
+        return source(name)
+    return minified() if name == SCRIPT else minified(name)  # one call shape per script: one cache entry each
 
 
-def response() -> Response:
-    """``GET <prefix>/static/hermes-guard.js``: the minified build, or the source in debug."""
+def response(name: str = SCRIPT) -> Response:
+    """``GET <prefix>/static/<name>``: the minified build, or the source in debug."""
     readable = bool(current_app.debug or current_app.config.get("HERMES_PLUGIN_READABLE_SCRIPT"))
-    text = served(readable)
+    text = served(readable, name)
     resp = Response(text, mimetype="text/javascript")
     resp.set_etag(_etag(text))
     resp.headers["Cache-Control"] = "no-cache"  # revalidated by ETag: a new package version is picked up at once

@@ -31,7 +31,7 @@ class SessionAnswer:
     """What the upstream said when asked for a session on the caller's behalf."""
 
     status: int  # the upstream's HTTP status (502 when it did not answer)
-    model: str | None = None
+    model: str | list[str] | None = None  # a list when ``session_read``'s path walks one
 
     @property
     def allowed(self) -> bool:
@@ -62,7 +62,7 @@ class SessionModels:
         self._cache: OrderedDict[tuple[str, str], tuple[float, SessionAnswer]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, session: str) -> str | None:
+    def __call__(self, session: str) -> str | list[str] | None:
         """The guard's reader: the model, None for a session the upstream does not have, else WriteRefused."""
         answer = self.answer(session)
         if answer.allowed:
@@ -113,6 +113,9 @@ class SessionModels:
         if not 200 <= response.status_code < 300:
             response.close()
             return SessionAnswer(response.status_code)
-        model = jsonpath.extract(response.json(), self.read.model)
-        return SessionAnswer(response.status_code, model[0] if model and isinstance(model[0], str) and model[0]
-                             else None)
+        found = jsonpath.extract(response.json(), self.read.model)
+        if "[]" in self.read.model:  # a model list (a multi-model chat): every entry, in order
+            models = [model for model in found if isinstance(model, str) and model]
+            return SessionAnswer(response.status_code, models if models and len(models) == len(found) else None)
+        model = found[0] if found and isinstance(found[0], str) and found[0] else None
+        return SessionAnswer(response.status_code, model)
