@@ -82,7 +82,7 @@ const versions = new Map(); // session -> version of the known model (an older o
 const pickAt = new Map();   // session -> time of the user's last pick (a later pick beats an earlier load)
 const serverInfo = new Map(); // model -> {provider, aliases} as the server resolved them
 const originalFetch = W.fetch;
-let cfg, cur = null, pick, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
+let cfg, cur = null, pick, gestureAt, pointer, markAt, intended, unloading, unavailable, applying = false;
 let budget = 0, frames = 0, observer;
 
 const stored = () => known.get(cur);
@@ -92,7 +92,8 @@ function expose(off) {
   W.hermesGuard = Object.freeze({
     pending: () => [...pending.keys()],
     whenSettled: () => new Promise(r => pending.size ? waiters.push(r) : r()),
-    userIntent: () => { markAt = now(); },
+    // userIntent(model): a pick in a custom picker, held until a write proposes that model.
+    userIntent: m => { str(m) ? (intended = m) : (markAt = now()); },
     state: () => ({ ...off, session: cur, model: stored() ?? null, held: held.length }),
     _internals: { toJsRegex, walk, parseConfig, decideIntent, canonical, sameModel },
   });
@@ -355,11 +356,13 @@ function describeWrite(c, body, header) {
   };
   const session = read(c.e.session), model = read(c.e.model), t = now();
   const recent = pointer && t - pointer.at <= GESTURE_MS;
-  const named = model != null && recent && !pointer.inPicker && namesModel(pointer.target, model);
+  const picked = intended != null && sameModel(model, intended);
+  const named = picked || (model != null && recent && !pointer.inPicker && namesModel(pointer.target, model));
   const choice = !header && session != null && safely(() => isChoice(session, model));
   const intent = decideIntent({ header, proposed: model, pick, gestureAt, markAt, now: t, named, choice });
   if (intent === 'user') {
     markAt = undefined; // userIntent() explains one write only
+    if (picked) intended = undefined;
     if (session != null && model != null) {
       setCurrent(session);
       setKnown(session, model);

@@ -1,0 +1,142 @@
+// hermes-plugin picker adapter: makes a custom (non-<select>) model picker show the session's saved model,
+// marks it unavailable when the picker cannot offer it, and reports a person's pick to the guard so the
+// next write carrying that model counts as the user's. Loaded after hermes-guard.js, only on pages whose
+// config declares `pickerAdapter`. Behaviour and reasons: docs/browser-guard.md.
+(() => {
+'use strict';
+const W = window, D = document, G = W.hermesGuard;
+if (!G || W.hermesPicker) return;
+
+const UNAVAILABLE = 'data-hermes-unavailable';
+const NOTICE = 'hermes-notice hermes-picker-notice';
+const LIST_WAIT_MS = 4000; // how long an opened list may take to offer the saved model (its host may refetch)
+
+const warn = e => console.warn('hermes-picker:', e);
+const safely = f => { try { return f(); } catch (e) { warn(e); } };
+const frame = () => new Promise(r => requestAnimationFrame(() => r()));
+
+let A;
+try {
+  A = JSON.parse(D.getElementById('hermes-plugin-config').textContent).pickerAdapter;
+} catch (e) { warn(e); }
+if (!A || !A.shown || !A.option || !A.option_value) return;
+
+const labels = new Map(); // model id -> the text the picker shows for it (learnt after a choice)
+let session, tried = new Set(), picked = false, choosing = false, busy = false, queued = false;
+
+// ---- reading and driving the picker ----
+
+const q = sel => D.querySelector(sel);
+function shownModel() {
+  const el = q(A.shown);
+  if (!el) return null;
+  let text = (A.shown_attr ? el.getAttribute(A.shown_attr) : el.textContent) || '';
+  if (A.shown_prefix && text.startsWith(A.shown_prefix)) text = text.slice(A.shown_prefix.length);
+  return text.trim();
+}
+const shows = m => { const s = shownModel(); return s === m || (labels.has(m) && s === labels.get(m)); };
+const options = () => [...D.querySelectorAll(A.option)];
+const optionFor = m => options().find(o => o.getAttribute(A.option_value) === m);
+
+// A person's pointer passes over the picker before opening it; some pages refresh their list then.
+function hover(el) {
+  for (const n of [el, ...el.querySelectorAll('*')])
+    for (const t of ['pointerover', 'pointerenter', 'mouseover', 'mouseenter'])
+      n.dispatchEvent(new MouseEvent(t, { bubbles: t.endsWith('over') }));
+}
+
+async function waitFor(cond, ms) {
+  const end = performance.now() + ms;
+  for (let v = cond(); ; v = cond()) {
+    if (v || performance.now() > end) return v;
+    await frame();
+  }
+}
+
+// Open the list, click the option for `m` (as a person would), close it again when it has none.
+async function choose(m) {
+  const opener = q(A.open || A.shown);
+  if (!opener) return false;
+  hover(opener);
+  let option = optionFor(m), opened = false;
+  if (!option) {
+    opener.click();
+    opened = true;
+    option = await waitFor(() => !G.pending().length && optionFor(m), LIST_WAIT_MS);
+  }
+  if (!option) {
+    if (opened && options().length) opener.click(); // leave the page as it was
+    return false;
+  }
+  choosing = true;
+  try { option.click(); } finally { choosing = false; }
+  await frame();
+  const shown = shownModel();
+  if (shown) labels.set(m, shown);
+  return true;
+}
+
+// ---- marking the saved model unavailable ----
+
+function clearMark() {
+  q(`[${UNAVAILABLE}]`)?.removeAttribute(UNAVAILABLE);
+  for (const n of D.querySelectorAll('.hermes-picker-notice')) n.remove();
+}
+
+function mark(m) {
+  const el = q(A.shown);
+  if (!el || el.getAttribute(UNAVAILABLE) === m) return;
+  clearMark();
+  el.setAttribute(UNAVAILABLE, m);
+  const n = D.createElement('div');
+  n.className = NOTICE;
+  n.setAttribute('role', 'status');
+  n.textContent = `Saved model ${m} (unavailable) — the picker cannot offer it right now. Your saved choice was kept.`;
+  n.style.cssText = 'position:fixed;left:1em;bottom:1em;z-index:2147483647;padding:.4em .8em;background:#fff8c4;color:#222;border:1px solid #c9b400;border-radius:4px;font:13px sans-serif';
+  D.body.append(n);
+}
+
+// ---- keeping the picker on the saved model ----
+
+async function check() {
+  const st = G.state(), m = st.model;
+  if (st.session !== session) { session = st.session; tried = new Set(); picked = false; clearMark(); }
+  if (!session || !m || picked || G.pending().length || !q(A.shown)) return;
+  if (shows(m)) return clearMark();
+  if (tried.has(m)) return; // one try per saved model and session: a page that refuses it is not fought
+  tried.add(m);
+  if (!(await choose(m)) && session === st.session && !picked) mark(m);
+}
+
+// Coalesce bursts of DOM changes into one check at a time.
+function schedule() {
+  if (busy) { queued = true; return; }
+  busy = true;
+  requestAnimationFrame(async () => {
+    try { await check(); } catch (e) { warn(e); }
+    busy = false;
+    if (queued) { queued = false; schedule(); }
+  });
+}
+
+// ---- a person's pick ----
+
+function onClick(e) {
+  if (!e.isTrusted || choosing) return;
+  const option = e.target.closest?.(A.option), m = option?.getAttribute(A.option_value);
+  if (!m) return;
+  G.userIntent(m); // held by the guard until a write proposes this model
+  picked = true;
+  clearMark();
+  requestAnimationFrame(() => { const shown = shownModel(); if (shown) labels.set(m, shown); });
+}
+
+D.addEventListener('click', e => safely(() => onClick(e)), true);
+// The server kept the saved model: show it again, even after a pick.
+D.addEventListener('hermes:write-kept', () => { picked = false; tried = new Set(); schedule(); });
+for (const t of ['hermes:settled', 'hermes:reapplied']) D.addEventListener(t, schedule);
+new MutationObserver(schedule).observe(D.documentElement, { childList: true, subtree: true, attributes: true,
+  attributeFilter: A.shown_attr ? [A.shown_attr] : undefined, characterData: !A.shown_attr });
+
+W.hermesPicker = Object.freeze({ shownModel, choose, state: () => ({ session, picked, tried: [...tried] }) });
+})();
