@@ -48,9 +48,9 @@ DEMO: dict[str, Any] = {
 # on ``GET /api/models``. Its picker is a custom listbox whose options carry the model id in data-value.
 CHAT_ID = r"(?P<chat_id>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
 OPEN_WEBUI: dict[str, Any] = {
-    "picker": "[id^='model-selector-'][id$='-button'], #model-selector-list",
+    "picker": "#model-selector-model-button, #model-selector-list",
     "picker_adapter": {
-        "shown": "#model-selector-0-button",
+        "shown": "#model-selector-model-button",
         "shown_attr": "aria-label",
         "shown_prefix": "Selected model: ",
         "option": "#model-selector-list [role=option][data-value]",

@@ -9,7 +9,7 @@ if (!G || W.hermesPicker) return;
 
 const UNAVAILABLE = 'data-hermes-unavailable';
 const NOTICE = 'hermes-notice hermes-picker-notice';
-const LIST_WAIT_MS = 4000; // how long an opened list may take to offer the saved model (its host may refetch)
+const LIST_WAIT_MS = 4000; // how long an opened list may take to fill (its page may refetch it)
 
 const warn = e => console.warn('hermes-picker:', e);
 const safely = f => { try { return f(); } catch (e) { warn(e); } };
@@ -62,7 +62,9 @@ async function choose(m) {
   if (!option) {
     opener.click();
     opened = true;
-    option = await waitFor(() => !G.pending().length && optionFor(m), LIST_WAIT_MS);
+    // The list is complete once it shows options and no catalog is loading: then look for `m` once.
+    await waitFor(() => !G.pending().length && options().length, LIST_WAIT_MS);
+    option = optionFor(m);
   }
   if (!option) {
     if (opened && options().length) opener.click(); // leave the page as it was
@@ -138,5 +140,5 @@ for (const t of ['hermes:settled', 'hermes:reapplied']) D.addEventListener(t, sc
 new MutationObserver(schedule).observe(D.documentElement, { childList: true, subtree: true, attributes: true,
   attributeFilter: A.shown_attr ? [A.shown_attr] : undefined, characterData: !A.shown_attr });
 
-W.hermesPicker = Object.freeze({ shownModel, choose, state: () => ({ session, picked, tried: [...tried] }) });
+W.hermesPicker = Object.freeze({ shownModel, choose, state: () => ({ session, picked, busy, tried: [...tried] }) });
 })();
