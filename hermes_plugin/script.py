@@ -39,16 +39,20 @@ def _etag(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def served(readable: bool, name: str = SCRIPT) -> str:
-    if readable:
-        return source(name)
-    return minified() if name == SCRIPT else minified(name)  # one call shape per script: one cache entry each
+def served(readable: bool) -> str:
+    """The guard script as served: its source, or its minified build."""
+    return source() if readable else minified()
+
+
+def served_other(name: str, readable: bool) -> str:
+    """Another served script (the picker adapter), the same way."""
+    return source(name) if readable else minified(name)
 
 
 def response(name: str = SCRIPT) -> Response:
     """``GET <prefix>/static/<name>``: the minified build, or the source in debug."""
     readable = bool(current_app.debug or current_app.config.get("HERMES_PLUGIN_READABLE_SCRIPT"))
-    text = served(readable, name)
+    text = served(readable) if name == SCRIPT else served_other(name, readable)
     resp = Response(text, mimetype="text/javascript")
     resp.set_etag(_etag(text))
     resp.headers["Cache-Control"] = "no-cache"  # revalidated by ETag: a new package version is picked up at once
