@@ -25,6 +25,7 @@ class Decision:
 
     outcome: Outcome
     reason: str  # same | user | no_stored_model | model_present | catalog_unknown | model_absent
+    # (a reject after a keep also: model_unservable | fields_differ)
     session: str | None = None
     stored: str | None = None
     proposed: str | None = None
