@@ -194,6 +194,7 @@ function setCurrent(s) {
   if (cur === s) return;
   cur = s;
   budget = 0;
+  intended = undefined; // a pick made in another session explains nothing here
   clearNotices();
 }
 
