@@ -55,7 +55,7 @@ def write_routes(app: Flask, script_root: str = "") -> list[dict[str, str]]:
         regex = "^" + re.escape(script_root) + regex[1:]
         session = f"path:{spec.session}" if spec.session in names else f"body:{spec.session}"
         for method in sorted((rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}):
-            routes.append({"method": method, "url": regex, "session": session, "model": f"body:{spec.model}"})
+            routes.append({"method": method, "url": regex, "session": session, "model": f"body:{spec.fields.primary}"})
     state = app.extensions.get(EXTENSION)
     if state is not None:
         routes.extend(state.browser_writes())  # routes declared without a view, e.g. the reverse proxy's

@@ -59,3 +59,16 @@ def test_bad_adapters_are_one_clear_config_error(adapter: Any, message: str) -> 
     with pytest.raises(ConfigError, match=message):
         make_app(HERMES_PLUGIN_PICKER_ADAPTER=adapter)
     assert check_picker_adapter(None) is None and check_picker_adapter(ADAPTER) == ADAPTER
+
+
+def test_a_write_with_several_model_fields_tells_the_browser_its_first() -> None:
+    app = make_app()
+    guard = app.extensions["hermes_plugin"].guard
+
+    @app.post("/turns/<room>")
+    @guard.model_write(session="room", model=["turn.engines[]", "engine"])
+    def turn(room: str) -> str:
+        return "ok"
+
+    page = app.test_client().get("/").get_data(as_text=True)
+    assert '"session":"path:room","model":"body:turn.engines[]"' in page
