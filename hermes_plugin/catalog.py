@@ -27,6 +27,7 @@ from .errors import (
 from .http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, ProviderHTTP, make_cached_session
 from .models import Model, to_model, to_models
 from .plugins import PROVIDER_ID, ProviderSpec, collect_registrations, make_plugin_manager
+from .prices import Price
 from .redact import contains_secret, redact, source_secrets
 from .state import LockTimeout, StateStore, StateUnavailable
 
@@ -49,9 +50,13 @@ class CatalogModel:
     id: str
     label: str | None
     source: str  # "static" | "live"
+    price: Price | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "label": self.label or self.id, "source": self.source}
+        out: dict[str, Any] = {"id": self.id, "label": self.label or self.id, "source": self.source}
+        if self.price is not None:
+            out["price"] = self.price.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -512,9 +517,13 @@ def _snapshot(prov: _Provider) -> ProviderCatalog:
     """Build the immutable view; the caller holds ``prov.lock``."""
     merged: dict[str, CatalogModel] = {}
     for model in [*prov.spec.static, *prov.observed_static]:
-        merged.setdefault(model.id, CatalogModel(model.id, model.label, "static"))
+        merged.setdefault(model.id, CatalogModel(model.id, model.label, "static", model.price))
     for model in prov.live or ():
-        merged.setdefault(model.id, CatalogModel(model.id, model.label, "live"))
+        known = merged.get(model.id)
+        if known is None:
+            merged[model.id] = CatalogModel(model.id, model.label, "live", model.price)
+        elif known.price is None and model.price is not None:  # a static list names it, the live one prices it
+            merged[model.id] = CatalogModel(known.id, known.label, known.source, model.price)
     if prov.future is not None:
         state = "pending"
     elif prov.state == "new":
@@ -567,7 +576,7 @@ def _without_secrets(models: list[Model], secrets: list[str]) -> list[Model]:
         if contains_secret(model.id, secrets):
             continue
         if model.label is not None and contains_secret(model.label, secrets):
-            model = Model(model.id, redact(model.label, secrets))
+            model = Model(model.id, redact(model.label, secrets), model.price)
         kept.append(model)
     if models and not kept:
         raise ProviderResponseError("every model id returned contains a credential")

@@ -221,4 +221,9 @@ def _install_guard(app: Flask, store: SessionStore, providers: dict[str, Any], c
     )
     guard = ModelGuard(app)
     guard.session_model(store.model)
+
+    @guard.session_model_setter
+    def set_model(session_id: str, model: str) -> None:  # undo and the user's answers to the plugin's prompts
+        store.update(session_id, model=model)
+
     return guard
