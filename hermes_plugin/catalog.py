@@ -96,6 +96,8 @@ class _Provider:
     fresh_until: float = 0.0  # wall clock: no refetch before this (the cache lifetime)
     retry_at: float = 0.0  # monotonic: no new attempt before this after a failure
     next_refresh: float = 0.0  # monotonic: no forced refresh before this
+    # Last price the provider gave each model: a host's own list (observed) rarely repeats the prices.
+    prices: dict[str, Price] = field(default_factory=dict)
 
 
 @dataclass
@@ -247,6 +249,7 @@ class CatalogService:
                 if ok:
                     prov.observed_static = parsed
             elif ok and parsed:
+                _remember_prices(prov, parsed)
                 prov.live, prov.state, prov.confirmed = parsed, "fresh", True
                 prov.fetched_at, prov.error = time.time(), None
                 prov.fresh_until = prov.fetched_at + self._expire_after(prov)
@@ -360,6 +363,7 @@ class CatalogService:
         with prov.lock:
             if result.models is not None:
                 prov.live = result.models
+                _remember_prices(prov, result.models)
                 prov.state = "stale" if result.stale else "fresh"
                 prov.confirmed = not result.stale
                 prov.fetched_at = result.fetched_at
@@ -513,17 +517,17 @@ def _validated(items: Any) -> list[Model]:
     return list(models.values())
 
 
+def _remember_prices(prov: _Provider, models: Iterable[Model]) -> None:
+    prov.prices.update({model.id: model.price for model in models if model.price is not None})
+
+
 def _snapshot(prov: _Provider) -> ProviderCatalog:
     """Build the immutable view; the caller holds ``prov.lock``."""
     merged: dict[str, CatalogModel] = {}
     for model in [*prov.spec.static, *prov.observed_static]:
-        merged.setdefault(model.id, CatalogModel(model.id, model.label, "static", model.price))
+        merged.setdefault(model.id, CatalogModel(model.id, model.label, "static", model.price or prov.prices.get(model.id)))
     for model in prov.live or ():
-        known = merged.get(model.id)
-        if known is None:
-            merged[model.id] = CatalogModel(model.id, model.label, "live", model.price)
-        elif known.price is None and model.price is not None:  # a static list names it, the live one prices it
-            merged[model.id] = CatalogModel(known.id, known.label, known.source, model.price)
+        merged.setdefault(model.id, CatalogModel(model.id, model.label, "live", model.price or prov.prices.get(model.id)))
     if prov.future is not None:
         state = "pending"
     elif prov.state == "new":

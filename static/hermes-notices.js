@@ -53,7 +53,7 @@ function button(action, text) {
 // One box per session, pinned to the page; a new one replaces the old.
 function box(s, role) {
   boxes.get(s)?.remove();
-  const n = el('div', { className: `hermes-notice ${BOX}` });
+  const n = el('div', { className: BOX }); // not .hermes-notice: the guard clears those when the picker recovers
   n.setAttribute('role', role);
   n.dataset.session = s;
   n.style.cssText = STYLE;
@@ -99,7 +99,7 @@ async function ask(d) {
   const s = d.session, info = (await call(s, 'model')).json;
   const stored = str(info.model);
   if (!stored || info.availability !== 'absent' || answered.has(`${s} ${stored}`)) return;
-  if (boxes.get(s)?.dataset.asking === stored) return;
+  if (boxes.get(s)?.isConnected && boxes.get(s).dataset.asking === stored) return;
   const catalog = await fetch(`${prefix}/api/catalog`).then(r => r.json()).catch(() => ({}));
   const models = new Map();
   for (const p of catalog.providers || []) for (const m of p.models || []) if (!models.has(m.id)) models.set(m.id, m);
