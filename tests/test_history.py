@@ -405,3 +405,40 @@ def test_proxy_undo_replays_the_upstreams_write(provider: FakeProvider) -> None:
 def test_bad_session_write_is_a_config_error(write: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         proxy_config({"session_write": write})
+
+
+def test_a_retired_models_price_reaches_another_worker(tmp_path: Any, provider: FakeProvider) -> None:
+    """Two workers share one state file: the one that never saw the retired model still knows its price."""
+    state = str(tmp_path / "shared.sqlite")
+    first = make_app(tmp_path / "w1", provider, HERMES_PLUGIN_STATE=state)
+    with running(first) as base:
+        requests.get(f"{base}{P}/api/catalog?refresh=1", timeout=30)
+    provider.configure(models=CATALOG[1:])
+    second = make_app(tmp_path / "w2", provider, HERMES_PLUGIN_STATE=state)
+    with running(second) as base:
+        requests.get(f"{base}{P}/api/catalog?refresh=1", timeout=30)
+        assert session_info(base).json()["price"] == {"input": 2.0, "output": 8.0}
+        refused = auto_write(base, PRICEY)
+        assert refused.status_code == 409 and refused.json()["error"] == "price_increase"
+
+
+def test_proxy_refuses_a_pricier_automatic_switch(provider: FakeProvider) -> None:
+    models = {"s1": RETIRED}
+    table = {
+        "writes": [{"method": "POST", "url": r"^/api/session/update$", "session": "session_id", "model": "model"}],
+        "session_read": {"url": "/api/session?session_id={session}", "model": "session.model"},
+        "max_price_ratio": 2,
+    }
+    cfg = proxy_config(table, {"prov": provider_config(provider)})
+    with running(upstream_app(models)) as up, \
+            running(proxy_app(up, cfg=cfg, app_config={"HERMES_PLUGIN_REFRESH_INTERVAL": 0})) as base:
+        requests.get(f"{base}{P}/api/catalog?refresh=1", timeout=30)  # RETIRED listed, with its price
+        provider.configure(models=CATALOG[1:])
+        requests.get(f"{base}{P}/api/catalog?refresh=1", timeout=30)
+        refused = requests.post(f"{base}/api/session/update", json={"session_id": "s1", "model": PRICEY},
+                                headers={"X-Hermes-Intent": "auto", "Cookie": "sid=alice"}, timeout=30)
+        assert refused.status_code == 409 and refused.json()["error"] == "price_increase"
+        assert refused.headers["X-Hermes-Notice"] == "ask" and models["s1"] == RETIRED
+        cheaper = requests.post(f"{base}/api/session/update", json={"session_id": "s1", "model": CHEAP},
+                                headers={"X-Hermes-Intent": "auto", "Cookie": "sid=alice"}, timeout=30)
+        assert cheaper.status_code == 200 and models["s1"] == CHEAP
