@@ -14,9 +14,11 @@ const STYLE = 'position:fixed;left:1em;bottom:1em;z-index:2147483647;max-width:3
 
 const warn = e => console.warn('hermes-notices:', e);
 const str = (v, d) => typeof v === 'string' && v ? v : d;
-let prefix = '/hermes-plugin';
+let prefix = '/hermes-plugin', modelSelect = '#modelSelect, [data-hermes-model]';
 try {
-  prefix = str(JSON.parse(D.getElementById('hermes-plugin-config').textContent).prefix, prefix).replace(/\/+$/, '');
+  const c = JSON.parse(D.getElementById('hermes-plugin-config').textContent);
+  prefix = str(c.prefix, prefix).replace(/\/+$/, '');
+  modelSelect = str(c.modelSelect, modelSelect);
 } catch (e) { warn(e); }
 
 const queue = W.hermesNoticeQueue || (W.hermesNoticeQueue = []);
@@ -90,8 +92,20 @@ async function restore(s, n, entry) {
   if (info.json.model !== entry.new) return say(n, `The model has changed again (now ${info.json.model}); nothing was undone.`);
   const r = await post(s, 'model/undo', info.json.version);
   if (!r.ok) return say(n, `Could not undo: ${str(r.json.detail, 'HTTP ' + r.status)}`);
+  offer(r.json.model);
   W.hermesGuard?.learn?.(s, r.json.model, r.json.version);
   say(n, `Restored ${r.json.model}.`);
+}
+
+// A restored model no list offers still needs an option, or the picker would go on showing the other
+// one: the guard's own "unavailable" placeholder, which it selects and removes on a session switch.
+function offer(m) {
+  for (const sel of D.querySelectorAll(modelSelect)) {
+    if (!sel.options || [...sel.options].some(o => o.value === m)) continue;
+    const o = new Option(m + ' (unavailable)', m);
+    o.setAttribute('data-hermes-unavailable', '');
+    sel.append(o);
+  }
 }
 
 // The saved model is gone (with a suggested replacement) or the page's switch would cost more: ask.

@@ -63,6 +63,13 @@ def test_page_fallback_shows_a_notice_and_undo_restores(demo_host: Any) -> None:
     last = host.model_log("retired")[-1]
     assert (last["old"], last["new"], last["by"], last["reason"]) == (OPUS, RETIRED, "user", "undo")
     assert page.js("return hermesGuard.state().model") == RETIRED  # the guard knows the restored model
+    # The picker shows it too (as unavailable), so the page's state follows and nothing re-corrects it.
+    page.wait_js(f"return document.getElementById('modelSelect').value === '{RETIRED}'")
+    assert page.js("return document.getElementById('modelSelect').selectedOptions[0].text") == \
+        f"{RETIRED} (unavailable)"
+    page.finish()
+    host.writes.wait_idle()
+    assert host.stored("retired") == RETIRED
     action(page, "dismiss")
     page.wait_js(f"return !document.querySelector('{BOX}')")
 
