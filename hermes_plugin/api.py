@@ -136,7 +136,8 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
             aliases = guard_state.model_aliases(model, provider)
             if availability == "absent":
                 replacement = guard_state.suggestion(model)
-            known = guard_state.price_of(model)
+            # A gone model's remembered price costs a shared-state read: only then is it looked up.
+            known = guard_state.price_of(model, remembered=availability == "absent")
             price = known.to_json() if known is not None else None
         response = no_store(jsonify({
             "session": session_id, "model": model, "version": version,

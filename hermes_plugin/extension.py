@@ -212,17 +212,21 @@ class GuardState:
         except StateUnavailable as exc:
             log.warning("hermes-plugin: could not share the prices of %s: %s", catalog.id, exc)
 
-    def price_of(self, model: str) -> Price | None:
-        """The model's price from a catalog now, else the last one seen by this or another worker."""
-        for provider in self.catalog.provider_ids():
+    def price_of(self, model: str, remembered: bool = True) -> Price | None:
+        """The model's price from a catalog now, else (``remembered``) the last one seen by this or another
+        worker: what a retired model cost."""
+        providers = self.catalog.provider_ids()
+        for provider in providers:
             for entry in self.catalog.snapshot(provider).models:
                 if entry.id == model and entry.price is not None:
                     return entry.price  # type: ignore[no-any-return]
+        if not remembered:
+            return None
         if model in self.prices:
             return self.prices[model]
         try:
-            for _, record in self.store.items("prices:"):
-                value = record.get(model)
+            for provider in providers:  # one small read per provider, never a scan of the shared store
+                value = (self.store.get(f"prices:{provider}") or {}).get(model)
                 if isinstance(value, list) and len(value) == 2:
                     return Price(float(value[0]), float(value[1]))
         except (StateUnavailable, TypeError, ValueError):
