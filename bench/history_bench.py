@@ -2,6 +2,8 @@
 
 - restate: a guarded write that restates the stored model (no history entry: the baseline);
 - pick:    a guarded write that changes the model (version, a model-log entry with who/why, the event);
+- nolog:   the same pick on a second, identical app whose model log is switched off (the entry is
+           dropped before it is stored): pick/nolog is what the history itself costs a write;
 - undo:    ``POST .../model/undo`` (reads the log, writes through the host's setter, logs the undo).
 
 One host app with the guard's default SQLite state, on a real loopback server; each client thread
@@ -32,8 +34,8 @@ P = "/hermes-plugin"
 MODELS = ("prov/a", "prov/b")
 
 
-def make_app(tmp: Path, sessions: int) -> Flask:
-    app = Flask("bench_history", instance_path=str(tmp / "instance"))
+def make_app(tmp: Path, sessions: int, log: bool = True) -> Flask:
+    app = Flask(f"bench_history_{log}", instance_path=str(tmp / f"instance-{log}"))
     app.config.update(HERMES_PLUGIN_CACHE="memory", HERMES_PLUGIN_STATE="sqlite")
     store = {f"s{i}": MODELS[0] for i in range(sessions)}
     lock = threading.Lock()
@@ -53,6 +55,10 @@ def make_app(tmp: Path, sessions: int) -> Flask:
             store[body["session_id"]] = body["model"]
         return {"ok": True}
 
+    if not log:  # the comparison app: everything a change records except its model-log entry
+        state = guard.state(app).store
+        record = state.record
+        state.record = lambda session, version=None, entry=None, message=None: record(session, version, None, message)
     return app
 
 
@@ -83,14 +89,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = LoopbackServer(make_app(Path(tmp), args.threads)).start()
+        nolog_server = LoopbackServer(make_app(Path(tmp), args.threads, log=False)).start()
         base = server.url
         current: dict[str, str] = {}
+        nolog_current: dict[str, str] = {}
 
-        def write(http: requests.Session, sid: str, model: str) -> None:
-            response = http.post(base + "/api/session/update", json={"session_id": sid, "model": model},
+        def write(http: requests.Session, sid: str, model: str, url: str = base,
+                  models: dict[str, str] = current) -> None:
+            response = http.post(url + "/api/session/update", json={"session_id": sid, "model": model},
                                  headers={"X-Hermes-Intent": "user"}, timeout=30)
             response.raise_for_status()
-            current[sid] = model
+            models[sid] = model
 
         def restate(http: requests.Session, sid: str, _: int) -> None:
             write(http, sid, current.get(sid, MODELS[0]))
@@ -98,12 +107,16 @@ def main() -> None:
         def pick(http: requests.Session, sid: str, _: int) -> None:
             write(http, sid, MODELS[1] if current.get(sid, MODELS[0]) == MODELS[0] else MODELS[0])
 
+        def nolog(http: requests.Session, sid: str, _: int) -> None:
+            model = MODELS[1] if nolog_current.get(sid, MODELS[0]) == MODELS[0] else MODELS[0]
+            write(http, sid, model, nolog_server.url, nolog_current)
+
         def undo(http: requests.Session, sid: str, _: int) -> None:
             response = http.post(f"{base}{P}/api/sessions/{sid}/model/undo", headers={"If-Match": "*"}, timeout=30)
             response.raise_for_status()
             current[sid] = response.json()["model"]
 
-        kinds = {"restate": restate, "pick": pick, "undo": undo}
+        kinds = {"restate": restate, "pick": pick, "nolog": nolog, "undo": undo}
         try:
             for kind in kinds.values():  # warm-up (and a first change, so undo has something to revert)
                 drive(args.threads * 4, args.threads, kind)
@@ -116,9 +129,11 @@ def main() -> None:
             print(f"{args.rounds} rounds x {args.requests} requests, {args.threads} client threads (one session each), "
                   "SQLite state")
             print("   ".join(f"{name} {rate:7.0f} writes/s" for name, rate in rates.items()))
-            print(f"pick/restate {rates['pick'] / rates['restate']:.3f}   undo/pick {rates['undo'] / rates['pick']:.3f}")
+            print(f"pick/nolog {rates['pick'] / rates['nolog']:.3f}   pick/restate {rates['pick'] / rates['restate']:.3f}"
+                  f"   undo/pick {rates['undo'] / rates['pick']:.3f}")
         finally:
             server.stop()
+            nolog_server.stop()
 
 
 if __name__ == "__main__":
