@@ -1,7 +1,8 @@
 """The browser scripts as the package serves them: the readable sources, minified once per process.
 
-The readable ``static/hermes-guard.js`` (the core guard) and ``static/hermes-picker.js`` (custom model
-pickers, served only to pages that declare one) are the only sources; rjsmin turns each into its served
+The readable ``static/hermes-guard.js`` (the core guard), ``static/hermes-notices.js`` (notices and prompts,
+loaded by the guard when needed) and ``static/hermes-picker.js`` (custom model pickers, served only to
+pages that declare one) are the only sources; rjsmin turns each into its served
 build at the first request (no Node build step). ``app.debug`` or ``HERMES_PLUGIN_READABLE_SCRIPT`` serve
 the sources.
 """
@@ -15,12 +16,13 @@ import importlib.resources
 from flask import Response, current_app, request
 
 SCRIPT = "hermes-guard.js"
-PICKER_SCRIPT = "hermes-picker.js"
-SCRIPTS = (SCRIPT, PICKER_SCRIPT)
+NOTICES = "hermes-notices.js"  # the notices and prompts, loaded by the guard only when it needs them
+PICKER_SCRIPT = "hermes-picker.js"  # custom model pickers, loaded only by pages that declare an adapter
+SCRIPTS = (SCRIPT, NOTICES, PICKER_SCRIPT)
 
 
 def source(name: str = SCRIPT) -> str:
-    """A browser script's readable source as shipped in the package."""
+    """A readable script as shipped in the package."""
     if name not in SCRIPTS:
         raise ValueError(f"not a served script: {name!r}")
     return (importlib.resources.files("hermes_plugin.static") / name).read_text(encoding="utf-8")
@@ -44,15 +46,13 @@ def served(readable: bool) -> str:
     return source() if readable else minified()
 
 
-def served_other(name: str, readable: bool) -> str:
-    """Another served script (the picker adapter), the same way."""
-    return source(name) if readable else minified(name)
-
-
 def response(name: str = SCRIPT) -> Response:
     """``GET <prefix>/static/<name>``: the minified build, or the source in debug."""
     readable = bool(current_app.debug or current_app.config.get("HERMES_PLUGIN_READABLE_SCRIPT"))
-    text = served(readable) if name == SCRIPT else served_other(name, readable)
+    if name == SCRIPT:
+        text = served(readable)  # tests swap this one for an older guard build
+    else:
+        text = source(name) if readable else minified(name)
     resp = Response(text, mimetype="text/javascript")
     resp.set_etag(_etag(text))
     resp.headers["Cache-Control"] = "no-cache"  # revalidated by ETag: a new package version is picked up at once

@@ -24,13 +24,17 @@ class Decision:
     """What the guard decided for one write proposing ``proposed`` where ``stored`` is saved."""
 
     outcome: Outcome
-    reason: str  # same | user | no_stored_model | model_present | catalog_unknown | model_absent
-    # (a reject after a keep also: model_unservable | fields_differ)
+    # same | user | no_stored_model | model_present | catalog_unknown | model_absent | replacement_suggested |
+    # price_increase | undo | replacement | price_accepted | pick (the last four: the plugin's own set API)
+    # | model_unservable | fields_differ (a reject after a keep: the host cannot serve it, the fields cannot say it)
+    reason: str
     session: str | None = None
     stored: str | None = None
     proposed: str | None = None
     intent: Intent = "user"
     availability: str | None = None  # of the stored model: present | absent | unknown (None when not asked)
+    replacement: str | None = None  # the retirement map's suggestion for an absent stored model
+    price_ratio: float | None = None  # proposed model's price / stored model's, when both are known
 
     @property
     def changes_model(self) -> bool:
@@ -47,8 +51,13 @@ def needs_availability(stored: str | None, proposed: str | None, intent: str) ->
 
 
 def decide(stored: str | None, proposed: str | None, intent: str, availability: str | None,
-           on_keep: str = "keep", session: str | None = None) -> Decision:
-    """The decision table (the If-Match row is checked by the caller before this)."""
+           on_keep: str = "keep", session: str | None = None, *, replacement: str | None = None,
+           price_ratio: float | None = None, max_price_ratio: float = 1.0) -> Decision:
+    """The decision table (the If-Match row is checked by the caller before this).
+
+    An automatic write replacing a confirmed-absent model is refused when it raises the price by more than
+    ``max_price_ratio``, and kept when the retirement map has a suggestion: the user answers, not the page.
+    """
     if intent not in INTENTS:
         raise ValueError(f"intent must be one of {INTENTS}, got {intent!r}")
     if on_keep not in ON_KEEP:
@@ -61,36 +70,63 @@ def decide(stored: str | None, proposed: str | None, intent: str, availability: 
     if intent == "user":
         return Decision("pass", "user", availability=availability, **common)  # type: ignore[arg-type]
     if availability == "absent":
-        return Decision("fallback", "model_absent", availability=availability, **common)  # type: ignore[arg-type]
+        extra = {"availability": availability, "replacement": replacement, "price_ratio": price_ratio}
+        if price_ratio is not None and price_ratio > max_price_ratio:
+            return Decision("reject", "price_increase", **extra, **common)  # type: ignore[arg-type]
+        if replacement is not None:
+            kept: Outcome = "keep" if on_keep == "keep" else "reject"
+            return Decision(kept, "replacement_suggested", **extra, **common)  # type: ignore[arg-type]
+        return Decision("fallback", "model_absent", **extra, **common)  # type: ignore[arg-type]
     # Anything but a confirmed absence keeps the stored model: "unknown" must never rewrite a session.
     reason = "model_present" if availability == "present" else "catalog_unknown"
     outcome: Outcome = "keep" if on_keep == "keep" else "reject"
     return Decision(outcome, reason, availability=availability or "unknown", **common)  # type: ignore[arg-type]
 
 
+def actor(decision: Decision) -> str:
+    """Who made the change: ``user`` (a pick or an answer), ``page`` (an automatic write let through) or
+    ``server`` (the guard kept or refused the page's proposal)."""
+    if decision.outcome in ("keep", "reject"):
+        return "server"
+    return "user" if decision.intent == "user" else "page"
+
+
+def last_change(entries: list[dict[str, Any]], current: str | None) -> dict[str, Any] | None:
+    """The newest log entry that changed the model to ``current``: what an undo reverts."""
+    for entry in reversed(entries):
+        if entry.get("new") != entry.get("old"):
+            return entry if entry.get("new") == current else None
+    return None
+
+
 STRENGTH = {"pass": 0, "fallback": 1, "keep": 2, "reject": 3}
 
 
 def decide_models(stored: tuple[str, ...] | None, proposed: tuple[str, ...] | None, intent: str,
-                  availability: Callable[[str], str], on_keep: str = "keep", session: str | None = None
+                  availability: Callable[[str], str], on_keep: str = "keep", session: str | None = None,
+                  decide_entry: Callable[[str | None, str | None], Decision] | None = None
                   ) -> tuple[Decision, tuple[str, ...] | None]:
     """The decision table per entry of a model list, and the list to forward when the decision is keep.
 
     One model is the plain table. Lists of one length are judged entry by entry (the strongest outcome
     answers for the write, the entries kept go back to their stored model); a list of another length is
-    judged whole, since no entry lines up with a stored one.
+    judged whole, since no entry lines up with a stored one. ``decide_entry(stored, proposed)`` decides
+    one model (the host's full table: availability, replacements, prices); by default the plain table.
     """
-    if not stored or not proposed or (len(stored) == 1 and len(proposed) == 1) or len(stored) != len(proposed):
-        one_stored = stored[0] if stored else None
-        one_proposed = proposed[0] if proposed else None
-        if stored and proposed and len(stored) != len(proposed):
-            one_stored, one_proposed = _list_name(stored), _list_name(proposed)
+    if decide_entry is None:
+        def decide_entry(old: str | None, new: str | None) -> Decision:
+            asked = availability(old) if old and needs_availability(old, new, intent) else None
+            return decide(old, new, intent, asked, on_keep, session)
+    if stored and proposed and len(stored) != len(proposed):
+        one_stored, one_proposed = _list_name(stored), _list_name(proposed)
         asked = needs_availability(one_stored, one_proposed, intent)
         availability_of = _whole_availability(stored, proposed, availability) if asked else None
         decision = decide(one_stored, one_proposed, intent, availability_of, on_keep, session)
         return decision, (stored if decision.outcome == "keep" else None)
-    decisions = [decide(old, new, intent, availability(old) if needs_availability(old, new, intent) else None,
-                        on_keep, session) for old, new in zip(stored, proposed, strict=True)]
+    if not stored or not proposed or len(stored) == 1:
+        decision = decide_entry(stored[0] if stored else None, proposed[0] if proposed else None)
+        return decision, (stored if decision.outcome == "keep" and stored else None)
+    decisions = [decide_entry(old, new) for old, new in zip(stored, proposed, strict=True)]
     strongest = max(decisions, key=lambda d: STRENGTH[d.outcome])
     if strongest.outcome != "keep":
         return strongest, None
@@ -179,10 +215,10 @@ class AuditLog:
 
     @staticmethod
     def entry(decision: Decision, new: str | None, at: float | None = None) -> dict[str, Any]:
-        """The log entry for ``decision`` (not yet stored)."""
+        """The log entry for ``decision`` (not yet stored): what changed, who (``by``) and why (``reason``)."""
         if decision.session is None:
             raise ValueError("cannot audit a write without a session")
-        return {
+        entry = {
             "time": time.time() if at is None else at,
             "old": decision.stored,
             "new": new,
@@ -190,7 +226,13 @@ class AuditLog:
             "intent": decision.intent,
             "outcome": decision.outcome,
             "reason": decision.reason,
+            "by": actor(decision),
         }
+        if decision.replacement is not None:
+            entry["replacement"] = decision.replacement
+        if decision.price_ratio is not None:
+            entry["price_ratio"] = round(decision.price_ratio, 4) if decision.price_ratio != float("inf") else None
+        return entry
 
     def entries(self, session: str) -> list[dict[str, Any]]:
         """Oldest first; an unknown session has none."""

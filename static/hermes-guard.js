@@ -3,7 +3,7 @@
 // source; the package serves a minified build of it.
 (() => {
 'use strict';
-const W = window, D = document;
+const W = window, D = document, nonce = D.currentScript?.nonce;
 // Injected by the extension and also included by the host: the second copy must not wrap fetch again.
 if (W.hermesGuard) return;
 
@@ -82,7 +82,7 @@ const versions = new Map(); // session -> version of the known model (an older o
 const pickAt = new Map();   // session -> time of the user's last pick (a later pick beats an earlier load)
 const serverInfo = new Map(); // model -> {provider, aliases} as the server resolved them
 const originalFetch = W.fetch;
-let cfg, cur = null, pick, gestureAt, pointer, markAt, intended, unloading, unavailable, applying = false;
+let cfg, cur = null, pick, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
 let budget = 0, frames = 0, observer;
 
 const stored = () => known.get(cur);
@@ -92,9 +92,9 @@ function expose(off) {
   W.hermesGuard = Object.freeze({
     pending: () => [...pending.keys()],
     whenSettled: () => new Promise(r => pending.size ? waiters.push(r) : r()),
-    // userIntent(model): a pick in a custom picker, held until a write proposes that model.
-    userIntent: m => { str(m) ? (intended = m) : (markAt = now()); },
+    userIntent: () => { markAt = now(); },
     state: () => ({ ...off, session: cur, model: stored() ?? null, held: held.length }),
+    learn: (s, m, v) => { setKnown(s, m, +v); s === cur && reapply(); }, // the notices script's writes
     _internals: { toJsRegex, walk, parseConfig, decideIntent, canonical, sameModel },
   });
 }
@@ -194,7 +194,6 @@ function setCurrent(s) {
   if (cur === s) return;
   cur = s;
   budget = 0;
-  intended = undefined; // a pick made in another session explains nothing here
   clearNotices();
 }
 
@@ -305,7 +304,15 @@ async function checkUnavailable(s = cur) {
   const info = await sessionModel(s);
   if (cur !== s || pending.size || stored() == null) return;
   if (info.availability === 'unknown') unavailable = { s, m: stored(), why: str(info.reason, '') };
+  if (info.replacement) tell({ session: s, note: 'ask' });
   reapply();
+}
+
+// Notices and prompts live in their own script, loaded the first time there is something to tell.
+function tell(d) {
+  const q = W.hermesNoticeQueue ||= [];
+  if (q.push(d) < 2) D.head.append(Object.assign(D.createElement('script'), { src: cfg.prefix + '/static/hermes-notices.js', nonce }));
+  W.hermesNotices?.();
 }
 
 // ---- user intent ----
@@ -357,13 +364,11 @@ function describeWrite(c, body, header) {
   };
   const session = read(c.e.session), model = read(c.e.model), t = now();
   const recent = pointer && t - pointer.at <= GESTURE_MS;
-  const picked = intended != null && sameModel(model, intended);
-  const named = picked || (model != null && recent && !pointer.inPicker && namesModel(pointer.target, model));
+  const named = model != null && recent && !pointer.inPicker && namesModel(pointer.target, model);
   const choice = !header && session != null && safely(() => isChoice(session, model));
   const intent = decideIntent({ header, proposed: model, pick, gestureAt, markAt, now: t, named, choice });
   if (intent === 'user') {
     markAt = undefined; // userIntent() explains one write only
-    if (picked) intended = undefined;
     if (session != null && model != null) {
       setCurrent(session);
       setKnown(session, model);
@@ -385,9 +390,11 @@ function hold(w, send) {
 const unhold = h => held.includes(h) && held.splice(held.indexOf(h), 1);
 
 // The server kept the stored model: the picker goes back to it, visibly, if it showed the other one.
-function afterWrite(w, kept) {
+// A change let through without the user, or one the user must decide, goes to the notices script.
+function afterWrite(w, header) {
+  const kept = header(KEPT_HEADER), note = header('X-Hermes-Notice'), proposed = w.detail.model, s = w.session;
+  if (note) return tell({ ...w.detail, note });
   if (!kept) return;
-  const proposed = w.detail.model, s = w.session;
   const showedProposal = () => selects().find(sel => sameModel(sel.value, proposed) && !sameModel(sel.value, known.get(s)));
   const before = showedProposal();
   emit('write-kept', { ...w.detail, reason: kept });
@@ -428,7 +435,7 @@ async function fetchWrite(c, input, init) {
     warn(e);
     return originalFetch.call(W, input, init);
   }
-  const send = () => originalFetch.call(W, input, i).then(r => (safely(() => afterWrite(w, r.headers.get(KEPT_HEADER))), r));
+  const send = () => originalFetch.call(W, input, i).then(r => (safely(() => afterWrite(w, h => r.headers.get(h))), r));
   if (!w.hold) return send();
   return new Promise((resolve, reject) => {
     const signal = i.signal || req?.signal, h = hold(w, () => send().then(resolve, reject));
@@ -488,7 +495,7 @@ if (XP) Object.assign(XP, {
       const w = describeWrite(c, typeof body === 'string' && body, i.intent);
       if (w.intent === 'auto') followSession(w.session);
       if (!i.intent) setRequestHeader.call(x, INTENT_HEADER, w.intent);
-      x.addEventListener('load', () => afterWrite(w, x.getResponseHeader(KEPT_HEADER)));
+      x.addEventListener('load', () => afterWrite(w, h => x.getResponseHeader(h)));
       if (w.hold && !i.sync) return i.held = hold(w, () => { i.held = null; send.apply(x, args); });
     });
     if (!waiting) return send.apply(x, args);

@@ -1,6 +1,6 @@
 // hermes-plugin picker adapter: makes a custom (non-<select>) model picker show the session's saved model,
-// marks it unavailable when the picker cannot offer it, and reports a person's pick to the guard so the
-// next write carrying that model counts as the user's. Loaded after hermes-guard.js, only on pages whose
+// marks it unavailable when the picker cannot offer it, and marks the next write carrying a person's pick
+// as the user's (X-Hermes-Intent: user, the host's own word, which the guard honours). Loaded after hermes-guard.js, only on pages whose
 // config declares `pickerAdapter`. Behaviour and reasons: docs/browser-guard.md.
 (() => {
 'use strict';
@@ -15,14 +15,20 @@ const warn = e => console.warn('hermes-picker:', e);
 const safely = f => { try { return f(); } catch (e) { warn(e); } };
 const frame = () => new Promise(r => requestAnimationFrame(() => r()));
 
-let A;
+let cfg, A;
 try {
-  A = JSON.parse(D.getElementById('hermes-plugin-config').textContent).pickerAdapter;
+  cfg = JSON.parse(D.getElementById('hermes-plugin-config').textContent);
+  A = cfg.pickerAdapter;
 } catch (e) { warn(e); }
 if (!A || !A.shown || !A.option || !A.option_value) return;
 
+// The guarded write routes, their Python regexes as JS ones (named groups and back-references).
+const toRegex = src => new RegExp(String(src).replace(/\(\?P</g, '(?<').replace(/\(\?P=(\w+)\)/g, '\\k<$1>'));
+const writes = [].concat(cfg.writes || []).flatMap(e => safely(() => [{ method: (e.method || 'POST').toUpperCase(), re: toRegex(e.url) }]) || []);
+
 const labels = new Map(); // model id -> the text the picker shows for it (learnt after a choice)
 let session, tried = new Set(), picked = false, choosing = false, busy = false, queued = false;
+let held = null; // the model of a person's pick, until a write carries it
 
 // ---- reading and driving the picker ----
 
@@ -102,7 +108,7 @@ function mark(m) {
 
 async function check() {
   const st = G.state(), m = st.model;
-  if (st.session !== session) { session = st.session; tried = new Set(); picked = false; clearMark(); }
+  if (st.session !== session) { session = st.session; tried = new Set(); picked = false; held = null; clearMark(); }
   if (!session || !m || picked || G.pending().length || !q(A.shown)) return;
   if (shows(m)) return clearMark();
   if (tried.has(m)) return; // one try per saved model and session: a page that refuses it is not fought
@@ -121,17 +127,56 @@ function schedule() {
   });
 }
 
-// ---- a person's pick ----
+// ---- a person's pick, held until the next write that carries it ----
 
 function onClick(e) {
   if (!e.isTrusted || choosing) return;
   const option = e.target.closest?.(A.option), m = option?.getAttribute(A.option_value);
   if (!m) return;
-  G.userIntent(m); // held by the guard until a write proposes this model
+  held = m; // however long the person then takes to type, the write carrying it is theirs
   picked = true;
   clearMark();
   requestAnimationFrame(() => { const shown = shownModel(); if (shown) labels.set(m, shown); });
 }
+
+// A guarded write (method and URL of a declared route) whose JSON body names the held model.
+function carriesPick(method, url, body) {
+  if (held == null || typeof body !== 'string' || !body.includes(JSON.stringify(held))) return false;
+  const u = new URL(url, location.href), target = u.pathname + u.search;
+  method = String(method || 'GET').toUpperCase();
+  return u.origin === location.origin && writes.some(w => w.method === method && w.re.test(target));
+}
+
+// The host's own word on intent is one the guard honours: the write carrying the pick says `user`.
+const INTENT = 'X-Hermes-Intent', pageFetch = W.fetch;
+if (pageFetch) W.fetch = function (input, init) {
+  const marked = safely(() => {
+    if (!carriesPick(init?.method || input?.method, input?.url || input, init?.body)) return;
+    held = null;
+    const headers = new Headers(init.headers || input?.headers);
+    if (!headers.has(INTENT)) headers.set(INTENT, 'user');
+    return { ...init, headers };
+  });
+  return marked ? pageFetch.call(this, input, marked) : pageFetch.apply(this, arguments);
+};
+const XP = W.XMLHttpRequest?.prototype, { open, send, setRequestHeader } = XP || {}, X = Symbol('hermes-picker');
+if (XP) Object.assign(XP, {
+  open(method, url) {
+    safely(() => { this[X] = { method, url }; });
+    return open.apply(this, arguments);
+  },
+  setRequestHeader(k, v) {
+    if (this[X] && String(k).toLowerCase() === INTENT.toLowerCase()) this[X].intent = true;
+    return setRequestHeader.apply(this, arguments);
+  },
+  send(body) {
+    safely(() => {
+      const x = this[X];
+      if (x && !x.intent && carriesPick(x.method, x.url, body)) { held = null; setRequestHeader.call(this, INTENT, 'user'); }
+    });
+    return send.apply(this, arguments);
+  },
+});
 
 D.addEventListener('click', e => safely(() => onClick(e)), true);
 // The server kept the saved model: show it again, even after a pick.
@@ -140,5 +185,5 @@ for (const t of ['hermes:settled', 'hermes:reapplied']) D.addEventListener(t, sc
 new MutationObserver(schedule).observe(D.documentElement, { childList: true, subtree: true, attributes: true,
   attributeFilter: A.shown_attr ? [A.shown_attr] : undefined, characterData: !A.shown_attr });
 
-W.hermesPicker = Object.freeze({ shownModel, choose, state: () => ({ session, picked, busy, tried: [...tried] }) });
+W.hermesPicker = Object.freeze({ shownModel, choose, state: () => ({ session, picked, held, busy, tried: [...tried] }) });
 })();
