@@ -15,7 +15,6 @@ from ..picker import check_picker_adapter
 from ..presets import preset
 from ..replacements import check_table
 from ..writefields import WriteFields
-from .servable import UpstreamModelsRead
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
               "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
@@ -82,6 +81,14 @@ def _session_write(value: Any) -> SessionWrite:
     if not isinstance(body, Mapping) or "{model}" not in repr(dict(body)):
         raise ConfigError("[proxy] session_write: body must be a table that places \"{model}\"")
     return SessionWrite(method, url, dict(body))
+
+
+@dataclass(frozen=True)
+class UpstreamModelsRead:
+    """``GET url`` on the upstream lists the models it serves now; ``models`` is the JSON path of their ids."""
+
+    url: str
+    models: str
 
 
 @dataclass

@@ -7,26 +7,18 @@ rebuilds it on ``GET /api/models``): asking the list both refreshes it and says 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import requests
 
 from .. import jsonpath
+from .config import UpstreamModelsRead
 from .credentials import caller_headers
 
 if TYPE_CHECKING:
     from .relay import Proxy
 
 log = logging.getLogger("hermes_plugin.proxy")
-
-
-@dataclass(frozen=True)
-class UpstreamModelsRead:
-    """``GET url`` on the upstream lists the models it serves now; ``models`` is the JSON path of their ids."""
-
-    url: str
-    models: str
 
 
 class UpstreamModels:
