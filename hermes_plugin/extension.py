@@ -80,6 +80,8 @@ class WriteSpec:
 
     session: str
     model: str | tuple[str, ...]
+    session_match: str | None = None  # a regex a session id must match in full; other ids are no session
+
 
     @functools.cached_property
     def fields(self) -> WriteFields:
@@ -525,6 +527,9 @@ def _parse_write(spec: WriteSpec) -> tuple[dict[str, Any], str | None, list[Fiel
     except (jsonpath.PathError, FieldError) as exc:
         raise WriteRefused(400, "bad_request", str(exc)[:200]) from None
     session = None if session is jsonpath.MISSING else session
+    if session is not None and spec.session_match and not (
+            isinstance(session, str) and re.fullmatch(spec.session_match, session)):
+        session = None  # e.g. a temporary chat the host never stores: judged like a write without a session
     if session is not None:
         problem = api.session_id_problem(session)
         if problem:

@@ -49,7 +49,8 @@ DEMO: dict[str, Any] = {
 # four fields and the server stores ``user_message.models`` as the chat's list; the page's own chat save
 # (``POST /api/v1/chats/<id>``) sends ``chat.models``. The server checks sends against a registry it rebuilds
 # on ``GET /api/models``. Its picker is a custom listbox whose options carry the model id in data-value.
-CHAT_ID = r"(?P<chat_id>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+CHAT_ID = rf"(?P<chat_id>{UUID})"
 OPEN_WEBUI: dict[str, Any] = {
     "picker": "#model-selector-model-button, #model-selector-list",
     "picker_adapter": {
@@ -65,7 +66,8 @@ OPEN_WEBUI: dict[str, Any] = {
     "session_urls": [{"url": rf"^/api/v1/chats/{CHAT_ID.replace('chat_id', 'session')}$", "model": "chat.models[]",
                       "session": "id"}],
     "writes": [
-        {"method": "POST", "url": r"^/api/chat/completions$", "session": "chat_id",
+        # Temporary chats ("temporary:…", "local:…") are never stored: only a saved chat's id is a session.
+        {"method": "POST", "url": r"^/api/chat/completions$", "session": "chat_id", "session_match": UUID,
          "model": ["user_message.models[]", "message_ids[].model_id", "model", "model_item.id"]},
         {"method": "POST", "url": rf"^/api/v1/chats/{CHAT_ID}$", "session": "path:chat_id", "model": "chat.models[]"},
     ],

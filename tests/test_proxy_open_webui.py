@@ -56,8 +56,8 @@ class OpenWebUIStandIn:
 
         @app.get("/api/v1/chats/<chat_id>")
         def chat(chat_id: str) -> Any:
-            if chat_id not in up.chats:
-                return jsonify({"detail": "Not found"}), 404
+            if chat_id not in up.chats:  # Open WebUI's answer for a chat it does not have
+                return jsonify({"detail": "We could not find what you're looking for :/"}), 401
             return jsonify({"id": chat_id, "chat": {"models": up.chats[chat_id], "title": "t"}})
 
         @app.post("/api/v1/chats/<chat_id>")
@@ -151,6 +151,15 @@ def test_a_pick_is_forwarded_as_sent(stand_in):
     assert len(upstream.model_reads) == 1  # only a kept model is checked with the upstream
 
 
+def test_a_temporary_chat_is_not_a_session(stand_in):
+    # Open WebUI answers 401 for a chat it does not store: reading one would refuse every temporary send.
+    upstream, url = stand_in
+    upstream.registry = {"other-model"}
+    response = send(url, "temporary:abc123", "other-model")
+    assert response.status_code == 200 and response.headers["X-Hermes-Decision"] == "pass"
+    assert upstream.sends[-1]["model"] == "other-model"
+
+
 def test_preset_and_config_keys() -> None:
     cfg = load_config(preset_name="open-webui")
     assert cfg.upstream_models is not None and cfg.picker_adapter is not None
@@ -164,6 +173,7 @@ def test_preset_and_config_keys() -> None:
         ({"writes": [{"url": "^/x$", "model": []}]}, "non-empty list of paths"),
         ({"writes": [{"url": "^/x$", "model": ["a", "a"]}]}, "repeat"),
         ({"writes": [{"url": "^/x$", "session": "ids[]"}]}, "must name one value"),
+        ({"writes": [{"url": "^/x$", "session_match": "("}]}, "bad session_match"),
     ]:
         with pytest.raises(ConfigError, match=message):
             proxy_config({**table, **bad})

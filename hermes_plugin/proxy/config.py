@@ -139,7 +139,7 @@ def _where(value: Any, what: str) -> tuple[str, bool]:
 def _write_route(entry: Any) -> WriteRoute:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"[proxy] writes: each entry must be a table, got {entry!r}")
-    unknown = set(entry) - {"method", "url", "session", "model"}
+    unknown = set(entry) - {"method", "url", "session", "model", "session_match"}
     if unknown:
         raise ConfigError(f"[proxy] writes: unknown keys {sorted(unknown)} in {dict(entry)!r}")
     method = str(entry.get("method", "POST")).upper()
@@ -154,7 +154,13 @@ def _write_route(entry: Any) -> WriteRoute:
         raise ConfigError(f"[proxy] writes: session {entry.get('session')!r} must name one value, not walk a list")
     if in_path and session not in url.groupindex:
         raise ConfigError(f"[proxy] writes: {entry['url']!r} has no named group {session!r}")
-    return WriteRoute(method, url, WriteSpec(session, _model_paths(entry.get("model", "model"))), in_path)
+    match = entry.get("session_match")
+    if match is not None:
+        try:
+            re.compile(match)
+        except (TypeError, re.error) as exc:
+            raise ConfigError(f"[proxy] writes: bad session_match in {dict(entry)!r}: {exc}") from None
+    return WriteRoute(method, url, WriteSpec(session, _model_paths(entry.get("model", "model")), match), in_path)
 
 
 def _model_paths(value: Any) -> str | tuple[str, ...]:
