@@ -212,20 +212,25 @@ class GuardState:
         return model if isinstance(model, str) and model else None
 
     def availability(self, model: str) -> str:
-        """Availability of a stored model; fetch providers never fetched before calling it ``unknown``."""
-        availability = self.catalog.explain(model)[0]
-        if availability != "unknown":
-            return str(availability)
+        """Availability of a stored model, as the write guard judges it."""
+        return self.explain(model)[0]
+
+    def explain(self, model: str) -> tuple[str, str | None, str | None]:
+        """``(availability, provider, reason)`` of a stored model; providers never fetched are fetched before
+        calling it ``unknown``. The write guard and the session API both ask this, so they always agree."""
+        verdict = self.catalog.explain(model)
+        if verdict[0] != "unknown":
+            return verdict
         never_fetched = [
             provider for provider in self.catalog.provider_ids()
             if (snap := self.catalog.snapshot(provider)).fetched_at is None and snap.error is None
         ]
         if not never_fetched:
-            return "unknown"
+            return verdict
         # Only the never-fetched ones: refetching failed providers on every write would stall writes.
         for provider in never_fetched:
             self.catalog.catalog(provider)
-        return str(self.catalog.explain(model)[0])
+        return self.catalog.explain(model)  # type: ignore[no-any-return]
 
     def model_aliases(self, model: str, provider: str | None) -> list[str]:
         """Other spellings of a stored model the page may show: the ``resolve_model_alias`` hook's answer."""
