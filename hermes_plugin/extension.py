@@ -87,6 +87,9 @@ def _check_config(config: Any) -> None:
     if config["HERMES_PLUGIN_UNMARKED_INTENT"] not in UNMARKED_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
     check_alias_rules(config["HERMES_PLUGIN_MODEL_ALIASES"])
+    for entry in config["HERMES_PLUGIN_SESSION_URLS"]:
+        if isinstance(entry, dict):
+            observe.url_method(entry, "HERMES_PLUGIN_SESSION_URLS")  # the browser reads by this method
     for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_MAX_ENTRIES", "HERMES_PLUGIN_WS_QUEUE",
                 "HERMES_PLUGIN_MAX_OBSERVED"):
         if not isinstance(config[key], int) or config[key] < 1:

@@ -1,0 +1,111 @@
+"""The server guard on Flask hosts written the way other teams write them: other names, a flat catalog,
+catalogs and chats read by POST, a single-page app served with ``send_static_file``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask, request
+
+from hermes_plugin import ModelGuard
+from hermes_plugin.testing.servers import LoopbackServer
+
+# One flat list, every model naming its provider: a common shape (OpenRouter-like gateways, LiteLLM).
+FLAT = {"models": [{"id": "opus", "provider": "anth"}, {"id": "haiku", "provider": "anth"},
+                   {"id": "gpt-x", "provider": "oai"}, {"id": "sonnet", "provider": "anth"}]}
+
+
+def switchboard(tmp_path: Path, **config: Any) -> Flask:
+    """A host with "conversations" whose ``llm`` is changed by ``PATCH /conv/<cid>``."""
+    app = Flask("switchboard", instance_path=str(tmp_path / "instance"))
+    app.config.update(HERMES_PLUGIN_CACHE="memory", **config)
+    convs: dict[str, dict[str, Any]] = {"k1": {"llm": "opus", "title": "first"}}
+    app.convs = convs  # type: ignore[attr-defined]
+    guard = ModelGuard()
+    app.guard = guard  # type: ignore[attr-defined]
+
+    @guard.session_model
+    def llm_of(cid: str) -> str | None:
+        return convs[cid]["llm"] if cid in convs else None
+
+    @app.get("/v2/catalog")
+    def catalog() -> Any:
+        return FLAT
+
+    @app.post("/v2/catalog/query")
+    def catalog_by_post() -> Any:  # the same list, asked for by POST with a filter body
+        wanted = (request.get_json(silent=True) or {}).get("provider")
+        return {"models": [m for m in FLAT["models"] if wanted in (None, m["provider"])]}
+
+    @app.patch("/conv/<cid>")
+    @guard.model_write(session="cid", model="settings.llm")
+    def patch_conv(cid: str) -> Any:
+        convs[cid]["llm"] = request.get_json()["settings"]["llm"]
+        return {"cid": cid, **convs[cid]}
+
+    guard.init_app(app)
+    return app
+
+
+@pytest.fixture
+def served() -> Iterator[Any]:
+    servers: list[LoopbackServer] = []
+
+    def serve(app: Flask) -> str:
+        servers.append(LoopbackServer(app).start())
+        return servers[-1].url
+
+    yield serve
+    for server in servers:
+        server.stop()
+
+
+def auto_write(base: str, cid: str, model: str) -> requests.Response:
+    return requests.patch(f"{base}/conv/{cid}", json={"settings": {"llm": model}},
+                          headers={"X-Hermes-Intent": "auto"}, timeout=30)
+
+
+def test_flat_catalog_groups_each_providers_models_across_entries(tmp_path, served):
+    app = switchboard(tmp_path, HERMES_PLUGIN_LIVE_URLS=[
+        {"url": r"/v2/catalog$", "models": "models[].id", "provider": "models[].provider"}])
+    base = served(app)
+    requests.get(f"{base}/v2/catalog", timeout=10)
+    catalog = requests.get(f"{base}/hermes-plugin/api/catalog/anth", timeout=10).json()
+    assert [model["id"] for model in catalog["models"]] == ["opus", "haiku", "sonnet"]
+    # opus is the first anth model: before, only the last one (sonnet) was kept, so opus was "absent"
+    # and this automatic write replaced it.
+    written = auto_write(base, "k1", "haiku")
+    assert (written.headers["X-Hermes-Decision"], app.convs["k1"]["llm"]) == ("keep", "opus")  # type: ignore[attr-defined]
+
+
+def test_catalog_read_by_post_is_learnt(tmp_path, served):
+    app = switchboard(tmp_path, HERMES_PLUGIN_LIVE_URLS=[
+        {"url": r"/v2/catalog/query$", "method": "POST", "models": "models[].id", "provider": "models[].provider"}])
+    base = served(app)
+    requests.post(f"{base}/v2/catalog/query", json={}, timeout=10)
+    answer = requests.get(f"{base}/hermes-plugin/api/sessions/k1/model", timeout=10).json()
+    assert (answer["availability"], answer["provider"]) == ("present", "anth")  # before: unknown, nothing learnt
+    assert auto_write(base, "k1", "gpt-x").headers["X-Hermes-Decision"] == "keep"
+
+
+def test_a_get_entry_does_not_learn_from_a_post(tmp_path, served):
+    app = switchboard(tmp_path, HERMES_PLUGIN_LIVE_URLS=[
+        {"url": r"/v2/catalog/query$", "models": "models[].id", "provider": "models[].provider"}])
+    base = served(app)
+    requests.post(f"{base}/v2/catalog/query", json={}, timeout=10)
+    providers = requests.get(f"{base}/hermes-plugin/api/catalog", timeout=10).json()["providers"]
+    assert providers == []
+
+
+@pytest.mark.parametrize("method", ["DELETE", "get it", 5])
+def test_a_bad_read_method_fails_at_startup(tmp_path, method):
+    from hermes_plugin import ConfigError
+
+    with pytest.raises(ConfigError, match="method"):
+        switchboard(tmp_path, HERMES_PLUGIN_LIVE_URLS=[{"url": "/x", "provider": "p", "models": "m", "method": method}])
+    with pytest.raises(ConfigError, match="method"):
+        switchboard(tmp_path, HERMES_PLUGIN_SESSION_URLS=[{"url": "/load", "model": "m", "method": method}])
