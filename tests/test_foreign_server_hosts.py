@@ -3,7 +3,6 @@ catalogs and chats read by POST, a single-page app served with ``send_static_fil
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import requests
 from flask import Flask, request
 
 from hermes_plugin import ModelGuard
-from hermes_plugin.testing.servers import LoopbackServer
 
 # One flat list, every model naming its provider: a common shape (OpenRouter-like gateways, LiteLLM).
 FLAT = {"models": [{"id": "opus", "provider": "anth"}, {"id": "haiku", "provider": "anth"},
@@ -52,16 +50,8 @@ def switchboard(tmp_path: Path, **config: Any) -> Flask:
 
 
 @pytest.fixture
-def served() -> Iterator[Any]:
-    servers: list[LoopbackServer] = []
-
-    def serve(app: Flask) -> str:
-        servers.append(LoopbackServer(app).start())
-        return servers[-1].url
-
-    yield serve
-    for server in servers:
-        server.stop()
+def served(loopback_server) -> Any:
+    return lambda app: loopback_server(app).url
 
 
 def auto_write(base: str, cid: str, model: str) -> requests.Response:
