@@ -171,6 +171,7 @@ class GuardState:
         self.hub = Hub(config["HERMES_PLUGIN_WS_QUEUE"], fleet=self.store)
         self.endpoints = observe.endpoints(config["HERMES_PLUGIN_LIVE_URLS"], config["HERMES_PLUGIN_STATIC_URLS"])
         self.page_session_names: frozenset[str] | None = None  # inject.page_session
+        self.uninjected_routes: set[str] = set()  # routes already warned about (inject.warn_uninjected)
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
         self._browser_writes: list[dict[str, str]] = []  # write routes no view declares (the reverse proxy's)
         self.catalog.subscribe(self._catalog_changed)

@@ -145,7 +145,8 @@ function classify(method, url) {
   if (path === own || path.startsWith(own + '/'))
     return { kind: 'catalog', key: decode(path.slice(own.length + 1)) || 'hermes:catalog' };
   for (const e of [...cfg.live, ...cfg.static, ...cfg.sessions]) {
-    if (!(m = e.re.exec(target))) continue;
+    // A read is declared with its method (GET unless it names one, e.g. `POST /load {id}`).
+    if ((e.method || 'GET').toUpperCase() !== method || !(m = e.re.exec(target))) continue;
     return { e, m, kind: e.kind === 'sessions' ? 'session' : 'catalog', key: group(m, 'provider') || `${e.kind}:${e.url}` };
   }
 }

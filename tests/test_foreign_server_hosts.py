@@ -99,3 +99,48 @@ def test_a_bad_read_method_fails_at_startup(tmp_path, method):
         switchboard(tmp_path, HERMES_PLUGIN_LIVE_URLS=[{"url": "/x", "provider": "p", "models": "m", "method": method}])
     with pytest.raises(ConfigError, match="method"):
         switchboard(tmp_path, HERMES_PLUGIN_SESSION_URLS=[{"url": "/load", "model": "m", "method": method}])
+
+
+SPA_INDEX = ("<!doctype html><html lang=en><head><meta charset=utf-8><title>Pilot</title></head>"
+             "<body><div id=root></div><script src=/static/bundle.js></script></body></html>")
+
+
+def pilot_spa(tmp_path: Path, **config: Any) -> Flask:
+    """A single-page app: every client route answers ``index.html`` through ``send_static_file``."""
+    static = tmp_path / "dist"
+    static.mkdir(parents=True, exist_ok=True)
+    (static / "index.html").write_text(SPA_INDEX)
+    app = switchboard(tmp_path, **config)
+    app.static_folder = str(static)
+
+    @app.get("/")
+    @app.get("/c/<path:route>")
+    def shell(route: str = "") -> Any:
+        return app.send_static_file("index.html")
+
+    return app
+
+
+def test_single_page_app_shell_gets_the_guard(tmp_path, served, caplog):
+    base = served(pilot_spa(tmp_path))
+    for path in ("/", "/c/k1", "/c/k1"):  # the second load of the same file is injected too
+        page = requests.get(base + path, timeout=10)
+        assert page.status_code == 200
+        assert page.text.startswith("<!doctype html><html lang=en><head><script type=\"application/json\" "
+                                    "id=\"hermes-plugin-config\"")
+        assert '<script src="/hermes-plugin/static/hermes-guard.js"></script><meta charset=utf-8>' in page.text
+        assert int(page.headers["Content-Length"]) == len(page.content)
+        assert "ETag" not in page.headers  # the file's validators do not describe the injected page
+    assert "WITHOUT the browser guard" not in caplog.text
+
+
+def test_a_page_that_cannot_be_injected_is_named_in_a_warning(tmp_path, caplog):
+    app = pilot_spa(tmp_path)
+    app.config["USE_X_SENDFILE"] = True  # the front web server sends the file: nothing here to edit
+    caplog.set_level("WARNING", logger="hermes_plugin.inject")
+    for _ in range(2):  # the test client: only a front server (nginx, Apache) would send the file itself
+        page = app.test_client().get("/c/k1")
+        assert page.headers.get("X-Sendfile", "").endswith("index.html")
+    warnings = [r.getMessage() for r in caplog.records if "WITHOUT the browser guard" in r.getMessage()]
+    assert len(warnings) == 1  # once per route, not once per request
+    assert "/c/<path:route>" in warnings[0] and "shell" in warnings[0] and "X-Sendfile" in warnings[0]
