@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -171,7 +172,8 @@ class GuardState:
         self.hub = Hub(config["HERMES_PLUGIN_WS_QUEUE"], fleet=self.store)
         self.endpoints = observe.endpoints(config["HERMES_PLUGIN_LIVE_URLS"], config["HERMES_PLUGIN_STATIC_URLS"])
         self.page_session_names: frozenset[str] | None = None  # inject.page_session
-        self.uninjected_routes: set[str] = set()  # routes already warned about (inject.warn_uninjected)
+        self.uninjected_routes: set[str] = set()
+        self.guarded_endpoints: set[str] = set()  # ModelGuard.guard_endpoint views wrapped in this app  # routes already warned about (inject.warn_uninjected)
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
         self._browser_writes: list[dict[str, str]] = []  # write routes no view declares (the reverse proxy's)
         self.catalog.subscribe(self._catalog_changed)
@@ -301,6 +303,8 @@ class ModelGuard:
         self._version_reader: Callable[[str], Any] | None = None
         self._authorizers: list[Callable[[str, str | None], bool]] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        self._endpoints: dict[str, WriteSpec] = {}  # guard_endpoint(): endpoint -> where its write carries what
+        self._endpoints_lock = threading.Lock()
         self._bp, self._sock = api.make_blueprint(self._authorized)
         if app is not None:
             self.init_app(app)
@@ -314,8 +318,10 @@ class ModelGuard:
         app.register_blueprint(self._bp, url_prefix=prefix)
         self._sock.init_app(app)
         app.before_request(functools.partial(api.routing_error, prefix))
+        app.before_request(functools.partial(self._guard_endpoints, app))
         app.after_request(app.extensions[EXTENSION].after_request)
         self._apps.add(app)
+        self._guard_endpoints(app)
 
     # -- what the host registers -------------------------------------------------------------------
 
@@ -337,23 +343,37 @@ class ModelGuard:
 
     def model_write(self, session: str = "session_id", model: str = "model") -> Callable[[F], F]:
         """Guard a view that writes a session's model: ``session``/``model`` name where the write carries them."""
-        for path in (session, model):
-            jsonpath.parse(path)
-            if "[]" in path:
-                raise ValueError(f"model_write paths name one value, got {path!r}")
-        spec = WriteSpec(session, model)
+        spec = write_spec(session, model)
+        return lambda view: guarded_view(spec, view)  # type: ignore[return-value]
 
-        def decorator(view: F) -> F:
-            @functools.wraps(view)
-            def guarded(*args: Any, **kwargs: Any) -> Any:
-                if request.method in SAFE_METHODS:
-                    return view(*args, **kwargs)
-                return guard_write(spec, view, *args, **kwargs)
+    def guard_endpoint(self, endpoint: str, session: str = "session_id", model: str = "model") -> None:
+        """Guard an existing view of an app you do not own, by its endpoint name (``"chats.update"``).
 
-            guarded._hermes_write = spec  # type: ignore[attr-defined]  # found by inject.write_routes
-            return guarded  # type: ignore[return-value]
+        The registered view function is wrapped where it is called: inside the host's own decorators
+        (login checks run first) when they are ``functools.wraps`` decorators, else around the view with a
+        warning. Works before or after the view is registered, before or after ``init_app``.
+        """
+        if not isinstance(endpoint, str) or not endpoint:
+            raise ValueError("guard_endpoint needs the endpoint name of a view, e.g. 'chats.update'")
+        spec = write_spec(session, model)
+        with self._endpoints_lock:
+            self._endpoints[endpoint] = spec
+        for app in list(self._apps):
+            self._guard_endpoints(app)
 
-        return decorator
+    def _guard_endpoints(self, app: Flask) -> None:
+        """Wrap every ``guard_endpoint`` view registered by now (also runs before each request: cheap when done)."""
+        state = app.extensions.get(EXTENSION)
+        if state is None or len(state.guarded_endpoints) == len(self._endpoints):
+            return
+        with self._endpoints_lock:
+            for endpoint, spec in self._endpoints.items():
+                if endpoint in state.guarded_endpoints or endpoint not in app.view_functions:
+                    continue
+                app.view_functions[endpoint] = guard_registered_view(app.view_functions[endpoint], spec, endpoint)
+                state.guarded_endpoints.add(endpoint)
+            state.browser_config_json.clear()  # the pages' write routes and session names change
+            state.page_session_names = None
 
     # -- the current app's services ----------------------------------------------------------------
 
@@ -381,6 +401,58 @@ class ModelGuard:
 
     def _authorized(self, action: str, session_id: str | None) -> bool:
         return _state(current_app).authorized(action, session_id)
+
+
+def write_spec(session: str, model: str) -> WriteSpec:
+    for path in (session, model):
+        jsonpath.parse(path)
+        if "[]" in path:
+            raise ValueError(f"model_write paths name one value, got {path!r}")
+    return WriteSpec(session, model)
+
+
+def guarded_view(spec: WriteSpec, view: Callable[..., Any]) -> Callable[..., Any]:
+    """``view`` as a guarded write (reads pass through untouched)."""
+    @functools.wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if request.method in SAFE_METHODS:
+            return view(*args, **kwargs)
+        return guard_write(spec, view, *args, **kwargs)
+
+    guarded._hermes_write = spec  # type: ignore[attr-defined]  # found by inject.write_routes
+    return guarded
+
+
+def guard_registered_view(registered: Callable[..., Any], spec: WriteSpec, endpoint: str) -> Callable[..., Any]:
+    """The registered view with the guard around the host's own function, under the host's decorators.
+
+    A ``functools.wraps`` decorator keeps the function it calls in a closure cell and names it in
+    ``__wrapped__``: following that chain finds the host's function, and its cell gets the guarded one,
+    so the guard (which reads the session's stored model) runs only once the host's checks let the request in.
+    """
+    if getattr(registered, "_hermes_write", None) is not None:
+        return registered  # already guarded
+    outer = registered
+    while (inner := getattr(outer, "__wrapped__", None)) is not None:
+        cells = [cell for cell in getattr(outer, "__closure__", None) or () if _cell_holds(cell, inner)]
+        if len(cells) != 1:
+            break  # a decorator that keeps its function elsewhere: cannot reach inside it
+        if getattr(inner, "__wrapped__", None) is None:
+            cells[0].cell_contents = guarded_view(spec, inner)
+            registered._hermes_write = spec  # type: ignore[attr-defined]  # found by inject.write_routes
+            return registered
+        outer = inner
+    if outer is not registered or getattr(registered, "__wrapped__", None) is not None:
+        log.warning("hermes-plugin: guard_endpoint(%r): cannot reach the view inside its decorators; the guard "
+                    "runs around them, before the host's own checks", endpoint)
+    return guarded_view(spec, registered)
+
+
+def _cell_holds(cell: Any, value: Any) -> bool:
+    try:
+        return cell.cell_contents is value
+    except ValueError:  # an empty cell
+        return False
 
 
 def host_problem(host: str, allowed: Any) -> str | None:
