@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -24,7 +25,17 @@ from .models import validate_write_id
 from .names import EXTENSION
 from .plugins import make_plugin_manager
 from .state import REDIS_SCHEMES, StateUnavailable, open_store
-from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, Versions, decide, needs_availability
+from .writeguard import (
+    INTENTS,
+    NEW_SESSION_POLICIES,
+    ON_KEEP,
+    AuditLog,
+    Decision,
+    Versions,
+    decide,
+    decide_new_session,
+    needs_availability,
+)
 from .ws import fleet_message
 
 log = logging.getLogger(__name__)
@@ -59,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_ALLOWED_HOSTS": None,
     "HERMES_PLUGIN_MODEL_ALIASES": [],
     "HERMES_PLUGIN_READABLE_SCRIPT": False,
+    "HERMES_PLUGIN_NEW_SESSION_MODEL": "default",
+    "HERMES_PLUGIN_DEFAULT_MODEL": None,
 }
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -88,6 +101,14 @@ def _check_config(config: Any) -> None:
     if config["HERMES_PLUGIN_UNMARKED_INTENT"] not in UNMARKED_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
     check_alias_rules(config["HERMES_PLUGIN_MODEL_ALIASES"])
+    if config["HERMES_PLUGIN_NEW_SESSION_MODEL"] not in NEW_SESSION_POLICIES:
+        raise ConfigError(f"HERMES_PLUGIN_NEW_SESSION_MODEL must be one of {NEW_SESSION_POLICIES}")
+    default = config["HERMES_PLUGIN_DEFAULT_MODEL"]
+    if default is not None:
+        try:
+            validate_write_id(default)
+        except InvalidModelId as exc:
+            raise ConfigError(f"HERMES_PLUGIN_DEFAULT_MODEL: {exc}") from None
     for entry in config["HERMES_PLUGIN_SESSION_URLS"]:
         if isinstance(entry, dict):
             observe.url_method(entry, "HERMES_PLUGIN_SESSION_URLS")  # the browser reads by this method
@@ -173,7 +194,9 @@ class GuardState:
         self.endpoints = observe.endpoints(config["HERMES_PLUGIN_LIVE_URLS"], config["HERMES_PLUGIN_STATIC_URLS"])
         self.page_session_names: frozenset[str] | None = None  # inject.page_session
         self.uninjected_routes: set[str] = set()
-        self.guarded_endpoints: set[str] = set()  # ModelGuard.guard_endpoint views wrapped in this app  # routes already warned about (inject.warn_uninjected)
+        self.guarded_endpoints: set[str] = set()  # ModelGuard.guard_endpoint views wrapped in this app
+        # A last source of the host's default model (the reverse proxy reads its upstream's setting).
+        self.default_model_reader: Callable[[], str | None] | None = None  # routes already warned about (inject.warn_uninjected)
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
         self._browser_writes: list[dict[str, str]] = []  # write routes no view declares (the reverse proxy's)
         self.catalog.subscribe(self._catalog_changed)
@@ -237,6 +260,26 @@ class GuardState:
         for provider in never_fetched:
             self.catalog.catalog(provider)
         return self.catalog.explain(model)  # type: ignore[no-any-return]
+
+    def default_model(self) -> str | None:
+        """The host's default model for new sessions: the ``hermes_plugin_default_model`` hook, else
+        ``HERMES_PLUGIN_DEFAULT_MODEL``, else the reader the reverse proxy sets; None when none says."""
+        sources: list[Callable[[], Any]] = [
+            lambda: self.pm.hook.hermes_plugin_default_model(request=request),
+            lambda: self.config["HERMES_PLUGIN_DEFAULT_MODEL"],
+        ]
+        if self.default_model_reader is not None:
+            sources.append(self.default_model_reader)
+        for source in sources:
+            try:
+                model = source()
+                if model is not None:
+                    return validate_write_id(model)
+            except InvalidModelId as exc:
+                log.warning("hermes-plugin: ignoring an invalid default model: %s", exc)
+            except Exception:  # a broken source must not break the host's create
+                log.exception("hermes-plugin: reading the default model failed")
+        return None
 
     def model_aliases(self, model: str, provider: str | None) -> list[str]:
         """Other spellings of a stored model the page may show: the ``resolve_model_alias`` hook's answer."""
@@ -537,11 +580,7 @@ def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
     request._cached_json = (body, body)  # type: ignore[attr-defined]  # the view need not parse it again
     on_keep = state.config["HERMES_PLUGIN_ON_KEEP"]
     if session is None:  # a new session or a message without one: nothing is stored yet
-        decision = decide(None, proposed, intent, None, on_keep)
-        state.notify(decision)
-        response = make_response(view(*args, **kwargs))
-        response.headers["X-Hermes-Decision"] = decision.outcome
-        return response
+        return _new_session_write(state, spec, view, args, kwargs, body, proposed, intent)
     try:
         with state.session_lock(session):
             return _locked_write(state, spec, view, args, kwargs, body, session, proposed, intent, on_keep)
@@ -549,6 +588,52 @@ def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
         # Refuse rather than write without the lock: a write we cannot order could silently lose another.
         raise WriteRefused(503, "state_unavailable", f"the guard's shared state is unavailable, nothing was "
                            f"written: {exc}", headers={"Retry-After": "1"}) from None
+
+
+def _new_session_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], args: tuple[Any, ...],
+                       kwargs: dict[str, Any], body: dict[str, Any], proposed: str | None, intent: str) -> Response:
+    """A write that names no session (a create): the host's new-session policy decides its model."""
+    policy = state.config["HERMES_PLUGIN_NEW_SESSION_MODEL"]
+    asks_default = policy == "default" and intent == "auto" and proposed is not None
+    decision = decide_new_session(proposed, intent, state.default_model() if asks_default else None, policy)
+    state.notify(decision)
+    if decision.default_model is not None:
+        _keep_in_request(body, spec.model, decision.default_model)
+    response = make_response(view(*args, **kwargs))
+    response.headers["X-Hermes-Decision"] = decision.outcome
+    if decision.default_model is not None:
+        response.headers["X-Hermes-Model-Default"] = decision.default_model
+    created = created_session(response, spec) if response.status_code < 400 else None
+    if created is not None:
+        _audit_created(state, decision, created)
+    return response
+
+
+def created_session(response: Response, spec: WriteSpec) -> str | None:
+    """The new session's id from a create's JSON answer: at the write's session path, or one level down
+    (``{"session": {"session_id": ...}}``); None when the answer does not say."""
+    if response.is_streamed or response.direct_passthrough or not response.is_json:
+        return None
+    answer = response.get_json(silent=True)
+    if not isinstance(answer, dict):
+        return None
+    places = [answer, *(value for value in answer.values() if isinstance(value, dict))]
+    for place in places:
+        try:
+            found = jsonpath.get(place, spec.session)
+        except jsonpath.PathError:
+            continue
+        if isinstance(found, (str, int)) and not isinstance(found, bool) and api.session_id_problem(str(found)) is None:
+            return str(found)
+    return None
+
+
+def _audit_created(state: GuardState, decision: Decision, session: str) -> None:
+    """The new session's first model-log entry: the model its create carried, and why (no extra read of it)."""
+    try:
+        state.audit.record(dataclasses.replace(decision, session=session), decision.default_model or decision.proposed)
+    except StateUnavailable as exc:
+        log.warning("hermes-plugin: could not log the creation of session %r: %s", session[:100], exc)
 
 
 def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], args: tuple[Any, ...],

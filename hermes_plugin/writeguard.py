@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from .state import StateStore, model_digest
 
-Outcome = Literal["pass", "keep", "reject", "fallback"]
+Outcome = Literal["pass", "keep", "reject", "fallback", "default"]
 Intent = Literal["user", "auto"]
 INTENTS = ("user", "auto")
 ON_KEEP = ("keep", "reject")
+NEW_SESSION_POLICIES = ("default", "inherit")
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,13 @@ class Decision:
     """What the guard decided for one write proposing ``proposed`` where ``stored`` is saved."""
 
     outcome: Outcome
-    reason: str  # same | user | no_stored_model | model_present | catalog_unknown | model_absent
+    reason: str  # same | user | no_stored_model | model_present | catalog_unknown | model_absent | new_session_default
     session: str | None = None
     stored: str | None = None
     proposed: str | None = None
     intent: Intent = "user"
     availability: str | None = None  # of the stored model: present | absent | unknown (None when not asked)
+    default_model: str | None = None  # what a new session was given instead of the proposal ("default" outcome)
 
     @property
     def changes_model(self) -> bool:
@@ -64,6 +66,18 @@ def decide(stored: str | None, proposed: str | None, intent: str, availability: 
     reason = "model_present" if availability == "present" else "catalog_unknown"
     outcome: Outcome = "keep" if on_keep == "keep" else "reject"
     return Decision(outcome, reason, availability=availability or "unknown", **common)  # type: ignore[arg-type]
+
+
+def decide_new_session(proposed: str | None, intent: str, default: str | None, policy: str = "default") -> Decision:
+    """A write that creates a session (nothing stored yet): under the ``default`` policy an automatic
+    proposal (the page's leftover picker value) gives way to the host's default model; a user's pick passes."""
+    if policy not in NEW_SESSION_POLICIES:
+        raise ValueError(f"policy must be one of {NEW_SESSION_POLICIES}, got {policy!r}")
+    common = {"stored": None, "proposed": proposed, "intent": intent}
+    if policy == "default" and intent == "auto" and default and proposed is not None and proposed != default:
+        return Decision("default", "new_session_default", default_model=default, **common)  # type: ignore[arg-type]
+    reason = "same" if proposed is None else "no_stored_model"
+    return Decision("pass", reason, **common)  # type: ignore[arg-type]
 
 
 class Versions:
