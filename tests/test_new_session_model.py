@@ -102,3 +102,70 @@ def test_a_broken_default_source_never_breaks_the_create(tmp_path, caplog):
 def test_bad_new_session_config_fails_at_startup(tmp_path, config):
     with pytest.raises(ConfigError):
         create_app(tmp_path, **config)
+
+
+def webui_like_upstream() -> Flask:
+    """The shape of hermes-webui's API: create answers ``{"session": {...}}``, settings name the default."""
+    import uuid
+
+    from flask import request
+
+    app = Flask("webui_like")
+    sessions: dict[str, str] = {}
+    settings_reads: list[str] = []
+    app.sessions, app.settings_reads = sessions, settings_reads  # type: ignore[attr-defined]
+
+    @app.get("/")
+    def home() -> str:
+        return "home"
+
+    @app.get("/api/settings")
+    def settings() -> Any:
+        settings_reads.append(request.cookies.get("user", ""))
+        return {"theme": "dark", "default_model": {"carol": "carol/model"}.get(request.cookies.get("user", ""),
+                                                                               "deepseek-chat-v3-0324")}
+
+    @app.get("/api/session")
+    def session() -> Any:
+        sid = request.args.get("session_id", "")
+        return ({"session": {"session_id": sid, "model": sessions[sid]}}, 200) if sid in sessions else ({}, 404)
+
+    @app.post("/api/session/new")
+    def new() -> Any:
+        sid = uuid.uuid4().hex[:12]
+        sessions[sid] = request.get_json().get("model") or "deepseek-chat-v3-0324"
+        return {"session": {"session_id": sid, "model": sessions[sid], "messages": []}}
+
+    return app
+
+
+def test_proxy_reads_the_upstreams_default_for_new_sessions(loopback_server):
+    import requests
+
+    from hermes_plugin.proxy import create_app as create_proxy
+
+    upstream = webui_like_upstream()
+    up = loopback_server(upstream)
+    url = loopback_server(create_proxy(up.url, preset="hermes-webui")).url
+
+    def new(model: str, intent: str, user: str = "") -> Any:
+        answer = requests.post(f"{url}/api/session/new", json={"model": model, "workspace": "w"},
+                               headers={"X-Hermes-Intent": intent}, cookies={"user": user} if user else None,
+                               timeout=10)
+        return answer.headers["X-Hermes-Decision"], answer.json()["session"]["model"]
+
+    assert new("open-chat/model", "auto") == ("default", "deepseek-chat-v3-0324")
+    assert new("picked/model", "user") == ("pass", "picked/model")
+    assert new("open-chat/model", "auto", user="carol") == ("default", "carol/model")  # read as the caller
+    assert sorted(set(upstream.sessions.values())) == [  # type: ignore[attr-defined]
+        "carol/model", "deepseek-chat-v3-0324", "picked/model"]
+    assert upstream.settings_reads == ["", "carol"]  # type: ignore[attr-defined]  # cached per caller; no read for a pick
+
+
+@pytest.mark.parametrize("value", ["/api/settings", {"url": "http://elsewhere/x", "model": "m"},
+                                   {"url": "/api/settings", "model": "a..b"}])
+def test_bad_proxy_default_model_is_one_clear_error(value):
+    from hermes_plugin.proxy import proxy_config
+
+    with pytest.raises(ConfigError, match="default_model"):
+        proxy_config({"default_model": value})

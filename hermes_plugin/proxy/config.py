@@ -15,7 +15,8 @@ from ..presets import preset
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
               "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
-              "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases"}
+              "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases", "default_model",
+              "new_session_model"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ class WriteRoute:
 @dataclass(frozen=True)
 class SessionRead:
     """How to read a session's stored model from the upstream: ``GET url`` (``{session}`` filled in), JSON path."""
+
+    url: str
+    model: str
+
+
+@dataclass(frozen=True)
+class UpstreamRead:
+    """A value read from the upstream: ``GET url``, then the JSON path ``model`` (the default model)."""
 
     url: str
     model: str
@@ -65,6 +74,8 @@ class ProxyConfig:
     prefix: str = "/hermes-plugin"
     providers: dict[str, Any] = field(default_factory=dict)
     model_aliases: list[str] = field(default_factory=list)
+    default_model: UpstreamRead | None = None  # where the upstream says which model new sessions get
+    new_session_model: str = "default"
 
 
 def _where(value: Any, what: str) -> tuple[str, bool]:
@@ -134,9 +145,19 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
         cfg.session_read = SessionRead(read["url"], read["model"])
     cfg.live_urls, cfg.static_urls = _url_list(table, "live_urls"), _url_list(table, "static_urls")
     cfg.session_urls = _url_list(table, "session_urls")
+    default = table.get("default_model")
+    if default is not None:
+        if not isinstance(default, Mapping) or not isinstance(default.get("url"), str) \
+                or not default["url"].startswith("/") or default["url"].startswith("//"):
+            raise ConfigError('[proxy] default_model must be {url = "/path on the upstream", model = "json.path"}')
+        try:
+            jsonpath.parse(default.get("model"))  # type: ignore[arg-type]
+        except jsonpath.PathError as exc:
+            raise ConfigError(f"[proxy] default_model model: {exc}") from None
+        cfg.default_model = UpstreamRead(default["url"], default["model"])
     check_alias_rules(table.get("model_aliases", []))
     cfg.model_aliases = list(table.get("model_aliases", []))
-    for key in ("model_select", "picker", "cache", "on_keep", "prefix", "auth_url"):
+    for key in ("model_select", "picker", "cache", "on_keep", "prefix", "auth_url", "new_session_model"):
         if key in table:
             if not isinstance(table[key], str) or not table[key]:
                 raise ConfigError(f"[proxy] {key} must be a non-empty string")
