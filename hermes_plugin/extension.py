@@ -601,11 +601,13 @@ def _new_session_write(state: GuardState, spec: WriteSpec, view: Callable[..., A
         _keep_in_request(body, spec.model, decision.default_model)
     response = make_response(view(*args, **kwargs))
     response.headers["X-Hermes-Decision"] = decision.outcome
-    if decision.default_model is not None:
-        response.headers["X-Hermes-Model-Default"] = decision.default_model
     created = created_session(response, spec) if response.status_code < 400 else None
     if created is not None:
         _audit_created(state, decision, created)
+    # What the browser guard needs to show the new session's model (header values must be ASCII).
+    for name, value in (("X-Hermes-Model-Default", decision.default_model), ("X-Hermes-Session", created)):
+        if value is not None and value.isascii():
+            response.headers[name] = value
     return response
 
 

@@ -9,6 +9,7 @@ if (W.hermesGuard) return;
 
 const INTENT_HEADER = 'X-Hermes-Intent';
 const KEPT_HEADER = 'X-Hermes-Model-Kept';
+const DEFAULT_HEADER = 'X-Hermes-Model-Default', CREATED_HEADER = 'X-Hermes-Session';
 const PLACEHOLDER = 'data-hermes-unavailable'; // marks the option the guard adds for an unavailable model
 const NOTICE = 'hermes-notice';
 const GESTURE_MS = 1500; // how long a click or key press explains the write that follows it
@@ -357,7 +358,9 @@ function describeWrite(c, body, header) {
   const session = read(c.e.session), model = read(c.e.model), t = now();
   const recent = pointer && t - pointer.at <= GESTURE_MS;
   const named = model != null && recent && !pointer.inPicker && namesModel(pointer.target, model);
-  const choice = !header && session != null && safely(() => isChoice(session, model));
+  // A create (no session yet) carrying the pick made while no session was shown is that pick.
+  const created = session == null && cur == null && pick?.s == null && sameModel(model, pick?.value);
+  const choice = !header && (session != null ? safely(() => isChoice(session, model)) : created);
   const intent = decideIntent({ header, proposed: model, pick, gestureAt, markAt, now: t, named, choice });
   if (intent === 'user') {
     markAt = undefined; // userIntent() explains one write only
@@ -382,7 +385,11 @@ function hold(w, send) {
 const unhold = h => held.includes(h) && held.splice(held.indexOf(h), 1);
 
 // The server kept the stored model: the picker goes back to it, visibly, if it showed the other one.
-function afterWrite(w, kept) {
+function afterWrite(w, kept, h) {
+  // A created session got the host's default instead of the page's leftover value: it is the session
+  // shown now, and its model is re-applied a few frames later, once the host has taken the answer in.
+  const dflt = h(DEFAULT_HEADER), created = h(CREATED_HEADER);
+  if (dflt && created) { setKnown(created, dflt); setCurrent(created); recheck(RECHECK_FRAMES + 2); }
   if (!kept) return;
   const proposed = w.detail.model, s = w.session;
   const showedProposal = () => selects().find(sel => sameModel(sel.value, proposed) && !sameModel(sel.value, known.get(s)));
@@ -425,7 +432,8 @@ async function fetchWrite(c, input, init) {
     warn(e);
     return originalFetch.call(W, input, init);
   }
-  const send = () => originalFetch.call(W, input, i).then(r => (safely(() => afterWrite(w, r.headers.get(KEPT_HEADER))), r));
+  const send = () => originalFetch.call(W, input, i)
+    .then(r => (safely(() => afterWrite(w, r.headers.get(KEPT_HEADER), k => r.headers.get(k))), r));
   if (!w.hold) return send();
   return new Promise((resolve, reject) => {
     const signal = i.signal || req?.signal, h = hold(w, () => send().then(resolve, reject));
@@ -485,7 +493,7 @@ if (XP) Object.assign(XP, {
       const w = describeWrite(c, typeof body === 'string' && body, i.intent);
       if (w.intent === 'auto') followSession(w.session);
       if (!i.intent) setRequestHeader.call(x, INTENT_HEADER, w.intent);
-      x.addEventListener('load', () => afterWrite(w, x.getResponseHeader(KEPT_HEADER)));
+      x.addEventListener('load', () => afterWrite(w, x.getResponseHeader(KEPT_HEADER), k => x.getResponseHeader(k)));
       if (w.hold && !i.sync) return i.held = hold(w, () => { i.held = null; send.apply(x, args); });
     });
     if (!waiting) return send.apply(x, args);
@@ -505,8 +513,9 @@ function onPick(e) {
   const t = e.target, at = now();
   if (applying || !t.matches?.(cfg.modelSelect)) return;
   // A trusted event is a person; an untrusted one (Selenium Select, select_option) counts when the rule says choice.
-  if (!(e.isTrusted || inPicker() || (cur != null && isChoice(cur, t.value)))) return;
-  pick = { value: t.value, at };
+  // With no session shown (a new-chat view) there is no stored model to correct: a change is a pick.
+  if (!(e.isTrusted || inPicker() || (cur != null ? isChoice(cur, t.value) : !selectsJustChanged()))) return;
+  pick = { value: t.value, at, s: cur };
   if (unavailable && t.value !== unavailable.m) clearNotices();
   if (cur != null) { setKnown(cur, t.value); pickAt.set(cur, at); }
 }
