@@ -69,10 +69,14 @@ def views(app: Flask, base: str, chat: str, provider: str) -> tuple[str | None, 
     providers = requests.get(f"{base}/hermes-plugin/api/catalog", timeout=30).json()["providers"]
     state = next((entry["state"] for entry in providers if entry["id"] == provider), None)
     session = requests.get(f"{base}/hermes-plugin/api/sessions/{chat}/model", timeout=30).json()
-    write = requests.put(f"{base}/chats/{chat}/engine", json={"engine": "acme-small"},
-                         headers={"X-Hermes-Intent": "auto"}, timeout=30)
-    return state, session["availability"], {"decision": write.headers["X-Hermes-Decision"],
-                                            "stored": app.chats[chat]["engine"]}  # type: ignore[attr-defined]
+    write = requests.put(
+        f"{base}/chats/{chat}/engine", json={"engine": "acme-small"}, headers={"X-Hermes-Intent": "auto"}, timeout=30
+    )
+    return (
+        state,
+        session["availability"],
+        {"decision": write.headers["X-Hermes-Decision"], "stored": app.chats[chat]["engine"]},
+    )  # type: ignore[attr-defined]
 
 
 def test_cold_empty_host_listing_is_unknown_everywhere(tmp_path, vendor):
@@ -108,8 +112,9 @@ def test_empty_host_listing_after_a_real_one_is_stale_not_fresh(tmp_path, vendor
 
 def test_configured_provider_answering_empty_is_unknown_in_all_three_views(tmp_path, vendor):
     vendor.configure(models=[])  # the provider's own list endpoint answers {"data": []}
-    app = deskchat(tmp_path, vendor, HERMES_PLUGIN_PROVIDERS={
-        "acme": {"kind": "openai-compatible", "base_url": vendor.base_url}})
+    app = deskchat(
+        tmp_path, vendor, HERMES_PLUGIN_PROVIDERS={"acme": {"kind": "openai-compatible", "base_url": vendor.base_url}}
+    )
     server = serve(app)
     try:
         # The session API first: before, it said "unknown" (not fetched yet) while the write, which
@@ -124,8 +129,13 @@ def test_configured_provider_answering_empty_is_unknown_in_all_three_views(tmp_p
 
 def test_empty_means_none_makes_an_empty_list_real(tmp_path, vendor):
     vendor.configure(models=[])
-    app = deskchat(tmp_path, vendor, HERMES_PLUGIN_PROVIDERS={
-        "acme": {"kind": "openai-compatible", "base_url": vendor.base_url, "empty_means_none": True}})
+    app = deskchat(
+        tmp_path,
+        vendor,
+        HERMES_PLUGIN_PROVIDERS={
+            "acme": {"kind": "openai-compatible", "base_url": vendor.base_url, "empty_means_none": True}
+        },
+    )
     server = serve(app)
     try:
         state, availability, write = views(app, server.url, "c1", "acme")
@@ -151,7 +161,12 @@ def test_empty_means_none_must_be_a_bool(tmp_path, vendor):
     from hermes_plugin import ConfigError
 
     with pytest.raises(ConfigError, match="empty_means_none"):
-        deskchat(tmp_path, vendor, HERMES_PLUGIN_PROVIDERS={
-            "acme": {"kind": "openai-compatible", "base_url": vendor.base_url, "empty_means_none": "yes"}})
+        deskchat(
+            tmp_path,
+            vendor,
+            HERMES_PLUGIN_PROVIDERS={
+                "acme": {"kind": "openai-compatible", "base_url": vendor.base_url, "empty_means_none": "yes"}
+            },
+        )
     with pytest.raises(ConfigError, match="empty_means_none"):
         deskchat(tmp_path, vendor, HERMES_PLUGIN_LIVE_URLS=[{**ENGINE_LIST[0], "empty_means_none": 1}])

@@ -13,8 +13,14 @@ from flask import Flask, request
 from hermes_plugin import ModelGuard
 
 # One flat list, every model naming its provider: a common shape (OpenRouter-like gateways, LiteLLM).
-FLAT = {"models": [{"id": "opus", "provider": "anth"}, {"id": "haiku", "provider": "anth"},
-                   {"id": "gpt-x", "provider": "oai"}, {"id": "sonnet", "provider": "anth"}]}
+FLAT = {
+    "models": [
+        {"id": "opus", "provider": "anth"},
+        {"id": "haiku", "provider": "anth"},
+        {"id": "gpt-x", "provider": "oai"},
+        {"id": "sonnet", "provider": "anth"},
+    ]
+}
 
 
 def switchboard(tmp_path: Path, **config: Any) -> Flask:
@@ -55,13 +61,16 @@ def served(loopback_server) -> Any:
 
 
 def auto_write(base: str, cid: str, model: str) -> requests.Response:
-    return requests.patch(f"{base}/conv/{cid}", json={"settings": {"llm": model}},
-                          headers={"X-Hermes-Intent": "auto"}, timeout=30)
+    return requests.patch(
+        f"{base}/conv/{cid}", json={"settings": {"llm": model}}, headers={"X-Hermes-Intent": "auto"}, timeout=30
+    )
 
 
 def test_flat_catalog_groups_each_providers_models_across_entries(tmp_path, served):
-    app = switchboard(tmp_path, HERMES_PLUGIN_LIVE_URLS=[
-        {"url": r"/v2/catalog$", "models": "models[].id", "provider": "models[].provider"}])
+    app = switchboard(
+        tmp_path,
+        HERMES_PLUGIN_LIVE_URLS=[{"url": r"/v2/catalog$", "models": "models[].id", "provider": "models[].provider"}],
+    )
     base = served(app)
     requests.get(f"{base}/v2/catalog", timeout=10)
     catalog = requests.get(f"{base}/hermes-plugin/api/catalog/anth", timeout=10).json()
@@ -73,8 +82,12 @@ def test_flat_catalog_groups_each_providers_models_across_entries(tmp_path, serv
 
 
 def test_catalog_read_by_post_is_learnt(tmp_path, served):
-    app = switchboard(tmp_path, HERMES_PLUGIN_LIVE_URLS=[
-        {"url": r"/v2/catalog/query$", "method": "POST", "models": "models[].id", "provider": "models[].provider"}])
+    app = switchboard(
+        tmp_path,
+        HERMES_PLUGIN_LIVE_URLS=[
+            {"url": r"/v2/catalog/query$", "method": "POST", "models": "models[].id", "provider": "models[].provider"}
+        ],
+    )
     base = served(app)
     requests.post(f"{base}/v2/catalog/query", json={}, timeout=10)
     answer = requests.get(f"{base}/hermes-plugin/api/sessions/k1/model", timeout=10).json()
@@ -83,8 +96,12 @@ def test_catalog_read_by_post_is_learnt(tmp_path, served):
 
 
 def test_a_get_entry_does_not_learn_from_a_post(tmp_path, served):
-    app = switchboard(tmp_path, HERMES_PLUGIN_LIVE_URLS=[
-        {"url": r"/v2/catalog/query$", "models": "models[].id", "provider": "models[].provider"}])
+    app = switchboard(
+        tmp_path,
+        HERMES_PLUGIN_LIVE_URLS=[
+            {"url": r"/v2/catalog/query$", "models": "models[].id", "provider": "models[].provider"}
+        ],
+    )
     base = served(app)
     requests.post(f"{base}/v2/catalog/query", json={}, timeout=10)
     providers = requests.get(f"{base}/hermes-plugin/api/catalog", timeout=10).json()["providers"]
@@ -101,8 +118,10 @@ def test_a_bad_read_method_fails_at_startup(tmp_path, method):
         switchboard(tmp_path, HERMES_PLUGIN_SESSION_URLS=[{"url": "/load", "model": "m", "method": method}])
 
 
-SPA_INDEX = ("<!doctype html><html lang=en><head><meta charset=utf-8><title>Pilot</title></head>"
-             "<body><div id=root></div><script src=/static/bundle.js></script></body></html>")
+SPA_INDEX = (
+    "<!doctype html><html lang=en><head><meta charset=utf-8><title>Pilot</title></head>"
+    "<body><div id=root></div><script src=/static/bundle.js></script></body></html>"
+)
 
 
 def pilot_spa(tmp_path: Path, **config: Any) -> Flask:
@@ -126,8 +145,9 @@ def test_single_page_app_shell_gets_the_guard(tmp_path, served, caplog):
     for path in ("/", "/c/k1", "/c/k1"):  # the second load of the same file is injected too
         page = requests.get(base + path, timeout=10)
         assert page.status_code == 200
-        assert page.text.startswith("<!doctype html><html lang=en><head><script type=\"application/json\" "
-                                    "id=\"hermes-plugin-config\"")
+        assert page.text.startswith(
+            '<!doctype html><html lang=en><head><script type="application/json" id="hermes-plugin-config"'
+        )
         assert '<script src="/hermes-plugin/static/hermes-guard.js"></script><meta charset=utf-8>' in page.text
         assert int(page.headers["Content-Length"]) == len(page.content)
         assert "ETag" not in page.headers  # the file's validators do not describe the injected page

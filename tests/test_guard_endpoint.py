@@ -16,6 +16,7 @@ from hermes_plugin import ModelGuard
 
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     """The host's own auth decorator, written the usual way (functools.wraps)."""
+
     @functools.wraps(view)
     def checked(*args: Any, **kwargs: Any) -> Any:
         if request.headers.get("Authorization") != "Bearer alice":
@@ -102,8 +103,9 @@ def test_the_pages_guard_script_learns_the_guarded_route(tmp_path):
 
     page = app.test_client().get("/").get_data(as_text=True)
     config = json.loads(page.split('id="hermes-plugin-config">', 1)[1].split("</script>", 1)[0])
-    assert config["writes"] == [{"method": "POST", "url": "^/threads/(?P<tid>[^/]+)$", "session": "path:tid",
-                                 "model": "body:prefs.assistant"}]
+    assert config["writes"] == [
+        {"method": "POST", "url": "^/threads/(?P<tid>[^/]+)$", "session": "path:tid", "model": "body:prefs.assistant"}
+    ]
 
 
 def test_a_decorator_the_guard_cannot_see_into_is_named_in_a_warning(tmp_path, caplog):

@@ -31,11 +31,19 @@ def test_an_automatic_create_gets_the_configured_default(tmp_path):
     app = create_app(tmp_path, HERMES_PLUGIN_DEFAULT_MODEL="house/default")
     answer = create(app, "previous/chat-model")  # the picker still shows the open chat's model
     assert stored(app, answer) == "house/default"
-    assert (answer.headers["X-Hermes-Decision"], answer.headers["X-Hermes-Model-Default"]) == ("default", "house/default")
+    assert (answer.headers["X-Hermes-Decision"], answer.headers["X-Hermes-Model-Default"]) == (
+        "default",
+        "house/default",
+    )
     [entry] = model_log(app, answer)
     assert {k: entry[k] for k in ("old", "new", "proposed", "intent", "outcome", "reason")} == {
-        "old": None, "new": "house/default", "proposed": "previous/chat-model", "intent": "auto",
-        "outcome": "default", "reason": "new_session_default"}
+        "old": None,
+        "new": "house/default",
+        "proposed": "previous/chat-model",
+        "intent": "auto",
+        "outcome": "default",
+        "reason": "new_session_default",
+    }
 
 
 def test_a_users_pick_on_create_is_kept(tmp_path):
@@ -77,7 +85,7 @@ class PerUserDefault:
         return {"alice": "alice/favourite"}.get(request.headers.get("X-User", ""))
 
 
-def test_the_default_model_hook_wins_over_the_config(tmp_path):
+def test_hook_hermes_plugin_default_model(tmp_path):
     app = create_app(tmp_path, HERMES_PLUGIN_DEFAULT_MODEL="house/default")
     app.guard.state(app).pm.register(PerUserDefault())  # type: ignore[attr-defined]
     assert stored(app, create(app, "previous/chat-model", **{"X-User": "alice"})) == "alice/favourite"
@@ -97,8 +105,14 @@ def test_a_broken_default_source_never_breaks_the_create(tmp_path, caplog):
     assert "reading the default model failed" in caplog.text
 
 
-@pytest.mark.parametrize("config", [{"HERMES_PLUGIN_NEW_SESSION_MODEL": "newest"},
-                                    {"HERMES_PLUGIN_DEFAULT_MODEL": ""}, {"HERMES_PLUGIN_DEFAULT_MODEL": 7}])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"HERMES_PLUGIN_NEW_SESSION_MODEL": "newest"},
+        {"HERMES_PLUGIN_DEFAULT_MODEL": ""},
+        {"HERMES_PLUGIN_DEFAULT_MODEL": 7},
+    ],
+)
 def test_bad_new_session_config_fails_at_startup(tmp_path, config):
     with pytest.raises(ConfigError):
         create_app(tmp_path, **config)
@@ -122,8 +136,10 @@ def webui_like_upstream() -> Flask:
     @app.get("/api/settings")
     def settings() -> Any:
         settings_reads.append(request.cookies.get("user", ""))
-        return {"theme": "dark", "default_model": {"carol": "carol/model"}.get(request.cookies.get("user", ""),
-                                                                               "deepseek-chat-v3-0324")}
+        return {
+            "theme": "dark",
+            "default_model": {"carol": "carol/model"}.get(request.cookies.get("user", ""), "deepseek-chat-v3-0324"),
+        }
 
     @app.get("/api/session")
     def session() -> Any:
@@ -149,21 +165,29 @@ def test_proxy_reads_the_upstreams_default_for_new_sessions(loopback_server):
     url = loopback_server(create_proxy(up.url, preset="hermes-webui")).url
 
     def new(model: str, intent: str, user: str = "") -> Any:
-        answer = requests.post(f"{url}/api/session/new", json={"model": model, "workspace": "w"},
-                               headers={"X-Hermes-Intent": intent}, cookies={"user": user} if user else None,
-                               timeout=10)
+        answer = requests.post(
+            f"{url}/api/session/new",
+            json={"model": model, "workspace": "w"},
+            headers={"X-Hermes-Intent": intent},
+            cookies={"user": user} if user else None,
+            timeout=10,
+        )
         return answer.headers["X-Hermes-Decision"], answer.json()["session"]["model"]
 
     assert new("open-chat/model", "auto") == ("default", "deepseek-chat-v3-0324")
     assert new("picked/model", "user") == ("pass", "picked/model")
     assert new("open-chat/model", "auto", user="carol") == ("default", "carol/model")  # read as the caller
     assert sorted(set(upstream.sessions.values())) == [  # type: ignore[attr-defined]
-        "carol/model", "deepseek-chat-v3-0324", "picked/model"]
+        "carol/model",
+        "deepseek-chat-v3-0324",
+        "picked/model",
+    ]
     assert upstream.settings_reads == ["", "carol"]  # type: ignore[attr-defined]  # cached per caller; no read for a pick
 
 
-@pytest.mark.parametrize("value", ["/api/settings", {"url": "http://elsewhere/x", "model": "m"},
-                                   {"url": "/api/settings", "model": "a..b"}])
+@pytest.mark.parametrize(
+    "value", ["/api/settings", {"url": "http://elsewhere/x", "model": "m"}, {"url": "/api/settings", "model": "a..b"}]
+)
 def test_bad_proxy_default_model_is_one_clear_error(value):
     from hermes_plugin.proxy import proxy_config
 

@@ -64,10 +64,12 @@ def test_catalog_read_by_post_through_the_proxy_is_learnt(loopback_server):
     assert listed.json()["models"][0]["id"] == "opus"
     assert requests.get(f"{url}/hermes-plugin/api/sessions/q1/model", timeout=WAIT).json()["availability"] == "present"
     assert requests.get(f"{url}/hermes-plugin/api/sessions/q2/model", timeout=WAIT).json()["availability"] == "absent"
-    kept = requests.post(f"{url}/rpc/save", json={"id": "q1", "llm": "haiku"}, headers={"X-Hermes-Intent": "auto"},
-                         timeout=WAIT)
-    replaced = requests.post(f"{url}/rpc/save", json={"id": "q2", "llm": "haiku"},
-                             headers={"X-Hermes-Intent": "auto"}, timeout=WAIT)
+    kept = requests.post(
+        f"{url}/rpc/save", json={"id": "q1", "llm": "haiku"}, headers={"X-Hermes-Intent": "auto"}, timeout=WAIT
+    )
+    replaced = requests.post(
+        f"{url}/rpc/save", json={"id": "q2", "llm": "haiku"}, headers={"X-Hermes-Intent": "auto"}, timeout=WAIT
+    )
     assert (kept.headers["X-Hermes-Decision"], replaced.headers["X-Hermes-Decision"]) == ("keep", "fallback")
     assert upstream.chats == {"q1": "opus", "q2": "haiku"}  # type: ignore[attr-defined]
 

@@ -52,8 +52,9 @@ class UpstreamDefault:
 
     def _fetch(self) -> str | None:
         headers = {"Accept": "application/json", **caller_headers()}
-        response = self.proxy.http.get(self.proxy.upstream + self.read.url, headers=headers, allow_redirects=False,
-                                       timeout=self.proxy.timeouts)
+        response = self.proxy.http.get(
+            self.proxy.upstream + self.read.url, headers=headers, allow_redirects=False, timeout=self.proxy.timeouts
+        )
         if not 200 <= response.status_code < 300:
             response.close()
             return None

@@ -46,18 +46,23 @@ document.getElementById('newThread').addEventListener('click', async () => {
 
 def threadly(threads: dict[str, str], **config: Any) -> Flask:
     app = Flask("threadly")
-    app.config.update(HERMES_PLUGIN_CACHE="memory", HERMES_PLUGIN_MODEL_SELECT="#engine",
-                      HERMES_PLUGIN_DEFAULT_MODEL=DEFAULT,
-                      HERMES_PLUGIN_SESSION_URLS=[{"url": r"/api/threads/(?P<session>[^/?]+)$",
-                                                   "model": "thread.engine"}], **config)
+    app.config.update(
+        HERMES_PLUGIN_CACHE="memory",
+        HERMES_PLUGIN_MODEL_SELECT="#engine",
+        HERMES_PLUGIN_DEFAULT_MODEL=DEFAULT,
+        HERMES_PLUGIN_SESSION_URLS=[{"url": r"/api/threads/(?P<session>[^/?]+)$", "model": "thread.engine"}],
+        **config,
+    )
     guard = ModelGuard(app)
     guard.session_model(threads.get)
 
     @app.get("/")
     def page() -> str:
         options = "".join(f"<option value={m}>{m}</option>" for m in ("acme-large", "acme-mid", DEFAULT))
-        return (f"<!doctype html><html><head><title>Threadly</title></head><body><select id=engine>{options}"
-                f"</select><button id=newThread>New thread</button><script>{PAGE_JS}</script></body></html>")
+        return (
+            f"<!doctype html><html><head><title>Threadly</title></head><body><select id=engine>{options}"
+            f"</select><button id=newThread>New thread</button><script>{PAGE_JS}</script></body></html>"
+        )
 
     @app.get("/api/threads/<tid>")
     def read(tid: str) -> Any:
@@ -97,8 +102,11 @@ def test_new_thread_from_an_open_one_gets_the_hosts_default(chromium, loopback_s
     threads = {"t1": "acme-large"}
     base = loopback_server(threadly(threads, HERMES_PLUGIN_NEW_SESSION_MODEL=policy)).url
     chromium.get(f"{base}/?t=t1")
-    until(chromium, lambda d: d.execute_script("return window.booted && hermesGuard.state().session === 't1'"),
-          "the thread never loaded")
+    until(
+        chromium,
+        lambda d: d.execute_script("return window.booted && hermesGuard.state().session === 't1'"),
+        "the thread never loaded",
+    )
     assert shown(chromium) == "acme-large"
     tid = new_thread(chromium)
     if policy == "inherit":  # the bug: the new thread silently takes the open thread's model
@@ -106,10 +114,15 @@ def test_new_thread_from_an_open_one_gets_the_hosts_default(chromium, loopback_s
         return
     assert threads[tid] == DEFAULT
     until(chromium, lambda d: shown(d) == DEFAULT, "the picker kept showing the open thread's model")
-    log = json.loads(chromium.execute_script(
-        "return fetch('/hermes-plugin/api/sessions/' + arguments[0] + '/model-log').then(r => r.text())", tid) or "{}")
+    log = json.loads(
+        chromium.execute_script(
+            "return fetch('/hermes-plugin/api/sessions/' + arguments[0] + '/model-log').then(r => r.text())", tid
+        )
+        or "{}"
+    )
     assert [(e["proposed"], e["new"], e["reason"]) for e in log["entries"]] == [
-        ("acme-large", DEFAULT, "new_session_default")]
+        ("acme-large", DEFAULT, "new_session_default")
+    ]
     assert threads["t1"] == "acme-large"
 
 

@@ -28,8 +28,12 @@ def test_webui_new_sessions_follow_its_configured_default(webui: WebUI, loopback
     url = loopback_server(create_app(webui.url, preset="hermes-webui")).url
 
     def new(model: str, intent: str) -> tuple[str, str]:
-        answer = requests.post(f"{url}/api/session/new", json={"model": model}, timeout=30,
-                               headers={"Origin": url, "X-Hermes-Intent": intent})
+        answer = requests.post(
+            f"{url}/api/session/new",
+            json={"model": model},
+            timeout=30,
+            headers={"Origin": url, "X-Hermes-Intent": intent},
+        )
         answer.raise_for_status()
         session = answer.json()["session"]["session_id"]
         assert answer.headers["X-Hermes-Session"] == session
