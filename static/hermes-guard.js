@@ -83,7 +83,7 @@ const versions = new Map(); // session -> version of the known model (an older o
 const pickAt = new Map();   // session -> time of the user's last pick (a later pick beats an earlier load)
 const serverInfo = new Map(); // model -> {provider, aliases} as the server resolved them
 const originalFetch = W.fetch;
-let cfg, cur = null, pick, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
+let cfg, cur = null, pick, newPick, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
 let budget = 0, frames = 0, observer;
 
 const stored = () => known.get(cur);
@@ -359,7 +359,7 @@ function describeWrite(c, body, header) {
   const recent = pointer && t - pointer.at <= GESTURE_MS;
   const named = model != null && recent && !pointer.inPicker && namesModel(pointer.target, model);
   // A create (no session yet) carrying the pick made while no session was shown is that pick.
-  const created = session == null && cur == null && pick?.s == null && sameModel(model, pick?.value);
+  const created = session == null && cur == null && sameModel(model, newPick);
   const choice = !header && (session != null ? safely(() => isChoice(session, model)) : created);
   const intent = decideIntent({ header, proposed: model, pick, gestureAt, markAt, now: t, named, choice });
   if (intent === 'user') {
@@ -513,9 +513,11 @@ function onPick(e) {
   const t = e.target, at = now();
   if (applying || !t.matches?.(cfg.modelSelect)) return;
   // A trusted event is a person; an untrusted one (Selenium Select, select_option) counts when the rule says choice.
-  // With no session shown (a new-chat view) there is no stored model to correct: a change is a pick.
-  if (!(e.isTrusted || inPicker() || (cur != null ? isChoice(cur, t.value) : !selectsJustChanged()))) return;
-  pick = { value: t.value, at, s: cur };
+  // With no session shown (a new-chat view) there is no stored model to correct: a change there, trusted or
+  // not, is the model of the session the page will create (and of nothing else).
+  if (cur == null && !selectsJustChanged()) newPick = t.value;
+  if (!(e.isTrusted || inPicker() || (cur != null && isChoice(cur, t.value)))) return;
+  pick = { value: t.value, at };
   if (unavailable && t.value !== unavailable.m) clearNotices();
   if (cur != null) { setKnown(cur, t.value); pickAt.set(cur, at); }
 }
