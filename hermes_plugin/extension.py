@@ -193,10 +193,10 @@ class GuardState:
         self.hub = Hub(config["HERMES_PLUGIN_WS_QUEUE"], fleet=self.store)
         self.endpoints = observe.endpoints(config["HERMES_PLUGIN_LIVE_URLS"], config["HERMES_PLUGIN_STATIC_URLS"])
         self.page_session_names: frozenset[str] | None = None  # inject.page_session
-        self.uninjected_routes: set[str] = set()
+        self.uninjected_routes: set[str] = set()  # routes already warned about (inject.warn_uninjected)
         self.guarded_endpoints: set[str] = set()  # ModelGuard.guard_endpoint views wrapped in this app
         # A last source of the host's default model (the reverse proxy reads its upstream's setting).
-        self.default_model_reader: Callable[[], str | None] | None = None  # routes already warned about (inject.warn_uninjected)
+        self.default_model_reader: Callable[[], str | None] | None = None
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
         self._browser_writes: list[dict[str, str]] = []  # write routes no view declares (the reverse proxy's)
         self.catalog.subscribe(self._catalog_changed)
