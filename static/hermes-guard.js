@@ -83,7 +83,7 @@ const versions = new Map(); // session -> version of the known model (an older o
 const pickAt = new Map();   // session -> time of the user's last pick (a later pick beats an earlier load)
 const serverInfo = new Map(); // model -> {provider, aliases} as the server resolved them
 const originalFetch = W.fetch;
-let cfg, cur = null, pick, newPick, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
+let cfg, cur = null, pick, newPick, newTouched, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
 let budget = 0, frames = 0, observer;
 
 const stored = () => known.get(cur);
@@ -359,7 +359,8 @@ function describeWrite(c, body, header) {
   const recent = pointer && t - pointer.at <= GESTURE_MS;
   const named = model != null && recent && !pointer.inPicker && namesModel(pointer.target, model);
   // A create (no session yet) carrying the pick made while no session was shown is that pick.
-  const created = session == null && cur == null && sameModel(model, newPick);
+  const created = session == null && cur == null &&
+    (sameModel(model, newPick) || (newTouched && selects().some(sel => sameModel(sel.value, model))));
   const choice = !header && (session != null ? safely(() => isChoice(session, model)) : created);
   const intent = decideIntent({ header, proposed: model, pick, gestureAt, markAt, now: t, named, choice });
   if (intent === 'user') {
@@ -507,6 +508,7 @@ function onGesture(e) {
   const t = e.target, picker = !!(cfg.picker && t.closest?.(cfg.picker));
   if (picker) gestureAt = now();
   if (e.type !== 'keydown') pointer = { at: now(), target: t, inPicker: picker || !!t.closest?.(cfg.modelSelect) };
+  if (cur == null && pointer?.inPicker) newTouched = true; // a dropdown that sets the select without events
 }
 
 function onPick(e) {

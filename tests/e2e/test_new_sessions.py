@@ -31,6 +31,9 @@ sel.addEventListener('change', () => {
   if (thread) fetch('/api/threads/' + thread.tid, {method: 'PUT', headers: {'Content-Type': 'application/json'},
     body: JSON.stringify({engine: sel.value})});
 });
+for (const row of document.querySelectorAll('#menu li')) row.addEventListener('click', () => {
+  sel.value = row.dataset.id;  // a custom dropdown: sets the select, fires no event at all
+});
 document.getElementById('newThread').addEventListener('click', async () => {
   const r = await fetch('/api/threads', {method: 'POST', headers: {'Content-Type': 'application/json'},
     body: JSON.stringify({engine: sel.value, title: 'untitled'})});
@@ -49,6 +52,7 @@ def threadly(threads: dict[str, str], **config: Any) -> Flask:
     app.config.update(
         HERMES_PLUGIN_CACHE="memory",
         HERMES_PLUGIN_MODEL_SELECT="#engine",
+        HERMES_PLUGIN_PICKER="#menu",
         HERMES_PLUGIN_DEFAULT_MODEL=DEFAULT,
         HERMES_PLUGIN_SESSION_URLS=[{"url": r"/api/threads/(?P<session>[^/?]+)$", "model": "thread.engine"}],
         **config,
@@ -58,10 +62,13 @@ def threadly(threads: dict[str, str], **config: Any) -> Flask:
 
     @app.get("/")
     def page() -> str:
-        options = "".join(f"<option value={m}>{m}</option>" for m in ("acme-large", "acme-mid", DEFAULT))
+        models = ("acme-large", "acme-mid", DEFAULT)
+        options = "".join(f"<option value={m}>{m}</option>" for m in models)
+        rows = "".join(f"<li data-id={m}>{m.title()}</li>" for m in models)
         return (
             f"<!doctype html><html><head><title>Threadly</title></head><body><select id=engine>{options}"
-            f"</select><button id=newThread>New thread</button><script>{PAGE_JS}</script></body></html>"
+            f"</select><ul id=menu>{rows}</ul><button id=newThread>New thread</button>"
+            f"<script>{PAGE_JS}</script></body></html>"
         )
 
     @app.get("/api/threads/<tid>")
@@ -126,12 +133,17 @@ def test_new_thread_from_an_open_one_gets_the_hosts_default(chromium, loopback_s
     assert threads["t1"] == "acme-large"
 
 
-def test_a_pick_in_a_new_thread_view_is_the_new_threads_model(chromium, loopback_server):
+@pytest.mark.parametrize("tool", ["selenium-select", "custom-dropdown"])
+def test_a_pick_in_a_new_thread_view_is_the_new_threads_model(chromium, loopback_server, tool):
     threads: dict[str, str] = {}
     base = loopback_server(threadly(threads)).url
     chromium.get(base + "/")
     until(chromium, lambda d: d.execute_script("return window.booted && !!window.hermesGuard"), "never booted")
-    Select(chromium.find_element(By.ID, "engine")).select_by_value("acme-mid")  # untrusted events
+    if tool == "selenium-select":  # untrusted input/change events
+        Select(chromium.find_element(By.ID, "engine")).select_by_value("acme-mid")
+    else:  # a real click on the dropdown's row; the page sets the select without any event
+        chromium.find_element(By.CSS_SELECTOR, "#menu li[data-id=acme-mid]").click()
+        assert shown(chromium) == "acme-mid"
     picked_at = chromium.execute_script("return performance.now()")
     # The user types a first message before creating the thread: longer than a pick explains a write.
     until(chromium, lambda d: d.execute_script("return performance.now()") - picked_at > 3500, "clock")
