@@ -9,7 +9,6 @@ if (W.hermesGuard) return;
 
 const INTENT_HEADER = 'X-Hermes-Intent';
 const KEPT_HEADER = 'X-Hermes-Model-Kept';
-const DEFAULT_HEADER = 'X-Hermes-Model-Default', CREATED_HEADER = 'X-Hermes-Session';
 const PLACEHOLDER = 'data-hermes-unavailable'; // marks the option the guard adds for an unavailable model
 const NOTICE = 'hermes-notice';
 const GESTURE_MS = 1500; // how long a click or key press explains the write that follows it
@@ -83,7 +82,7 @@ const versions = new Map(); // session -> version of the known model (an older o
 const pickAt = new Map();   // session -> time of the user's last pick (a later pick beats an earlier load)
 const serverInfo = new Map(); // model -> {provider, aliases} as the server resolved them
 const originalFetch = W.fetch;
-let cfg, cur = null, pick, newPick, newTouched, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
+let cfg, cur = null, pick, touchedNew, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
 let budget = 0, frames = 0, observer;
 
 const stored = () => known.get(cur);
@@ -358,10 +357,9 @@ function describeWrite(c, body, header) {
   const session = read(c.e.session), model = read(c.e.model), t = now();
   const recent = pointer && t - pointer.at <= GESTURE_MS;
   const named = model != null && recent && !pointer.inPicker && namesModel(pointer.target, model);
-  // A create (no session yet) carrying the pick made while no session was shown is that pick.
-  const created = session == null && cur == null &&
-    (sameModel(model, newPick) || (newTouched && selects().some(sel => sameModel(sel.value, model))));
-  const choice = !header && (session != null ? safely(() => isChoice(session, model)) : created);
+  // A create (no session yet) carrying what the select shows after the user changed it in a new-chat view.
+  const choice = !header && (session != null ? safely(() => isChoice(session, model))
+    : cur == null && touchedNew && selects().some(sel => sameModel(sel.value, model)));
   const intent = decideIntent({ header, proposed: model, pick, gestureAt, markAt, now: t, named, choice });
   if (intent === 'user') {
     markAt = undefined; // userIntent() explains one write only
@@ -386,10 +384,11 @@ function hold(w, send) {
 const unhold = h => held.includes(h) && held.splice(held.indexOf(h), 1);
 
 // The server kept the stored model: the picker goes back to it, visibly, if it showed the other one.
-function afterWrite(w, kept, h) {
+// `h(name)`: a header of the write's answer.
+function afterWrite(w, h) {
   // A created session got the host's default instead of the page's leftover value: it is the session
   // shown now, and its model is re-applied a few frames later, once the host has taken the answer in.
-  const dflt = h(DEFAULT_HEADER), created = h(CREATED_HEADER);
+  const kept = h(KEPT_HEADER), dflt = h('X-Hermes-Model-Default'), created = h('X-Hermes-Session');
   if (dflt && created) { setKnown(created, dflt); setCurrent(created); recheck(RECHECK_FRAMES + 2); }
   if (!kept) return;
   const proposed = w.detail.model, s = w.session;
@@ -433,8 +432,7 @@ async function fetchWrite(c, input, init) {
     warn(e);
     return originalFetch.call(W, input, init);
   }
-  const send = () => originalFetch.call(W, input, i)
-    .then(r => (safely(() => afterWrite(w, r.headers.get(KEPT_HEADER), k => r.headers.get(k))), r));
+  const send = () => originalFetch.call(W, input, i).then(r => (safely(() => afterWrite(w, k => r.headers.get(k))), r));
   if (!w.hold) return send();
   return new Promise((resolve, reject) => {
     const signal = i.signal || req?.signal, h = hold(w, () => send().then(resolve, reject));
@@ -494,7 +492,7 @@ if (XP) Object.assign(XP, {
       const w = describeWrite(c, typeof body === 'string' && body, i.intent);
       if (w.intent === 'auto') followSession(w.session);
       if (!i.intent) setRequestHeader.call(x, INTENT_HEADER, w.intent);
-      x.addEventListener('load', () => afterWrite(w, x.getResponseHeader(KEPT_HEADER), k => x.getResponseHeader(k)));
+      x.addEventListener('load', () => afterWrite(w, k => x.getResponseHeader(k)));
       if (w.hold && !i.sync) return i.held = hold(w, () => { i.held = null; send.apply(x, args); });
     });
     if (!waiting) return send.apply(x, args);
@@ -508,7 +506,7 @@ function onGesture(e) {
   const t = e.target, picker = !!(cfg.picker && t.closest?.(cfg.picker));
   if (picker) gestureAt = now();
   if (e.type !== 'keydown') pointer = { at: now(), target: t, inPicker: picker || !!t.closest?.(cfg.modelSelect) };
-  if (cur == null && pointer?.inPicker) newTouched = true; // a dropdown that sets the select without events
+  if (cur == null && pointer?.inPicker) touchedNew = 1; // a dropdown that sets the select without events
 }
 
 function onPick(e) {
@@ -516,8 +514,8 @@ function onPick(e) {
   if (applying || !t.matches?.(cfg.modelSelect)) return;
   // A trusted event is a person; an untrusted one (Selenium Select, select_option) counts when the rule says choice.
   // With no session shown (a new-chat view) there is no stored model to correct: a change there, trusted or
-  // not, is the model of the session the page will create (and of nothing else).
-  if (cur == null && !selectsJustChanged()) newPick = t.value;
+  // not, picks the model of the session the page will create (and of nothing else).
+  if (cur == null && !selectsJustChanged()) touchedNew = 1;
   if (!(e.isTrusted || inPicker() || (cur != null && isChoice(cur, t.value)))) return;
   pick = { value: t.value, at };
   if (unavailable && t.value !== unavailable.m) clearNotices();
