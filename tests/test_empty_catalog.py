@@ -170,3 +170,21 @@ def test_empty_means_none_must_be_a_bool(tmp_path, vendor):
         )
     with pytest.raises(ConfigError, match="empty_means_none"):
         deskchat(tmp_path, vendor, HERMES_PLUGIN_LIVE_URLS=[{**ENGINE_LIST[0], "empty_means_none": 1}])
+
+
+def test_configured_provider_listing_then_answering_empty_keeps_its_last_list_as_stale(tmp_path, vendor):
+    app = deskchat(
+        tmp_path, vendor, HERMES_PLUGIN_PROVIDERS={"acme": {"kind": "openai-compatible", "base_url": vendor.base_url}}
+    )
+    server = serve(app)
+    try:
+        listed = requests.get(f"{server.url}/hermes-plugin/api/catalog/acme", timeout=30).json()
+        vendor.configure(models=[])
+        emptied = requests.get(f"{server.url}/hermes-plugin/api/catalog/acme?refresh=1", timeout=30).json()
+        state, availability, write = views(app, server.url, "c2", "acme")
+    finally:
+        server.stop()
+    assert (listed["state"], [m["id"] for m in listed["models"]]) == ("fresh", ["acme-large", "acme-small"])
+    assert emptied["state"] == "stale" and "empty list" in emptied["error"]
+    assert [m["id"] for m in emptied["models"]] == ["acme-large", "acme-small"]
+    assert (state, availability, write) == ("stale", "unknown", {"decision": "keep", "stored": "acme-tiny"})
