@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, has_app_context, make_response, request
+from flask import Flask, current_app, has_app_context, has_request_context, make_response, request
 from flask.wrappers import Response
 
 from . import api, inject, jsonpath, observe
@@ -195,6 +195,7 @@ class GuardState:
         self.page_session_names: frozenset[str] | None = None  # inject.page_session
         self.uninjected_routes: set[str] = set()  # routes already warned about (inject.warn_uninjected)
         self.guarded_endpoints: set[str] = set()  # ModelGuard.guard_endpoint views wrapped in this app
+        self.missing_endpoints: set[str] = set()  # guard_endpoint names not registered when requests came
         # A last source of the host's default model (the reverse proxy reads its upstream's setting).
         self.default_model_reader: Callable[[], str | None] | None = None
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
@@ -411,7 +412,13 @@ class ModelGuard:
             return
         with self._endpoints_lock:
             for endpoint, spec in self._endpoints.items():
-                if endpoint in state.guarded_endpoints or endpoint not in app.view_functions:
+                if endpoint in state.guarded_endpoints:
+                    continue
+                if endpoint not in app.view_functions:
+                    if has_request_context() and endpoint not in state.missing_endpoints:
+                        state.missing_endpoints.add(endpoint)  # serving requests, and still no such view: say so
+                        log.warning("hermes-plugin: guard_endpoint(%r): the app has no such endpoint (yet); its "
+                                    "writes are not guarded", endpoint)
                     continue
                 app.view_functions[endpoint] = guard_registered_view(app.view_functions[endpoint], spec, endpoint)
                 state.guarded_endpoints.add(endpoint)

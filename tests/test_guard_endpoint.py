@@ -141,3 +141,13 @@ def test_guard_endpoint_needs_an_endpoint_name_and_single_value_paths():
         guard.guard_endpoint("")
     with pytest.raises(ValueError):
         guard.guard_endpoint("x.y", model="models[].id")
+
+
+def test_an_endpoint_that_never_registers_is_named_in_a_warning(tmp_path, caplog):
+    guard = ModelGuard()
+    app = notebook(tmp_path, guard, "after-blueprint")
+    guard.guard_endpoint("threads.retitel")  # a typo
+    for _ in range(2):
+        assert write(app, "small-2").headers["X-Hermes-Decision"] == "keep"  # the real endpoint still is
+    warnings = [r.getMessage() for r in caplog.records if "no such endpoint" in r.getMessage()]
+    assert len(warnings) == 1 and "threads.retitel" in warnings[0]
