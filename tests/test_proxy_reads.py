@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import requests
 from flask import Flask, request
 
@@ -42,7 +43,8 @@ def loader_app() -> Flask:
 
 TABLE = {
     "writes": [{"method": "POST", "url": "^/rpc/save$", "session": "id", "model": "llm"}],
-    "session_read": {"url": "/rpc/load?id={session}", "model": "chat.llm"},
+    # The proxy's own read of a stored model is a POST too, as the page's.
+    "session_read": {"method": "POST", "url": "/rpc/load", "body": {"id": "{session}"}, "model": "chat.llm"},
     "live_urls": [{"url": "^/rpc/models$", "method": "POST", "models": "models[].id", "provider": "models[].provider"}],
     "session_urls": [{"url": "^/rpc/load$", "method": "POST", "session": "chat.id", "model": "chat.llm"}],
 }
@@ -50,11 +52,6 @@ TABLE = {
 
 def test_catalog_read_by_post_through_the_proxy_is_learnt(loopback_server):
     upstream = loader_app()
-
-    @upstream.get("/rpc/load")  # the proxy's own session read
-    def load_get() -> Any:
-        chat = request.args.get("id")
-        return {"chat": {"id": chat, "llm": upstream.chats[chat]}}  # type: ignore[attr-defined]
 
     up = loopback_server(upstream)
     url = loopback_server(create_app(up.url, cfg=proxy_config(TABLE))).url
@@ -88,3 +85,18 @@ def test_post_reads_are_read_uncompressed_and_buffered(loopback_server):
     answer = requests.post(f"{url}/rpc/load", json={"id": "q1"}, headers={"Accept-Encoding": "gzip"}, timeout=WAIT)
     assert answer.json() == {"chat": {"id": "q1", "llm": "opus"}}
     assert seen == ["identity"]  # a configured read is asked for uncompressed, so the guard can read it
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        {"url": "/rpc/load", "model": "chat.llm"},  # names no session anywhere
+        {"method": "GET", "url": "/rpc/load", "body": {"id": "{session}"}, "model": "chat.llm"},
+        {"method": "DELETE", "url": "/rpc/load/{session}", "model": "chat.llm"},
+    ],
+)
+def test_bad_session_read_is_one_clear_error(read):
+    from hermes_plugin.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="session_read"):
+        proxy_config({**TABLE, "session_read": read})

@@ -36,10 +36,29 @@ class WriteRoute:
 
 @dataclass(frozen=True)
 class SessionRead:
-    """How to read a session's stored model from the upstream: ``GET url`` (``{session}`` filled in), JSON path."""
+    """How to read a session's stored model from the upstream: ``GET url`` (``{session}`` filled in), JSON path.
+
+    Hosts that load a chat by POST (``POST /load {"id": ...}``) give ``method`` and a JSON ``body`` whose
+    ``"{session}"`` strings are filled in.
+    """
 
     url: str
     model: str
+    method: str = "GET"
+    body: Any = None
+
+    def request_body(self, session: str) -> Any:
+        return _fill(self.body, session)
+
+
+def _fill(value: Any, session: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{session}", session)
+    if isinstance(value, dict):
+        return {key: _fill(item, session) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, session) for item in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -136,13 +155,17 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
     cfg = ProxyConfig(writes=[_write_route(e) for e in writes], providers=dict(providers or {}))
     read = table.get("session_read")
     if read is not None:
-        if not isinstance(read, Mapping) or not isinstance(read.get("url"), str) or "{session}" not in read["url"]:
-            raise ConfigError("[proxy] session_read must be {url = \"...{session}...\", model = \"json.path\"}")
+        method = str(read.get("method", "GET")).upper() if isinstance(read, Mapping) else "GET"
+        named = isinstance(read, Mapping) and isinstance(read.get("url"), str) and (
+            "{session}" in read["url"] or "{session}" in repr(read.get("body")))
+        if not named or method not in ("GET", "POST") or (read.get("body") is not None and method == "GET"):
+            raise ConfigError("[proxy] session_read must be {url = \"...{session}...\", model = \"json.path\"}, or "
+                              "{method = \"POST\", url, body = {id = \"{session}\"}, model}")
         try:
-            jsonpath.parse(read.get("model"))  # type: ignore[arg-type]
+            jsonpath.parse(read.get("model"))
         except jsonpath.PathError as exc:
             raise ConfigError(f"[proxy] session_read model: {exc}") from None
-        cfg.session_read = SessionRead(read["url"], read["model"])
+        cfg.session_read = SessionRead(read["url"], read["model"], method, read.get("body"))
     cfg.live_urls, cfg.static_urls = _url_list(table, "live_urls"), _url_list(table, "static_urls")
     cfg.session_urls = _url_list(table, "session_urls")
     default = table.get("default_model")
