@@ -27,6 +27,9 @@ HERMES_WEBUI: dict[str, Any] = {
     "session_urls": [{"url": SESSION_URL, "model": "session.model", "session": "session.session_id"}],
     # The model its config.yaml names for new conversations (a per-profile setting, read as the caller).
     "default_model": {"url": "/api/settings", "model": "default_model"},
+    # The app's own model write, replayed by the proxy for undo and the user's answers to its prompts.
+    "session_write": {"method": "POST", "url": "/api/session/update",
+                      "body": {"session_id": "{session}", "model": "{model}"}},
     "writes": [
         {"method": "POST", "url": r"^/api/session/update$", "session": "session_id", "model": "model"},
         {"method": "POST", "url": r"^/api/session/new$", "model": "model"},

@@ -45,6 +45,8 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
         HERMES_PLUGIN_ALLOWED_HOSTS=cfg.allowed_hosts,
         HERMES_PLUGIN_MODEL_ALIASES=cfg.model_aliases,
         HERMES_PLUGIN_NEW_SESSION_MODEL=cfg.new_session_model,
+        HERMES_PLUGIN_MODEL_REPLACEMENTS=cfg.model_replacements,
+        HERMES_PLUGIN_MAX_PRICE_RATIO=cfg.max_price_ratio,
     )
     app.config.update(app_config or {})
     app.after_request(_access_log)  # registered first, so it runs last and logs what really goes out
@@ -55,6 +57,8 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
         guard.session_model(proxy.models)
     if cfg.default_model is not None:
         state.default_model_reader = UpstreamDefault(proxy, cfg.default_model, cfg.session_ttl)
+    if cfg.session_write is not None:
+        guard.session_model_setter(proxy.write_model)
     app.extensions["hermes_plugin_proxy"] = proxy
     app.before_request(proxy.access.check)  # the upstream decides who may use the plugin's routes
     prefix = app.config["HERMES_PLUGIN_PREFIX"]
