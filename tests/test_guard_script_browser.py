@@ -42,7 +42,7 @@ CONFIG: dict[str, Any] = {
     "fetchTimeoutMs": 20000,
 }
 
-# A naive host: it persists whatever the model select changes to, like the seed's app.
+# A naive host: it persists whatever the model select changes to, like the app of the upstream bug.
 HOST_JS = """
 window.hermesEvents = [];
 for (const n of ['pending', 'settled', 'reapplied', 'write-held', 'write-kept'])

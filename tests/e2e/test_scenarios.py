@@ -1,6 +1,6 @@
-"""DESIGN.md §6, S1-S13: real Chromium against the demo host and FakeProviders on loopback.
+"""The reference scenarios S1-S13: real Chromium against the demo host and FakeProviders on loopback.
 
-The demo page reproduces the seed app's naive flow, so each scenario first has a bug to lose to. The
+The demo page reproduces the upstream app's naive model-picker flow, so each scenario first has a bug to lose to. The
 guard-off test proves that (the stored model of S1 really is overwritten); every other test runs with
 the guard and checks the row's "must hold". Waits are explicit: DOM state, ``hermesGuard.whenSettled()``
 and the server-side recorder of model writes. A long provider latency that the test cuts short with
@@ -237,7 +237,7 @@ def test_s10_settings_default_model_select_is_never_retargeted(demo_host):
 def test_s11_cached_catalog_no_pending_state_and_the_right_model_at_once(demo_host):
     host = demo_host()
     page = host.page("kimi")
-    page.finish()  # fills the page's live-model cache (the seed's cache-hit path)
+    page.finish()  # fills the page's live-model cache (the upstream app's cache-hit path)
     host.openrouter.reset()
     host.writes.clear()
     # Switch to the live-only session once the page has its lists: a reload would race the *static* list (S2).
