@@ -1,4 +1,4 @@
-"""Issue #5 (3): many clients racing guarded writes, with and without If-Match; two tabs racing (S9).
+"""RELIABILITY.md part 3: many clients racing guarded writes, with and without If-Match; two tabs racing (S9).
 
 A "lost update" is a successful write based on a version that another successful write had already
 consumed: both clients read version n, both were told "written", and one of them was silently

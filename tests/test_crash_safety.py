@@ -1,4 +1,4 @@
-"""Issue #5 (4): kill -9 the demo host (``hermes-plugin demo`` in a subprocess) in the middle of writes.
+"""RELIABILITY.md part 4: kill -9 the demo host (``hermes-plugin demo`` in a subprocess) in the middle of writes.
 
 Each trial starts the real CLI on one data directory, lets eight clients race guarded writes, and sends
 SIGKILL once a random number of writes have completed (so the kill lands wherever the other seven are).

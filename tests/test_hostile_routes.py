@@ -1,4 +1,4 @@
-"""Issue #5 (2), the plugin's own routes: hostile paths and queries, floods of writes and WebSocket input,
+"""RELIABILITY.md part 2, the plugin's own routes: hostile paths and queries, floods of writes and WebSocket input,
 and hostile provider ids/labels in Chromium.
 
 Every plugin route (catalog, catalog/<p>, sessions/<id>/model, model-log, /ws) gets property-based

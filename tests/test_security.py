@@ -1,4 +1,4 @@
-"""Issue #5 (5): the promises of SECURITY.md, each checked against real loopback servers.
+"""The promises of SECURITY.md, each checked against real loopback servers.
 
 - a configured API key never appears in any response: every plugin route, catalog errors of every
   fault (including a provider that echoes the key back), injected pages, guarded-write answers, WS;
