@@ -3,11 +3,14 @@ in a subprocess and waited on until it is ready: its URL printed and its port ac
 
 from __future__ import annotations
 
+import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from types import TracebackType
@@ -17,6 +20,15 @@ URL = re.compile(r"http://127\.0\.0\.1:(\d+)/?")
 # Upper bounds on a loaded 2-core machine; every wait ends as soon as its condition holds.
 START_DEADLINE = 120.0
 STOP_DEADLINE = 60.0
+
+
+def console_script(name: str = "hermes-plugin") -> str:
+    """The installed console script, as a user runs it: next to this interpreter (a venv used without
+    activating it), else on PATH."""
+    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    found = shutil.which(name, path=search)
+    assert found, f"the {name} console script is not installed (pip install -e .)"
+    return found
 
 
 class ServingCommand:
