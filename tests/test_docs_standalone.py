@@ -133,6 +133,32 @@ def test_every_relative_link_resolves(doc: Path) -> None:
     assert not broken, "\n".join(broken)
 
 
+# -- code the docs name ----------------------------------------------------------------------------------
+
+CODE_REFERENCE = re.compile(
+    r"`((?:tests|hermes_plugin|bench|hooks|static|proxy|state)/[\w/.-]+\.(?:py|js|sh|toml))"
+    r"(?:::(\w+))?"
+)
+
+
+def test_files_and_functions_the_docs_name_exist() -> None:
+    """`tests/test_x.py::test_name`, `proxy/app.py::read_bounded_body`: the file exists and defines the name."""
+    stale: list[str] = []
+    for doc in MARKDOWN:
+        for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
+            for match in CODE_REFERENCE.finditer(line):
+                path, name = match.groups()
+                candidates = [ROOT / path, ROOT / "hermes_plugin" / path]  # `proxy/app.py` is short for the package's
+                found = next((c for c in candidates if c.is_file()), None)
+                if found is None:
+                    stale.append(f"{_rel(doc)}:{number}: {path} does not exist")
+                elif name and not re.search(
+                    rf"^\s*(async\s+)?(def|class)\s+{name}\b|^{name}\s*=", found.read_text(encoding="utf-8"), flags=re.M
+                ):
+                    stale.append(f"{_rel(doc)}:{number}: {_rel(found)} defines no {name}")
+    assert not stale, "\n".join(stale)
+
+
 # -- no references a user cannot follow ------------------------------------------------------------------
 
 FORBIDDEN = {
