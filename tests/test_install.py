@@ -79,6 +79,8 @@ def _source_copy(tmp_path: Path) -> Path:
         ".ruff_cache",
         "instance",
         "node_modules",
+        ".hypothesis",  # written by other tests running at the same time
+        "*.sqlite",
     )
     return Path(shutil.copytree(ROOT, tmp_path / "checkout", ignore=skipped))
 
