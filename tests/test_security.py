@@ -19,7 +19,6 @@ import pytest
 import requests
 from flask import Flask, request
 from support.hostapp import create_app, provider_config, running
-from support.proxyproc import raw_request
 from support.wsclient import RawWS, Refused
 
 from hermes_plugin import hookimpl
@@ -457,10 +456,9 @@ def test_allowed_hosts_refuse_a_rebound_name_on_writes_plugin_routes_and_the_web
         assert app.store.raw() == before
         for path in ROUTES.values():
             assert requests.get(url + path, headers=evil, timeout=30).status_code == 403
-        status, _ = raw_request(url, b"GET /hermes-plugin/ws HTTP/1.1\r\nHost: rebind.evil.test\r\n"
-                                     b"Origin: http://rebind.evil.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        assert status == 403
+        with pytest.raises(Refused) as refused:
+            RawWS(url, headers={"Origin": "http://rebind.evil.test"}, host_header="rebind.evil.test", timeout=30)
+        assert refused.value.status_code == 403
         fine = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "x/y"},
                              headers={"X-Hermes-Intent": "user"}, timeout=30)
         assert fine.status_code == 200 and app.store.get("s1")["model"] == "x/y"
