@@ -8,7 +8,6 @@ const W = window, D = document, nonce = D.currentScript?.nonce;
 if (W.hermesGuard) return;
 
 const INTENT_HEADER = 'X-Hermes-Intent';
-const KEPT_HEADER = 'X-Hermes-Model-Kept';
 const PLACEHOLDER = 'data-hermes-unavailable'; // marks the option the guard adds for an unavailable model
 const NOTICE = 'hermes-notice';
 const GESTURE_MS = 1500; // how long a click or key press explains the write that follows it
@@ -82,7 +81,7 @@ const versions = new Map(); // session -> version of the known model (an older o
 const pickAt = new Map();   // session -> time of the user's last pick (a later pick beats an earlier load)
 const serverInfo = new Map(); // model -> {provider, aliases} as the server resolved them
 const originalFetch = W.fetch;
-let cfg, cur = null, pick, touchedNew, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
+let cfg, cur = null, pick, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
 let budget = 0, frames = 0, observer;
 
 const stored = () => known.get(cur);
@@ -146,8 +145,7 @@ function classify(method, url) {
   if (path === own || path.startsWith(own + '/'))
     return { kind: 'catalog', key: decode(path.slice(own.length + 1)) || 'hermes:catalog' };
   for (const e of [...cfg.live, ...cfg.static, ...cfg.sessions]) {
-    // A read is declared with its method (GET unless it names one, e.g. `POST /load {id}`).
-    if ((e.method || 'GET').toUpperCase() !== method || !(m = e.re.exec(target))) continue;
+    if (!(m = e.re.exec(target))) continue;
     return { e, m, kind: e.kind === 'sessions' ? 'session' : 'catalog', key: group(m, 'provider') || `${e.kind}:${e.url}` };
   }
 }
@@ -366,9 +364,9 @@ function describeWrite(c, body, header) {
   const session = read(c.e.session), model = read(c.e.model), t = now();
   const recent = pointer && t - pointer.at <= GESTURE_MS;
   const named = model != null && recent && !pointer.inPicker && namesModel(pointer.target, model);
-  // A create (no session yet) carrying what the select shows after the user changed it in a new-chat view.
-  const choice = !header && (session != null ? safely(() => isChoice(session, model))
-    : cur == null && touchedNew && selects().some(sel => sameModel(sel.value, model)));
+  // A create (no session yet) made while the page shows no session (a new-chat view) carries the user's
+  // choice: there is no other chat whose model could be left over in the picker.
+  const choice = !header && (session != null ? safely(() => isChoice(session, model)) : cur == null);
   const intent = decideIntent({ header, proposed: model, pick, gestureAt, markAt, now: t, named, choice });
   if (intent === 'user') {
     markAt = undefined; // userIntent() explains one write only
@@ -395,11 +393,7 @@ const unhold = h => held.includes(h) && held.splice(held.indexOf(h), 1);
 // The server kept the stored model: the picker goes back to it, visibly, if it showed the other one.
 // A change let through without the user, or one the user must decide, goes to the notices script.
 function afterWrite(w, header) {
-  const kept = header(KEPT_HEADER), note = header('X-Hermes-Notice'), proposed = w.detail.model, s = w.session;
-  // A created session got the host's default instead of the page's leftover value: it is the session
-  // shown now, and its model is re-applied a few frames later, once the host has taken the answer in.
-  const dflt = header('X-Hermes-Model-Default'), created = header('X-Hermes-Session');
-  if (dflt && created) { setKnown(created, dflt); setCurrent(created); recheck(RECHECK_FRAMES + 2); }
+  const kept = header('X-Hermes-Model-Kept'), note = header('X-Hermes-Notice'), proposed = w.detail.model, s = w.session;
   if (note) return tell({ ...w.detail, note });
   if (!kept) return;
   const showedProposal = () => selects().find(sel => sameModel(sel.value, proposed) && !sameModel(sel.value, known.get(s)));
@@ -516,16 +510,12 @@ function onGesture(e) {
   const t = e.target, picker = !!(cfg.picker && t.closest?.(cfg.picker));
   if (picker) gestureAt = now();
   if (e.type !== 'keydown') pointer = { at: now(), target: t, inPicker: picker || !!t.closest?.(cfg.modelSelect) };
-  if (cur == null && pointer?.inPicker) touchedNew = 1; // a dropdown that sets the select without events
 }
 
 function onPick(e) {
   const t = e.target, at = now();
   if (applying || !t.matches?.(cfg.modelSelect)) return;
   // A trusted event is a person; an untrusted one (Selenium Select, select_option) counts when the rule says choice.
-  // With no session shown (a new-chat view) there is no stored model to correct: a change there, trusted or
-  // not, picks the model of the session the page will create (and of nothing else).
-  if (cur == null && !selectsJustChanged()) touchedNew = 1;
   if (!(e.isTrusted || inPicker() || (cur != null && isChoice(cur, t.value)))) return;
   pick = { value: t.value, at };
   if (unavailable && t.value !== unavailable.m) clearNotices();
