@@ -496,7 +496,7 @@ class ModelGuard:
         spec = write_spec(session, model)
         return lambda view: guarded_view(spec, view)  # type: ignore[return-value]
 
-    def guard_endpoint(self, endpoint: str, session: str = "session_id", model: str = "model") -> None:
+    def guard_endpoint(self, endpoint: str, session: str = "session_id", model: str | Sequence[str] = "model") -> None:
         """Guard an existing view of an app you do not own, by its endpoint name (``"chats.update"``).
 
         The registered view function is wrapped where it is called: inside the host's own decorators
