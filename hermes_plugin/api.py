@@ -96,6 +96,10 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
     def guard_script() -> Response:
         return script.response()
 
+    @bp.get("/static/" + script.SESSIONS_SCRIPT)  # session switches, models in no catalogue, picks kept
+    def guard_sessions_script() -> Response:
+        return script.response(script.SESSIONS_SCRIPT)
+
     @bp.get("/api/catalog")
     def catalog_all() -> Response:
         catalogs = state().catalog.catalogs(refresh=wants_refresh())

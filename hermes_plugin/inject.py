@@ -15,6 +15,7 @@ from flask.wrappers import Response
 from markupsafe import escape
 
 from .names import EXTENSION
+from .script import SCRIPT, SESSIONS_SCRIPT
 
 HEAD_TAG = re.compile(rb"<head(?:\s[^>]*)?>", re.IGNORECASE)
 NONCE = re.compile(r"'nonce-([A-Za-z0-9+/=_-]+)'")
@@ -133,10 +134,12 @@ def snippet(state: Any, nonce: str | None) -> bytes:
     nonce_attr = f' nonce="{escape(nonce)}"' if nonce else ""
     session = page_session(state)
     session_attr = f' data-session="{escape(session)}"' if session is not None else ""
-    src = escape(root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/hermes-guard.js")
+    static = root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/"
+    scripts = [SCRIPT] + ([SESSIONS_SCRIPT] if '"writes":[]' not in config else [])  # only pages with guarded writes
+    tags = "".join(f'<script src="{escape(static + name)}"{nonce_attr}></script>' for name in scripts)
     return (
         f'<script type="application/json" id="hermes-plugin-config"{session_attr}{nonce_attr}>{config}</script>'
-        f'<script src="{src}"{nonce_attr}></script>'
+        + tags
     ).encode("ascii", "xmlcharrefreplace")
 
 

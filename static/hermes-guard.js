@@ -9,6 +9,7 @@ if (W.hermesGuard) return;
 
 const INTENT_HEADER = 'X-Hermes-Intent';
 const KEPT_HEADER = 'X-Hermes-Model-Kept';
+const DECISION_HEADER = 'X-Hermes-Decision';
 const PLACEHOLDER = 'data-hermes-unavailable'; // marks the option the guard adds for an unavailable model
 const NOTICE = 'hermes-notice';
 const GESTURE_MS = 1500; // how long a click or key press explains the write that follows it
@@ -82,7 +83,8 @@ const versions = new Map(); // session -> version of the known model (an older o
 const pickAt = new Map();   // session -> time of the user's last pick (a later pick beats an earlier load)
 const serverInfo = new Map(); // model -> {provider, aliases} as the server resolved them
 const originalFetch = W.fetch;
-let cfg, cur = null, pick, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
+let cfg, cur = null, pick, gestureAt, pointer, markAt, unloading, unavailable, applying = 0;
+const hooks = {}; // set by the guard's optional parts (hermes-guard-sessions.js), called where noted
 let budget = 0, frames = 0, observer;
 
 const stored = () => known.get(cur);
@@ -95,6 +97,8 @@ function expose(off) {
     userIntent: () => { markAt = now(); },
     state: () => ({ ...off, session: cur, model: stored() ?? null, held: held.length }),
     _internals: { toJsRegex, walk, parseConfig, decideIntent, canonical, sameModel },
+    // For the guard's own optional parts only (loaded right after this script), not a public API.
+    _ext: !off && { hooks, known, cfg, classify, setCurrent, setKnown, sessionModel, notice, at: () => [cur, applying] },
   });
 }
 
@@ -182,6 +186,7 @@ function setKnown(s, m, v) {
   if (v != null) versions.set(s, v);
   str(m) ? known.set(s, m) : known.delete(s);
   budget = 0;
+  hooks.known?.(s);
 }
 
 function clearNotices() {
@@ -236,18 +241,16 @@ const placeholder = (sel, m) => [...sel.options].find(o => o.value === m && o.ha
 // The option that shows `m`: its exact value first, else one naming it under another spelling.
 function findOption(sel, m) {
   const real = [...sel.options].filter(o => !o.hasAttribute(PLACEHOLDER));
-  return real.find(o => o.value === m) || real.find(o => sameModel(o.value, m));
+  const pref = hooks.prefer?.(m); // the spelling the user picked, when two providers offer the same id
+  return real.find(o => o.value === m) || real.find(o => o.value === pref) || real.find(o => sameModel(o.value, m));
 }
 
 // Set the value and fire the events a person's pick fires, so the host's own state follows.
 function show(sel, value) {
   sel.value = value;
-  applying = true;
-  try {
-    for (const t of ['input', 'change']) sel.dispatchEvent(new Event(t, { bubbles: true }));
-  } finally {
-    applying = false;
-  }
+  applying++; // until this task ends: a write the host's handler makes meanwhile restates the re-applied model
+  setTimeout(() => applying--);
+  for (const t of ['input', 'change']) safely(() => sel.dispatchEvent(new Event(t, { bubbles: true })));
   emit('reapplied', { session: cur, model: value });
 }
 
@@ -302,7 +305,8 @@ async function checkUnavailable(s = cur) {
   if (stored() == null || !selects().some(sel => !findOption(sel, stored()))) return;
   const info = await sessionModel(s);
   if (cur !== s || pending.size || stored() == null) return;
-  if (info.availability === 'unknown') unavailable = { s, m: stored(), why: str(info.reason, '') };
+  // Unknown or absent: the session still stores it, so the picker shows it as itself, never the default.
+  if (info.availability !== 'present') unavailable = { s, m: stored(), why: str(info.reason, '') };
   reapply();
 }
 
@@ -381,8 +385,9 @@ function hold(w, send) {
 const unhold = h => held.includes(h) && held.splice(held.indexOf(h), 1);
 
 // The server kept the stored model: the picker goes back to it, visibly, if it showed the other one.
-function afterWrite(w, kept) {
-  if (!kept) return;
+function afterWrite(w, kept, decided) {
+  // A guarded write the server let through stored its model: the page now shows what is stored.
+  if (!kept) return decided && w.session != null && w.detail.model != null && setKnown(w.session, w.detail.model);
   const proposed = w.detail.model, s = w.session;
   const showedProposal = () => selects().find(sel => sameModel(sel.value, proposed) && !sameModel(sel.value, known.get(s)));
   const before = showedProposal();
@@ -424,7 +429,8 @@ async function fetchWrite(c, input, init) {
     warn(e);
     return originalFetch.call(W, input, init);
   }
-  const send = () => originalFetch.call(W, input, i).then(r => (safely(() => afterWrite(w, r.headers.get(KEPT_HEADER))), r));
+  const send = () => originalFetch.call(W, input, i)
+    .then(r => (safely(() => afterWrite(w, r.headers.get(KEPT_HEADER), r.ok && r.headers.get(DECISION_HEADER))), r));
   if (!w.hold) return send();
   return new Promise((resolve, reject) => {
     const signal = i.signal || req?.signal, h = hold(w, () => send().then(resolve, reject));
@@ -484,7 +490,7 @@ if (XP) Object.assign(XP, {
       const w = describeWrite(c, typeof body === 'string' && body, i.intent);
       if (w.intent === 'auto') followSession(w.session);
       if (!i.intent) setRequestHeader.call(x, INTENT_HEADER, w.intent);
-      x.addEventListener('load', () => afterWrite(w, x.getResponseHeader(KEPT_HEADER)));
+      x.addEventListener('load', () => afterWrite(w, x.getResponseHeader(KEPT_HEADER), x.status < 300 && x.getResponseHeader(DECISION_HEADER)));
       if (w.hold && !i.sync) return i.held = hold(w, () => { i.held = null; send.apply(x, args); });
     });
     if (!waiting) return send.apply(x, args);
@@ -506,6 +512,7 @@ function onPick(e) {
   // A trusted event is a person; an untrusted one (Selenium Select, select_option) counts when the rule says choice.
   if (!(e.isTrusted || inPicker() || (cur != null && isChoice(cur, t.value)))) return;
   pick = { value: t.value, at };
+  hooks.picked?.(t.value);
   if (unavailable && t.value !== unavailable.m) clearNotices();
   if (cur != null) { setKnown(cur, t.value); pickAt.set(cur, at); }
 }

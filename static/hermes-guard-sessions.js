@@ -1,0 +1,173 @@
+// hermes-plugin browser guard, optional part loaded right after the core on pages with guarded writes:
+// session switches, writes a re-apply triggers, picks that survive reloads and rebuilds.
+// Behaviour and reasons: docs/browser-guard.md ("Session switches, re-apply writes and kept picks").
+(() => {
+'use strict';
+const W = window, D = document, G = W.hermesGuard, X = G && G._ext;
+// No core, a disabled core or an older one: nothing to extend, the page runs with the core alone.
+if (!X || X.hooks.sessions) return;
+X.hooks.sessions = true;
+
+const { hooks, known, cfg, classify, setCurrent, sessionModel, notice } = X;
+const { sameModel } = G._internals;
+const PENDING = 'data-hermes-pending'; // marks the option shown while a session's model is being read
+const PENDING_TEXT = "Loading this chat's model…";
+const PICKS = 'hermes-guard:picks'; // sessionStorage: picks the page had not written yet, per session
+const INTENT = 'x-hermes-intent';
+
+const warn = e => console.warn('hermes-guard:', e);
+const safely = f => { try { return f(); } catch (e) { warn(e); } };
+const cur = () => X.at()[0];
+const reapplying = () => X.at()[1] > 0;
+const selects = () => [...D.querySelectorAll(cfg.modelSelect)].filter(n => n.options);
+const group = (m, k) => safely(() => m.groups?.[k] && decodeURIComponent(m.groups[k]));
+
+// ---- a write's session and model, as the core reads them ----
+
+function parts(c, text) {
+  const json = safely(() => text && JSON.parse(text));
+  const at = spec => {
+    const [kind, p] = String(spec).split(/:(.*)/);
+    if (kind === 'path') return { value: group(c.m, p) };
+    if (kind !== 'body' || !json || typeof json !== 'object') return {};
+    const keys = p.split('.');
+    const parent = keys.slice(0, -1).reduce((o, k) => o && typeof o === 'object' ? o[k] : undefined, json);
+    const key = keys[keys.length - 1];
+    return parent && typeof parent === 'object' ? { value: parent[key], set: v => { parent[key] = v; } } : {};
+  };
+  const model = at(c.e.model);
+  return { json, session: at(c.e.session).value, model: model.value, setModel: model.set };
+}
+
+// ---- after a session switch, until the new session's stored model is known ----
+
+let switching = null;
+const waiting = []; // senders of automatic writes held until the switched-to session's model is known
+
+function beginSwitch(s) {
+  // Only a switch away from a session the page showed: a first load has no previous model on screen.
+  if (s == null || cur() == null || s === cur() || known.has(s) || switching === s) return;
+  setCurrent(s);
+  switching = s;
+  for (const sel of selects()) {
+    // The previous session's model is not this one's: show "loading", silently (no event reaches the host).
+    const o = sel.querySelector(`[${PENDING}]`) || new Option(PENDING_TEXT, '');
+    o.setAttribute(PENDING, '');
+    sel.prepend(o);
+    sel.value = '';
+    sel.setAttribute('aria-busy', 'true');
+    notice(sel, PENDING_TEXT);
+  }
+  // The plugin's own route often answers before the page's slow read; a failed answer ends the wait too.
+  sessionModel(s).then(info => info.session !== s && s === switching && endSwitch());
+}
+
+function endSwitch() {
+  switching = null;
+  for (const o of D.querySelectorAll(`[${PENDING}]`)) o.remove();
+  for (const sel of selects()) sel.removeAttribute('aria-busy');
+  for (const n of D.querySelectorAll('.hermes-notice')) if (n.textContent === PENDING_TEXT) n.remove();
+  for (const send of waiting.splice(0)) safely(send);
+}
+
+// ---- picks kept across reloads ----
+
+const picks = () => safely(() => JSON.parse(sessionStorage.getItem(PICKS) || '{}')) || {};
+function savePick(s, m) {
+  const all = picks();
+  m == null ? delete all[s] : (all[s] = m);
+  safely(() => sessionStorage.setItem(PICKS, JSON.stringify(all)));
+}
+
+// A pick the page never wrote before it was reloaded: shown again and handed to the host's own change
+// handler as the user's, so the host writes it the way it writes any pick.
+let resuming = false;
+function resumePick() {
+  const s = cur(), m = s != null && picks()[s];
+  if (resuming || !m || !known.has(s) || G.pending().length) return;
+  if (sameModel(known.get(s), m)) return savePick(s, null); // it did land
+  const sel = selects().find(x => [...x.options].some(o => o.value === m));
+  if (!sel) return;
+  resuming = true;
+  try { X.setKnown(s, m); } finally { resuming = false; }
+  G.userIntent();
+  sel.value = m;
+  for (const t of ['input', 'change']) sel.dispatchEvent(new Event(t, { bubbles: true }));
+}
+
+// ---- the core's hooks ----
+
+const preferred = new Map(); // session -> the option value the user picked (its provider's spelling)
+hooks.picked = value => {
+  const s = cur();
+  if (s == null) return;
+  preferred.set(s, value);
+  savePick(s, value);
+};
+// Two providers offering the same bare id: re-apply keeps the one the user chose.
+hooks.prefer = m => {
+  const p = preferred.get(cur());
+  return p != null && sameModel(p, m) ? p : undefined;
+};
+hooks.known = s => {
+  if (s === switching) endSwitch();
+  if (s === cur()) queueMicrotask(() => safely(resumePick));
+};
+D.addEventListener('hermes:settled', () => safely(resumePick));
+
+// ---- fetch ----
+
+const absorbed = () => new Response('{}', {
+  status: 200, headers: { 'Content-Type': 'application/json', 'X-Hermes-Answered': 'locally' },
+});
+
+function guardWrite(inner, self, input, init, c) {
+  const text = typeof init?.body === 'string' ? init.body : null;
+  const w = parts(c, text);
+  const intent = String(new Headers(init?.headers).get(INTENT) || '').toLowerCase();
+  const stored = known.get(w.session);
+  // The host's own handler answering a re-apply: it restates the stored model, the server needs no write.
+  if (reapplying() && intent !== 'user' && stored != null && sameModel(w.model, stored)) {
+    D.dispatchEvent(new CustomEvent('hermes:write-absorbed', { detail: { session: w.session, model: w.model } }));
+    return Promise.resolve(absorbed());
+  }
+  if (intent !== 'user') beginSwitch(w.session);
+  if (w.session != null && w.session === switching && intent !== 'user' && text != null) {
+    // Held until the session's stored model is known, then sent carrying it (never the previous session's).
+    return new Promise((resolve, reject) => waiting.push(() => {
+      const m = known.get(w.session);
+      const body = m != null && w.setModel ? (w.setModel(m), JSON.stringify(w.json)) : text;
+      inner.call(self, input, { ...init, body }).then(resolve, reject);
+    }));
+  }
+  const pick = w.session != null && picks()[w.session];
+  if (pick && sameModel(w.model, pick)) {
+    savePick(w.session, null);
+    // The pick's write outlives a reload that follows it at once.
+    if (text != null && text.length < 60000) init = { ...init, keepalive: true };
+  }
+  return inner.call(self, input, init);
+}
+
+const inner = W.fetch;
+W.fetch = function (input, init) {
+  const c = safely(() => classify(init?.method || input?.method, input?.url || input));
+  if (c?.kind === 'session') safely(() => beginSwitch(group(c.m, 'session')));
+  if (c?.kind === 'write' && !(input instanceof Request)) {
+    const out = safely(() => guardWrite(inner, this, input, init, c));
+    if (out) return out;
+  }
+  return inner.apply(this, arguments);
+};
+
+// ---- XMLHttpRequest: a session read starts a switch too ----
+
+const XP = W.XMLHttpRequest?.prototype, open = XP?.open;
+if (open) XP.open = function (method, url) {
+  safely(() => {
+    const c = classify(method, url);
+    if (c?.kind === 'session') beginSwitch(group(c.m, 'session'));
+  });
+  return open.apply(this, arguments);
+};
+})();
