@@ -47,6 +47,8 @@ const waiting = []; // senders of automatic writes held until the switched-to se
 function beginSwitch(s) {
   // Only a switch away from a session the page showed: a first load has no previous model on screen.
   if (s == null || cur() == null || s === cur() || known.has(s) || switching === s) return;
+  // The core now re-applies nothing until this session's model is known; it learns it from the page's
+  // own session response, so nothing is re-applied while the host still holds the previous session.
   setCurrent(s);
   switching = s;
   for (const sel of selects()) {
@@ -58,14 +60,25 @@ function beginSwitch(s) {
     sel.setAttribute('aria-busy', 'true');
     notice(sel, PENDING_TEXT);
   }
-  // The plugin's own route often answers before the page's slow read; a failed answer ends the wait too.
-  sessionModel(s).then(info => info.session !== s && s === switching && endSwitch());
+}
+
+// The page's read failed or named no model: ask the plugin's own route rather than wait forever.
+function readEnded(s, ok) {
+  if (s !== switching) return;
+  if (!ok) return endSwitch();
+  queueMicrotask(() => s === switching && sessionModel(s, true).then(() => s === switching && endSwitch()));
 }
 
 function endSwitch() {
+  const m = known.get(switching);
   switching = null;
-  for (const o of D.querySelectorAll(`[${PENDING}]`)) o.remove();
-  for (const sel of selects()) sel.removeAttribute('aria-busy');
+  for (const sel of selects()) {
+    sel.querySelector(`[${PENDING}]`)?.remove();
+    sel.removeAttribute('aria-busy');
+    // The stored model in place of "loading", still silently: the host's own load decides what follows.
+    const o = m != null && [...sel.options].find(o => o.value === m) || [...sel.options].find(o => sameModel(o.value, m));
+    if (o) sel.value = o.value;
+  }
   for (const n of D.querySelectorAll('.hermes-notice')) if (n.textContent === PENDING_TEXT) n.remove();
   for (const send of waiting.splice(0)) safely(send);
 }
@@ -81,16 +94,15 @@ function savePick(s, m) {
 
 // A pick the page never wrote before it was reloaded: shown again and handed to the host's own change
 // handler as the user's, so the host writes it the way it writes any pick.
-let resuming = false;
+const checked = new Set(); // sessions whose stored model this page already compared with a kept pick
 function resumePick() {
   const s = cur(), m = s != null && picks()[s];
-  if (resuming || !m || !known.has(s) || G.pending().length) return;
-  if (sameModel(known.get(s), m)) return savePick(s, null); // it did land
+  if (!m || checked.has(s) || !known.has(s) || G.pending().length) return;
   const sel = selects().find(x => [...x.options].some(o => o.value === m));
-  if (!sel) return;
-  resuming = true;
-  try { X.setKnown(s, m); } finally { resuming = false; }
-  G.userIntent();
+  if (!sel) return; // its option is not there yet: again when the lists settle
+  checked.add(s);
+  if (sameModel(known.get(s), m)) return savePick(s, null); // it did land
+  X.setKnown(s, m);
   sel.value = m;
   for (const t of ['input', 'change']) sel.dispatchEvent(new Event(t, { bubbles: true }));
 }
@@ -102,7 +114,8 @@ hooks.picked = value => {
   const s = cur();
   if (s == null) return;
   preferred.set(s, value);
-  savePick(s, value);
+  checked.add(s);
+  savePick(s, value); // until the page writes it
 };
 // Two providers offering the same bare id: re-apply keeps the one the user chose.
 hooks.prefer = m => {
@@ -141,10 +154,13 @@ function guardWrite(inner, self, input, init, c) {
     }));
   }
   const pick = w.session != null && picks()[w.session];
-  if (pick && sameModel(w.model, pick)) {
+  if (pick && sameModel(w.model, pick) && !intent) {
     savePick(w.session, null);
-    // The pick's write outlives a reload that follows it at once.
-    if (text != null && text.length < 60000) init = { ...init, keepalive: true };
+    // The write of the user's pick is the user's, however late the page sends it (a batched save, a
+    // save after a reload), and it outlives a reload that follows it at once.
+    const headers = new Headers(init?.headers);
+    headers.set(INTENT, 'user');
+    init = { ...init, headers, ...(text != null && text.length < 60000 && { keepalive: true }) };
   }
   return inner.call(self, input, init);
 }
@@ -152,7 +168,12 @@ function guardWrite(inner, self, input, init, c) {
 const inner = W.fetch;
 W.fetch = function (input, init) {
   const c = safely(() => classify(init?.method || input?.method, input?.url || input));
-  if (c?.kind === 'session') safely(() => beginSwitch(group(c.m, 'session')));
+  const s = c?.kind === 'session' && safely(() => group(c.m, 'session'));
+  if (s) {
+    safely(() => beginSwitch(s));
+    return inner.apply(this, arguments).then(r => (safely(() => readEnded(s, r.ok)), r),
+      e => { safely(() => readEnded(s, false)); throw e; });
+  }
   if (c?.kind === 'write' && !(input instanceof Request)) {
     const out = safely(() => guardWrite(inner, this, input, init, c));
     if (out) return out;
@@ -166,7 +187,10 @@ const XP = W.XMLHttpRequest?.prototype, open = XP?.open;
 if (open) XP.open = function (method, url) {
   safely(() => {
     const c = classify(method, url);
-    if (c?.kind === 'session') beginSwitch(group(c.m, 'session'));
+    const s = c?.kind === 'session' && group(c.m, 'session');
+    if (!s) return;
+    beginSwitch(s);
+    this.addEventListener('loadend', () => safely(() => readEnded(s, this.status > 199 && this.status < 300)), { once: true });
   });
   return open.apply(this, arguments);
 };
