@@ -51,15 +51,25 @@ function beginSwitch(s) {
   // own session response, so nothing is re-applied while the host still holds the previous session.
   setCurrent(s);
   switching = s;
+  showPending(true);
+}
+
+// The previous session's model is not this one's: show "loading", silently (no event reaches the host).
+// Kept on every frame until the model is known: a host still finishing the previous session's work
+// (a late list, its own restore) must not put that session's model back on screen.
+function showPending(first) {
+  if (switching == null) return;
   for (const sel of selects()) {
-    // The previous session's model is not this one's: show "loading", silently (no event reaches the host).
-    const o = sel.querySelector(`[${PENDING}]`) || new Option(PENDING_TEXT, '');
-    o.setAttribute(PENDING, '');
-    sel.prepend(o);
-    sel.value = '';
-    sel.setAttribute('aria-busy', 'true');
-    notice(sel, PENDING_TEXT);
+    if (first || !sel.querySelector(`[${PENDING}]`)) {
+      const o = sel.querySelector(`[${PENDING}]`) || new Option(PENDING_TEXT, '');
+      o.setAttribute(PENDING, '');
+      sel.prepend(o);
+      sel.setAttribute('aria-busy', 'true');
+      notice(sel, PENDING_TEXT);
+    }
+    if (sel.value !== '') sel.value = '';
   }
+  requestAnimationFrame(() => safely(showPending));
 }
 
 // The page's read failed or named no model: ask the plugin's own route rather than wait forever.
@@ -145,7 +155,9 @@ function guardWrite(inner, self, input, init, c) {
     return Promise.resolve(absorbed());
   }
   if (intent !== 'user') beginSwitch(w.session);
-  if (w.session != null && w.session === switching && intent !== 'user' && text != null) {
+  // A write naming the switched-to session, or carrying the "loading" option's empty value.
+  const held = switching != null && (w.session === switching || w.model === '');
+  if (held && intent !== 'user' && text != null) {
     // Held until the session's stored model is known, then sent carrying it (never the previous session's).
     return new Promise((resolve, reject) => waiting.push(() => {
       const m = known.get(w.session);

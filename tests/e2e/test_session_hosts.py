@@ -192,7 +192,24 @@ def test_pick_followed_at_once_by_a_reload_is_stored(chromium, host, convos, gua
     assert js(driver, "return sessionStorage.getItem('hermes-guard:picks')") == "{}"
 
 
+def test_pick_saved_late_by_the_page_is_stored(chromium, host, convos, guard):
+    """A page that saves picks in batches writes 3 s after the pick: still the user's pick."""
+    driver = chromium
+    convos.stored.update({"c1": "alpha-1"})
+    base = host("batched")
+    driver.get(base + "/chat/c1")
+    until(driver, settled, "the page never settled")
+    Select(driver.find_element(By.ID, "picker")).select_by_value("beta-2")
+    until(driver, lambda d: js(d, "return window.saved") == 1, "the page never saved")
+    if guard == "today":
+        assert convos.stored["c1"] == "alpha-1"  # classed automatic once the pick was 3 s old: kept back
+        return
+    assert convos.stored["c1"] == "beta-2" and shown(driver) == "beta-2"
+
+
 def test_picker_rebuilt_from_scratch_gets_the_stored_model_back(chromium, host, convos, guard):
+    """Emptied and filled again, the picker shows its first option; the stored model comes back. The core
+    already did this before its sessions part (kept as a check that the sessions part keeps it)."""
     driver = chromium
     convos.stored.update({"c1": "beta-2"})
     base = host("batched")
