@@ -6,6 +6,8 @@ the class where this release shows them, each with the guard before its sessions
   ``S.session.model`` still follows.
 * Switching to a chat whose session read is slow: the picker keeps the previous chat's model until the read
   lands; with the sessions part it shows "loading" instead, then the new chat's model.
+* A send makes the proxy read nothing: it learnt the stored model from the app's own raw session read and
+  from its own guarded writes (before, every guarded send read the session before and after the write).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.webdriver.common.by import By
 from test_hermes_webui import bare, guarded, open_session, page_state, settle_on_saved, until
 from webui_host import ALIAS, DEFAULT, SAVED, GatedRelay, WebUI
 from werkzeug.wrappers import Request
@@ -51,9 +54,12 @@ class SlowSessionRelay(GatedRelay):
         super().__init__(upstream)
         self.slow: str | None = None
         self.session_gate = threading.Event()
+        self.reads: list[tuple[str, str]] = []  # (session, User-Agent) of every session read
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
+        if request.path == "/api/session":
+            self.reads.append((request.args.get("session_id", ""), request.headers.get("User-Agent", "")))
         if request.path == "/api/session" and self.slow and request.args.get("session_id") == self.slow:
             self.session_gate.wait(30)
         return super().__call__(environ, start_response)
@@ -123,3 +129,26 @@ def test_webui_slow_switch_shows_pending_not_the_previous_chats_model(webui, rel
         return
     assert during["shown"] == "" and during["guard"]["model"] is None  # "loading": nothing pretends to know
     assert chromium.find_elements("css selector", "option[data-hermes-pending]") == []
+
+
+@pytest.mark.parametrize("learning", ["off", "on"])
+def test_webui_send_through_the_proxy_reads_no_session(webui, relay, chromium, loopback_server, learning):
+    gated, relay_url = relay
+    gated.gate.set()
+    base = guarded(relay_url, loopback_server, **({"session_learn_ttl": 0} if learning == "off" else {}))
+    session = webui.new_session(SAVED)
+    open_session(chromium, base, session)
+    until(chromium, lambda d: page_state(d)["shown"] == ALIAS and not page_state(d)["pending"]
+          and bare(page_state(d)["state"]) == SAVED, "the page never settled on the saved model")
+    before = len(gated.reads)
+    chromium.find_element(By.ID, "msg").send_keys("hello")
+    chromium.find_element(By.ID, "btnSend").click()
+    start = until(chromium, lambda d: next((json.loads(body) for path, body in gated.posts
+                                            if path == "/api/chat/start"), None), "the message was never sent")
+    assert start["model"] == SAVED and webui.stored(session) == SAVED
+    # The proxy's own reads carry no browser's User-Agent (it forwards only the caller's credentials).
+    proxy_reads = [r for r in gated.reads[before:] if r[0] == session and "Chrome" not in r[1]]
+    if learning == "off":
+        assert proxy_reads  # the send waited for the proxy's own session read(s)
+    else:
+        assert proxy_reads == []  # judged on the learnt model: a slow session read would not delay it
