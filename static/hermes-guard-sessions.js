@@ -36,7 +36,8 @@ function parts(c, text) {
     return parent && typeof parent === 'object' ? { value: parent[key], set: v => { parent[key] = v; } } : {};
   };
   const model = at(c.e.model);
-  return { json, session: at(c.e.session).value, model: model.value, setModel: model.set };
+  const session = at(c.e.session).value;
+  return { json, session: typeof session === 'number' ? String(session) : session, model: model.value, setModel: model.set };
 }
 
 // ---- after a session switch, until the new session's stored model is known ----
@@ -52,13 +53,16 @@ function beginSwitch(s) {
   setCurrent(s);
   switching = s;
   showPending(true);
+  // Never longer than the guard waits for any read: then the writes go as they are, the server judges them.
+  setTimeout(() => s === switching && endSwitch(), cfg.timeout);
 }
 
 // The previous session's model is not this one's: show "loading", silently (no event reaches the host).
 // Kept on every frame until the model is known: a host still finishing the previous session's work
 // (a late list, its own restore) must not put that session's model back on screen.
+let looping = false;
 function showPending(first) {
-  if (switching == null) return;
+  if (switching == null) return void (looping = false);
   for (const sel of selects()) {
     if (first || !sel.querySelector(`[${PENDING}]`)) {
       const o = sel.querySelector(`[${PENDING}]`) || new Option(PENDING_TEXT, '');
@@ -69,7 +73,8 @@ function showPending(first) {
     }
     if (sel.value !== '') sel.value = '';
   }
-  requestAnimationFrame(() => safely(showPending));
+  if (!first || !looping) requestAnimationFrame(() => safely(showPending));
+  looping = true;
 }
 
 // The page's read failed or named no model: ask the plugin's own route rather than wait forever.

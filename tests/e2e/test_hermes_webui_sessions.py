@@ -127,7 +127,8 @@ def test_webui_slow_switch_shows_pending_not_the_previous_chats_model(webui, rel
     if guard == "today":
         assert during["shown"] == DEFAULT  # the previous chat's model, shown while the new one loads
         return
-    assert during["shown"] == "" and during["guard"]["model"] is None  # "loading": nothing pretends to know
+    assert during["shown"] == "" and during["guard"]["model"] is None, during  # "loading": nothing pretends to know
+    assert [r for r in gated.reads if r[0] == slow and "Chrome" in r[1]]
     assert chromium.find_elements("css selector", "option[data-hermes-pending]") == []
 
 
