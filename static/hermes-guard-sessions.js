@@ -45,9 +45,13 @@ function parts(c, text) {
 let switching = null;
 const waiting = []; // senders of automatic writes held until the switched-to session's model is known
 
+let switches = 0; // counts switches: a read started before the latest one is about an older session
 function beginSwitch(s) {
+  if (s == null || switching === s) return;
+  if (switching != null && known.has(s)) endSwitch(); // switched on again, to a session already known
   // Only a switch away from a session the page showed: a first load has no previous model on screen.
-  if (s == null || cur() == null || s === cur() || known.has(s) || switching === s) return;
+  if (cur() == null || s === cur() || known.has(s)) return;
+  switches++;
   // The core now re-applies nothing until this session's model is known; it learns it from the page's
   // own session response, so nothing is re-applied while the host still holds the previous session.
   setCurrent(s);
@@ -78,7 +82,9 @@ function showPending(first) {
 }
 
 // The page's read failed or named no model: ask the plugin's own route rather than wait forever.
-function readEnded(s, ok) {
+function readEnded(s, ok, startedAt) {
+  // A late answer about the session the page left made the core show that one again: not so.
+  if (switching != null && s !== switching && startedAt < switches) return setCurrent(switching);
   if (s !== switching) return;
   if (!ok) return endSwitch();
   queueMicrotask(() => s === switching && sessionModel(s, true).then(() => s === switching && endSwitch()));
@@ -187,9 +193,10 @@ W.fetch = function (input, init) {
   const c = safely(() => classify(init?.method || input?.method, input?.url || input));
   const s = c?.kind === 'session' && safely(() => group(c.m, 'session'));
   if (s) {
+    const at = switches;
     safely(() => beginSwitch(s));
-    return inner.apply(this, arguments).then(r => (safely(() => readEnded(s, r.ok)), r),
-      e => { safely(() => readEnded(s, false)); throw e; });
+    return inner.apply(this, arguments).then(r => (safely(() => readEnded(s, r.ok, at)), r),
+      e => { safely(() => readEnded(s, false, at)); throw e; });
   }
   if (c?.kind === 'write' && !(input instanceof Request)) {
     const out = safely(() => guardWrite(inner, this, input, init, c));
@@ -204,10 +211,10 @@ const XP = W.XMLHttpRequest?.prototype, open = XP?.open;
 if (open) XP.open = function (method, url) {
   safely(() => {
     const c = classify(method, url);
-    const s = c?.kind === 'session' && group(c.m, 'session');
+    const s = c?.kind === 'session' && group(c.m, 'session'), at = switches;
     if (!s) return;
     beginSwitch(s);
-    this.addEventListener('loadend', () => safely(() => readEnded(s, this.status > 199 && this.status < 300)), { once: true });
+    this.addEventListener('loadend', () => safely(() => readEnded(s, this.status > 199 && this.status < 300, at)), { once: true });
   });
   return open.apply(this, arguments);
 };
