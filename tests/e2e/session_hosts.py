@@ -27,7 +27,7 @@ BASE_CONFIG: dict[str, Any] = {
     "HERMES_PLUGIN_STATIC_URLS": [{"url": r"/api/v2/models$", "models": "providers[].models[].id",
                                    "provider": "providers[].name"}],
     "HERMES_PLUGIN_LIVE_URLS": [{"url": r"/api/v2/providers/(?P<provider>[^/]+)/models$", "models": "items[].id"}],
-    "HERMES_PLUGIN_SESSION_URLS": [{"url": r"/api/v2/conversations/(?P<session>[^/?]+)$",
+    "HERMES_PLUGIN_SESSION_URLS": [{"url": r"/api/v2/conversations/(?P<session>[^/?]+)(?:\?.*)?$",
                                     "model": "conversation.model_id"}],
 }
 
@@ -74,6 +74,12 @@ async function openConv(id) {
   window.opened = id;
 }
 picker.addEventListener('change', () => { conv.model_id = picker.value; persist(picker.value); });
+// The open chat is polled for new turns (normally on a timer).
+window.pollConv = async () => {
+  const id = convId;
+  await (await fetch('/api/v2/conversations/' + id + '?poll=1')).json();
+  window.polled = (window.polled || 0) + 1;
+};
 for (const a of document.querySelectorAll('[data-conv]'))
   a.addEventListener('click', e => { e.preventDefault(); openConv(a.dataset.conv); });
 modelForSend = () => picker.value;  // sends read the picker, whichever conversation is loaded
@@ -142,9 +148,11 @@ class Convos:
     writes: list[tuple[str, str]] = field(default_factory=list)  # (conv, model) of PATCHes that reached the view
     turns: list[tuple[str, str]] = field(default_factory=list)  # (conv, model_id) as the page sent them
     slow_gate: threading.Event = field(default_factory=threading.Event)
+    poll_gate: threading.Event = field(default_factory=threading.Event)
     live_gate: threading.Event = field(default_factory=threading.Event)
 
     def release(self) -> None:
+        self.poll_gate.set()
         self.slow_gate.set()
         self.live_gate.set()
 
@@ -172,6 +180,8 @@ def make_host(convos: Convos, page: str, ui: dict[str, Any] | None = None, **con
 
     @app.get("/api/v2/conversations/<conv_id>")
     def read(conv_id: str) -> Any:
+        if request.args.get("poll"):
+            convos.poll_gate.wait(GATE_TIMEOUT)
         return {"conversation": {"id": conv_id, "model_id": lookup(conv_id)}}
 
     @app.patch("/api/v2/conversations/<conv_id>")

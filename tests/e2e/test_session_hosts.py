@@ -115,6 +115,28 @@ def test_switch_to_a_slow_chat_shows_pending_and_the_send_carries_its_model(chro
     assert driver.find_elements(By.CSS_SELECTOR, "option[data-hermes-pending], .hermes-notice") == []
 
 
+def test_late_answer_about_the_chat_left_does_not_bring_it_back(chromium, host, convos, guard):
+    driver = chromium
+    convos.stored.update({"fast": "alpha-1", "slow": "beta-2"})
+    base = host("switch")
+    driver.get(base + "/chat/fast")
+    until(driver, lambda d: settled(d) and js(d, "return window.opened") == "fast", "the first chat never loaded")
+    js(driver, "pollConv()")  # a poll of the open chat, answered late
+    driver.find_element(By.CSS_SELECTOR, "[data-conv='slow']").click()
+    until(driver, lambda d: js(d, "return convId") == "slow", "the page never switched")
+    convos.poll_gate.set()  # the poll about the chat left lands while the new one is still loading
+    until(driver, lambda d: js(d, "return window.polled") == 1, "the poll never landed")
+    a_frame_and_a_task_later(driver)
+    during, session = shown(driver), js(driver, "return hermesGuard.state().session")
+    convos.slow_gate.set()
+    until(driver, lambda d: js(d, "return window.opened") == "slow" and shown(d) == "beta-2", "the switch never ended")
+    if guard == "today":
+        assert (during, session) == ("alpha-1", "fast")  # the chat left, shown and taken as current again
+        return
+    assert (during, session) == ("", "slow")
+    assert convos.writes == []
+
+
 # -- a stored model in no catalogue ------------------------------------------------------------------------
 
 
