@@ -13,12 +13,13 @@ import importlib.resources
 from flask import Response, current_app, request
 
 SCRIPT = "hermes-guard.js"
-# Optional parts of the guard, each loaded right after the core only on pages that need it.
-SESSIONS_SCRIPT = "hermes-guard-sessions.js"
+# Optional parts of the guard, each loaded only on pages (or at moments) that need them.
+SESSIONS_SCRIPT = "hermes-guard-sessions.js"  # session switches, re-apply writes, kept picks
+NOTICES = "hermes-notices.js"  # the notices and prompts, loaded by the guard only when it needs them
 
 
 def source(name: str = SCRIPT) -> str:
-    """A readable guard script as shipped in the package."""
+    """A readable script as shipped in the package."""
     return (importlib.resources.files("hermes_plugin.static") / name).read_text(encoding="utf-8")
 
 
@@ -42,7 +43,10 @@ def served(readable: bool) -> str:
 def response(name: str = SCRIPT) -> Response:
     """``GET <prefix>/static/<name>``: the minified build, or the source in debug."""
     readable = bool(current_app.debug or current_app.config.get("HERMES_PLUGIN_READABLE_SCRIPT"))
-    text = served(readable) if name == SCRIPT else source(name) if readable else minified(name)
+    if name == SCRIPT:
+        text = served(readable)  # tests swap this one for an older guard build
+    else:
+        text = source(name) if readable else minified(name)
     resp = Response(text, mimetype="text/javascript")
     resp.set_etag(_etag(text))
     resp.headers["Cache-Control"] = "no-cache"  # revalidated by ETag: a new package version is picked up at once

@@ -3,13 +3,12 @@
 // source; the package serves a minified build of it.
 (() => {
 'use strict';
-const W = window, D = document;
+const W = window, D = document, nonce = D.currentScript?.nonce;
 // Injected by the extension and also included by the host: the second copy must not wrap fetch again.
 if (W.hermesGuard) return;
 
 const INTENT_HEADER = 'X-Hermes-Intent';
 const KEPT_HEADER = 'X-Hermes-Model-Kept';
-const DECISION_HEADER = 'X-Hermes-Decision';
 const PLACEHOLDER = 'data-hermes-unavailable'; // marks the option the guard adds for an unavailable model
 const NOTICE = 'hermes-notice';
 const GESTURE_MS = 1500; // how long a click or key press explains the write that follows it
@@ -83,8 +82,7 @@ const versions = new Map(); // session -> version of the known model (an older o
 const pickAt = new Map();   // session -> time of the user's last pick (a later pick beats an earlier load)
 const serverInfo = new Map(); // model -> {provider, aliases} as the server resolved them
 const originalFetch = W.fetch;
-let cfg, cur = null, pick, gestureAt, pointer, markAt, unloading, unavailable, applying = 0;
-const hooks = {}; // set by the guard's optional parts (hermes-guard-sessions.js), called where noted
+let cfg, cur = null, pick, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
 let budget = 0, frames = 0, observer;
 
 const stored = () => known.get(cur);
@@ -96,9 +94,8 @@ function expose(off) {
     whenSettled: () => new Promise(r => pending.size ? waiters.push(r) : r()),
     userIntent: () => { markAt = now(); },
     state: () => ({ ...off, session: cur, model: stored() ?? null, held: held.length }),
+    learn: (s, m, v) => { setKnown(s, m, +v); s === cur && reapply(); }, // the notices script's writes
     _internals: { toJsRegex, walk, parseConfig, decideIntent, canonical, sameModel },
-    // For the guard's own optional parts only (loaded right after this script), not a public API.
-    _ext: !off && { hooks, known, cfg, classify, setCurrent, setKnown, sessionModel, notice, at: () => [cur, applying] },
   });
 }
 
@@ -186,7 +183,6 @@ function setKnown(s, m, v) {
   if (v != null) versions.set(s, v);
   str(m) ? known.set(s, m) : known.delete(s);
   budget = 0;
-  hooks.known?.(s);
 }
 
 function clearNotices() {
@@ -241,16 +237,18 @@ const placeholder = (sel, m) => [...sel.options].find(o => o.value === m && o.ha
 // The option that shows `m`: its exact value first, else one naming it under another spelling.
 function findOption(sel, m) {
   const real = [...sel.options].filter(o => !o.hasAttribute(PLACEHOLDER));
-  const pref = hooks.prefer?.(m); // the spelling the user picked, when two providers offer the same id
-  return real.find(o => o.value === m) || real.find(o => o.value === pref) || real.find(o => sameModel(o.value, m));
+  return real.find(o => o.value === m) || real.find(o => sameModel(o.value, m));
 }
 
 // Set the value and fire the events a person's pick fires, so the host's own state follows.
 function show(sel, value) {
   sel.value = value;
-  applying++; // until this task ends: a write the host's handler makes meanwhile restates the re-applied model
-  setTimeout(() => applying--);
-  for (const t of ['input', 'change']) safely(() => sel.dispatchEvent(new Event(t, { bubbles: true })));
+  applying = true;
+  try {
+    for (const t of ['input', 'change']) sel.dispatchEvent(new Event(t, { bubbles: true }));
+  } finally {
+    applying = false;
+  }
   emit('reapplied', { session: cur, model: value });
 }
 
@@ -305,9 +303,16 @@ async function checkUnavailable(s = cur) {
   if (stored() == null || !selects().some(sel => !findOption(sel, stored()))) return;
   const info = await sessionModel(s);
   if (cur !== s || pending.size || stored() == null) return;
-  // Unknown or absent: the session still stores it, so the picker shows it as itself, never the default.
-  if (info.availability !== 'present') unavailable = { s, m: stored(), why: str(info.reason, '') };
+  if (info.availability === 'unknown') unavailable = { s, m: stored(), why: str(info.reason, '') };
+  if (info.replacement) tell({ session: s, note: 'ask' });
   reapply();
+}
+
+// Notices and prompts live in their own script, loaded the first time there is something to tell.
+function tell(d) {
+  const q = W.hermesNoticeQueue ||= [];
+  if (q.push(d) < 2) D.head.append(Object.assign(D.createElement('script'), { src: cfg.prefix + '/static/hermes-notices.js', nonce }));
+  W.hermesNotices?.();
 }
 
 // ---- user intent ----
@@ -385,10 +390,11 @@ function hold(w, send) {
 const unhold = h => held.includes(h) && held.splice(held.indexOf(h), 1);
 
 // The server kept the stored model: the picker goes back to it, visibly, if it showed the other one.
-function afterWrite(w, kept, decided) {
-  // A guarded write the server let through stored its model: the page now shows what is stored.
-  if (!kept) return decided && w.session != null && w.detail.model != null && setKnown(w.session, w.detail.model);
-  const proposed = w.detail.model, s = w.session;
+// A change let through without the user, or one the user must decide, goes to the notices script.
+function afterWrite(w, header) {
+  const kept = header(KEPT_HEADER), note = header('X-Hermes-Notice'), proposed = w.detail.model, s = w.session;
+  if (note) return tell({ ...w.detail, note });
+  if (!kept) return;
   const showedProposal = () => selects().find(sel => sameModel(sel.value, proposed) && !sameModel(sel.value, known.get(s)));
   const before = showedProposal();
   emit('write-kept', { ...w.detail, reason: kept });
@@ -429,8 +435,7 @@ async function fetchWrite(c, input, init) {
     warn(e);
     return originalFetch.call(W, input, init);
   }
-  const send = () => originalFetch.call(W, input, i)
-    .then(r => (safely(() => afterWrite(w, r.headers.get(KEPT_HEADER), r.ok && r.headers.get(DECISION_HEADER))), r));
+  const send = () => originalFetch.call(W, input, i).then(r => (safely(() => afterWrite(w, h => r.headers.get(h))), r));
   if (!w.hold) return send();
   return new Promise((resolve, reject) => {
     const signal = i.signal || req?.signal, h = hold(w, () => send().then(resolve, reject));
@@ -490,7 +495,7 @@ if (XP) Object.assign(XP, {
       const w = describeWrite(c, typeof body === 'string' && body, i.intent);
       if (w.intent === 'auto') followSession(w.session);
       if (!i.intent) setRequestHeader.call(x, INTENT_HEADER, w.intent);
-      x.addEventListener('load', () => afterWrite(w, x.getResponseHeader(KEPT_HEADER), x.status < 300 && x.getResponseHeader(DECISION_HEADER)));
+      x.addEventListener('load', () => afterWrite(w, h => x.getResponseHeader(h)));
       if (w.hold && !i.sync) return i.held = hold(w, () => { i.held = null; send.apply(x, args); });
     });
     if (!waiting) return send.apply(x, args);
@@ -512,7 +517,6 @@ function onPick(e) {
   // A trusted event is a person; an untrusted one (Selenium Select, select_option) counts when the rule says choice.
   if (!(e.isTrusted || inPicker() || (cur != null && isChoice(cur, t.value)))) return;
   pick = { value: t.value, at };
-  hooks.picked?.(t.value);
   if (unavailable && t.value !== unavailable.m) clearNotices();
   if (cur != null) { setKnown(cur, t.value); pickAt.set(cur, at); }
 }
