@@ -97,13 +97,6 @@ class ProxyConfig:
     picker: str | None = None
     session_ttl: float = 2.0
     session_learn_ttl: float | None = None  # learnt stored models; None: 30 s, or 0 when session_ttl is 0
-
-    @property
-    def learn_ttl(self) -> float:
-        """Seconds a learnt stored model is used; off by default where reads are not cached (several workers)."""
-        if self.session_learn_ttl is not None:
-            return self.session_learn_ttl
-        return 30.0 if self.session_ttl > 0 else 0.0
     auth_url: str = "/"  # asked as the caller before any plugin route without a session: 2xx lets it through
     auth_ttl: float = 2.0
     allowed_hosts: list[str] | None = None  # Host names the proxy answers to (DNS rebinding); None: any
@@ -116,6 +109,13 @@ class ProxyConfig:
     prefix: str = "/hermes-plugin"
     providers: dict[str, Any] = field(default_factory=dict)
     model_aliases: list[str] = field(default_factory=list)
+
+    @property
+    def learn_ttl(self) -> float:
+        """Seconds a learnt stored model is used; off by default where reads are not cached (several workers)."""
+        if self.session_learn_ttl is not None:
+            return self.session_learn_ttl
+        return 30.0 if self.session_ttl > 0 else 0.0
 
 
 def _where(value: Any, what: str) -> tuple[str, bool]:

@@ -181,7 +181,9 @@ class Proxy:
         except requests.RequestException:
             raise WriteRefused(502, "bad_gateway", "the upstream app did not answer the model write") from None
         response.close()
-        if self.models is not None:
+        if self.models is not None and 200 <= response.status_code < 300:
+            self.models.learn_write(session, model)  # the writer knows what it stored; other callers read again
+        elif self.models is not None:
             self.models.expire(session)
         if not 200 <= response.status_code < 300:
             status, error, detail = refusal(response.status_code, "this session")
