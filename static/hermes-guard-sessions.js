@@ -175,10 +175,16 @@ function resumePick() {
   G.learn(s, m);
 }
 
-// Before the core's own listeners (window capture runs first): the stored model as it was.
-let before, absorbing = false;
+// Before the core's own listeners (window capture runs first): the stored model as it was when this
+// task's first input/change began (a pick's `input` already makes the core store it before `change`).
+let before, snapped = false, absorbing = false;
 for (const t of ['input', 'change']) {
-  W.addEventListener(t, () => { before = state().model; }, true);
+  W.addEventListener(t, () => {
+    if (snapped) return;
+    snapped = true;
+    before = state().model;
+    setTimeout(() => { snapped = false; });
+  }, true);
   D.addEventListener(t, e => safely(() => afterCore(e)), true);
 }
 function afterCore(e) {

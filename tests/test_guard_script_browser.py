@@ -464,9 +464,7 @@ def test_unknown_model_shown_as_unavailable_with_notice(driver: WebDriver, base_
     assert not driver.find_elements(By.CSS_SELECTOR, "#defaultModel option[data-hermes-unavailable]")
 
 
-def test_absent_model_is_shown_as_itself(driver: WebDriver, base_url: str, host: Host) -> None:
-    """A model no catalogue lists (retired, preview, a custom provider's) that the session still stores is
-    shown as itself, marked unavailable, never as the page's default."""
+def test_absent_model_is_left_to_the_host(driver: WebDriver, base_url: str, host: Host) -> None:
     host.live = {"p1": ["live/m2"]}
     host.availability = "absent"
     open_page(driver, base_url)
@@ -476,8 +474,8 @@ def test_absent_model_is_shown_as_itself(driver: WebDriver, base_url: str, host:
     # a round trip started after the guard's answer was fully sent: the guard has acted on it by then
     js(driver, "window.after = false; fetch('/api/models').then(() => { after = true; })")
     until(driver, lambda d: js(d, "return after"))
-    until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "option[data-hermes-unavailable]"))
-    assert js(driver, "return modelSelect.value") == host.stored["s1"]
+    assert js(driver, "return modelSelect.value") == "static/a"
+    assert driver.find_elements(By.CSS_SELECTOR, "option[data-hermes-unavailable], .hermes-notice") == []
 
 
 def test_html_in_model_ids_and_reasons_is_text(driver: WebDriver, base_url: str, host: Host) -> None:
