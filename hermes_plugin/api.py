@@ -136,7 +136,7 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
         availability = provider = reason = replacement = price = None
         aliases: list[str] = []
         if model is not None:
-            availability, provider, reason = guard_state.catalog.explain(model)
+            availability, provider, reason = guard_state.explain(model)  # the write guard's own verdict
             aliases = guard_state.model_aliases(model, provider)
             if availability == "absent":
                 replacement = guard_state.suggestion(model)

@@ -93,9 +93,11 @@ class Proxy:
         self.models = SessionModels(self, cfg.session_read, cfg.session_ttl, cfg.learn_ttl) \
             if cfg.session_read else None
         self.access = UpstreamAccess(self, cfg.auth_url, cfg.auth_ttl)
-        self.identity = [re.compile(e["url"]) for e in (*cfg.live_urls, *cfg.static_urls, *cfg.session_urls)]
-        if self.models is not None:
-            self.identity.append(self.models.read_url)  # the app's own raw session read is buffered and learnt
+        # (method, URL) of the catalog and session reads the guard learns from; some hosts read by POST.
+        self.identity = [(str(e.get("method", "GET")).upper(), re.compile(e["url"]))
+                         for e in (*cfg.live_urls, *cfg.static_urls, *cfg.session_urls)]
+        if self.models is not None:  # the app's own raw session read is buffered and learnt
+            self.identity.append(("GET", self.models.read_url))
 
     # -- requests to the upstream -------------------------------------------------------------------
 
@@ -105,7 +107,7 @@ class Proxy:
 
     def matches_catalog(self) -> bool:
         target = request.full_path.rstrip("?")
-        return any(pattern.search(target) for pattern in self.identity)
+        return any(method == request.method and pattern.search(target) for method, pattern in self.identity)
 
     def must_read(self) -> bool:
         """Responses the guard reads (pages to inject into, catalogs to learn from) are asked for uncompressed."""
@@ -147,7 +149,8 @@ class Proxy:
         else:
             data = None
         response = self.answer(self.send(data, self.headers_out()))
-        if self.models is not None and response.status_code == 200 and not response.is_streamed:
+        if self.models is not None and request.method == "GET" and response.status_code == 200 \
+                and not response.is_streamed:
             # The app's own raw session read answers ours too: the next write need not read again.
             self.models.learn_response(client_target(request.environ), response.get_data())
         return response
@@ -199,8 +202,8 @@ class Proxy:
         encoding = raw.headers.get("Content-Encoding", "identity").lower()
         length = int(raw.headers["Content-Length"]) if raw.headers.get("Content-Length", "").isdigit() else None
         # Pages to inject into and the configured catalog/session JSON; any other JSON may be a stream.
-        readable = request.method == "GET" and status == 200 and (
-            mimetype == "text/html" or ("json" in mimetype and self.matches_catalog()))
+        readable = status == 200 and (
+            (mimetype == "text/html" and request.method == "GET") or ("json" in mimetype and self.matches_catalog()))
         if buffer and mimetype == "text/event-stream":  # a write answered with a stream: pass it on live
             buffer = False
         if (buffer or readable) and encoding in ("identity", "gzip", "deflate") and (length or 0) <= MAX_BUFFER:

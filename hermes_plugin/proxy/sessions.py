@@ -148,7 +148,9 @@ class SessionModels:
     def _fetch(self, session: str) -> SessionAnswer:
         url = self.proxy.upstream + self.read.url.replace("{session}", quote(session, safe=""))
         headers = {"Accept": "application/json", **caller_headers()}
-        response = self.proxy.http.get(url, headers=headers, allow_redirects=False, timeout=self.proxy.timeouts)
+        body = self.read.request_body(session) if self.read.body is not None else None
+        response = self.proxy.http.request(self.read.method, url, headers=headers, json=body, allow_redirects=False,
+                                           timeout=self.proxy.timeouts)
         if not 200 <= response.status_code < 300:
             response.close()
             return SessionAnswer(response.status_code)
