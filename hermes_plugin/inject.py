@@ -16,6 +16,7 @@ from flask.wrappers import Response
 from markupsafe import escape
 
 from .names import EXTENSION
+from .script import SCRIPT, SESSIONS_SCRIPT
 
 log = logging.getLogger(__name__)
 MAX_FILE_PAGE = 8 * 2**20  # a bigger HTML file is not a page shell: served untouched, with a warning
@@ -127,6 +128,11 @@ def page_session(state: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable() else None
 
 
+def optional_scripts(config_json: str) -> list[str]:
+    """The guard's optional parts a page loads right after it: the sessions part where there are guarded writes."""
+    return [SESSIONS_SCRIPT] if '"writes":[]' not in config_json else []
+
+
 def snippet(state: Any, nonce: str | None) -> bytes:
     """The two elements to insert; the config JSON is computed once per app and script root."""
     root = request.script_root
@@ -136,10 +142,12 @@ def snippet(state: Any, nonce: str | None) -> bytes:
     nonce_attr = f' nonce="{escape(nonce)}"' if nonce else ""
     session = page_session(state)
     session_attr = f' data-session="{escape(session)}"' if session is not None else ""
-    src = escape(root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/hermes-guard.js")
+    static = root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/"
+    scripts = [SCRIPT, *optional_scripts(config)]
+    tags = "".join(f'<script src="{escape(static + name)}"{nonce_attr}></script>' for name in scripts)
     return (
         f'<script type="application/json" id="hermes-plugin-config"{session_attr}{nonce_attr}>{config}</script>'
-        f'<script src="{src}"{nonce_attr}></script>'
+        + tags
     ).encode("ascii", "xmlcharrefreplace")
 
 
