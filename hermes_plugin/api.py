@@ -99,6 +99,10 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
     def guard_script() -> Response:
         return script.response()
 
+    @bp.get("/static/" + script.SESSIONS_SCRIPT)  # session switches, models in no catalogue, picks kept
+    def guard_sessions_script() -> Response:
+        return script.response(script.SESSIONS_SCRIPT)
+
     @bp.get("/static/hermes-picker.js")  # custom model pickers: loaded only by pages that declare an adapter
     def picker_script() -> Response:
         return script.response(script.PICKER_SCRIPT)

@@ -16,6 +16,7 @@ from flask.wrappers import Response
 from markupsafe import escape
 
 from .names import EXTENSION
+from .script import PICKER_SCRIPT, SCRIPT, SESSIONS_SCRIPT
 
 log = logging.getLogger(__name__)
 MAX_FILE_PAGE = 8 * 2**20  # a bigger HTML file is not a page shell: served untouched, with a warning
@@ -128,6 +129,11 @@ def page_session(state: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable() else None
 
 
+def optional_scripts(config_json: str) -> list[str]:
+    """The guard's optional parts a page loads right after it: the sessions part where there are guarded writes."""
+    return [SESSIONS_SCRIPT] if '"writes":[]' not in config_json else []
+
+
 def snippet(state: Any, nonce: str | None) -> bytes:
     """The two elements to insert; the config JSON is computed once per app and script root."""
     root = request.script_root
@@ -138,9 +144,9 @@ def snippet(state: Any, nonce: str | None) -> bytes:
     session = page_session(state)
     session_attr = f' data-session="{escape(session)}"' if session is not None else ""
     static = root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/"
-    scripts = ["hermes-guard.js"]
+    scripts = [SCRIPT, *optional_scripts(config)]
     if state.config["HERMES_PLUGIN_PICKER_ADAPTER"]:  # only pages with a custom picker load its adapter
-        scripts.append("hermes-picker.js")
+        scripts.append(PICKER_SCRIPT)
     tags = "".join(f'<script src="{escape(static + name)}"{nonce_attr}></script>' for name in scripts)
     return (
         f'<script type="application/json" id="hermes-plugin-config"{session_attr}{nonce_attr}>{config}</script>'

@@ -16,9 +16,11 @@ import importlib.resources
 from flask import Response, current_app, request
 
 SCRIPT = "hermes-guard.js"
+# Optional parts of the guard, each loaded only on pages (or at moments) that need them.
+SESSIONS_SCRIPT = "hermes-guard-sessions.js"  # session switches, re-apply writes, kept picks
 NOTICES = "hermes-notices.js"  # the notices and prompts, loaded by the guard only when it needs them
 PICKER_SCRIPT = "hermes-picker.js"  # custom model pickers, loaded only by pages that declare an adapter
-SCRIPTS = (SCRIPT, NOTICES, PICKER_SCRIPT)
+SCRIPTS = (SCRIPT, NOTICES, SESSIONS_SCRIPT, PICKER_SCRIPT)
 
 
 def source(name: str = SCRIPT) -> str:
@@ -30,7 +32,7 @@ def source(name: str = SCRIPT) -> str:
 
 @functools.cache
 def minified(name: str = SCRIPT) -> str:
-    """The served build: the source without comments and spaces, computed once."""
+    """The served build: the source without comments and spaces, computed once per script."""
     import rjsmin  # only when a page first asks for the script
 
     return str(rjsmin.jsmin(source(name)))

@@ -17,7 +17,7 @@ from ..replacements import check_table
 from ..writefields import WriteFields
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
-              "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
+              "session_ttl", "session_learn_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
               "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases", "session_write",
               "model_replacements", "max_price_ratio", "default_model", "new_session_model", "upstream_models",
               "picker_adapter"}
@@ -134,6 +134,7 @@ class ProxyConfig:
     model_select: str = "#modelSelect, [data-hermes-model]"
     picker: str | None = None
     session_ttl: float = 2.0
+    session_learn_ttl: float | None = None  # learnt stored models; None: 30 s, or 0 when session_ttl is 0
     auth_url: str = "/"  # asked as the caller before any plugin route without a session: 2xx lets it through
     auth_ttl: float = 2.0
     allowed_hosts: list[str] | None = None  # Host names the proxy answers to (DNS rebinding); None: any
@@ -150,6 +151,13 @@ class ProxyConfig:
     picker_adapter: dict[str, str] | None = None  # how the page's custom (non-<select>) model picker works
     default_model: UpstreamRead | None = None  # where the upstream says which model new sessions get
     new_session_model: str = "default"
+
+    @property
+    def learn_ttl(self) -> float:
+        """Seconds a learnt stored model is used; off by default where reads are not cached (several workers)."""
+        if self.session_learn_ttl is not None:
+            return self.session_learn_ttl
+        return 30.0 if self.session_ttl > 0 else 0.0
 
 
 def _where(value: Any, what: str) -> tuple[str, bool]:
@@ -283,7 +291,7 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
             setattr(cfg, key, table[key])
     if not cfg.auth_url.startswith("/") or cfg.auth_url.startswith("//"):
         raise ConfigError("[proxy] auth_url must be a path on the upstream, starting with a single '/'")
-    for key in ("session_ttl", "timeout", "connect_timeout", "auth_ttl"):
+    for key in ("session_ttl", "session_learn_ttl", "timeout", "connect_timeout", "auth_ttl"):
         if key in table:
             if not isinstance(table[key], (int, float)) or isinstance(table[key], bool) or table[key] < 0:
                 raise ConfigError(f"[proxy] {key} must be a number of seconds >= 0")

@@ -20,6 +20,7 @@ from .. import jsonpath
 from ..api import json_error
 from ..extension import WriteRefused
 from ..redact import printable
+from ..writefields import FieldError
 from .access import UpstreamAccess
 from .config import ProxyConfig, WriteRoute
 from .credentials import caller_headers
@@ -90,11 +91,14 @@ class Proxy:
         self.pool = make_pool(self.upstream, cfg.pool_size, cfg.connect_timeout, cfg.timeout)  # the relay's
         self.base_path = urlsplit(self.upstream).path
         self.timeouts = (cfg.connect_timeout, cfg.timeout)
-        self.models = SessionModels(self, cfg.session_read, cfg.session_ttl) if cfg.session_read else None
+        self.models = SessionModels(self, cfg.session_read, cfg.session_ttl, cfg.learn_ttl) \
+            if cfg.session_read else None
         self.access = UpstreamAccess(self, cfg.auth_url, cfg.auth_ttl)
         # (method, URL) of the catalog and session reads the guard learns from; some hosts read by POST.
         self.identity = [(str(e.get("method", "GET")).upper(), re.compile(e["url"]))
                          for e in (*cfg.live_urls, *cfg.static_urls, *cfg.session_urls)]
+        if self.models is not None:  # the app's own raw session read is buffered and learnt
+            self.identity.append(("GET", self.models.read_url))
 
     # -- requests to the upstream -------------------------------------------------------------------
 
@@ -145,20 +149,42 @@ class Proxy:
             data = iter(lambda: request.stream.read(CHUNK), b"")  # chunked upload stays chunked
         else:
             data = None
-        return self.answer(self.send(data, self.headers_out()))
+        response = self.answer(self.send(data, self.headers_out()))
+        if self.models is not None and request.method == "GET" and response.status_code == 200 \
+                and not response.is_streamed:
+            # The app's own raw session read answers ours too: the next write need not read again.
+            self.models.learn_response(client_target(request.environ), response.get_data())
+        return response
 
     def forward_write(self, route: WriteRoute) -> Response:
         """The guarded write's "view": the (possibly rewritten) JSON body, then a fresh stored-model read."""
         response = self.answer(self.send(request.get_data(cache=True), self.headers_out(body_rewritten=True)),
                                buffer=True)
+        body = request.get_json(silent=True)
+        body = body if isinstance(body, dict) else {}
         session = (request.view_args or {}).get(route.spec.session) if route.session_in_path else None
         if session is None:
-            body = request.get_json(silent=True)
-            found = jsonpath.get(body, route.spec.session) if isinstance(body, dict) else None
+            found = jsonpath.get(body, route.spec.session)
             session = found if isinstance(found, str) else None
         if session is not None and self.models is not None:
-            self.models.expire(session)
+            if response.status_code < 300:  # the model this write stored (the kept one when the guard kept it)
+                self.models.learn_write(session, self.stored_by(route, body))
+            else:
+                self.models.expire(session)
         return response
+
+    def stored_by(self, route: WriteRoute, body: dict[str, Any]) -> str | list[str] | None:
+        """What a write stores, in the shape ``session_read`` reads it; None (read again) when unsure."""
+        assert self.models is not None
+        try:
+            fields = route.spec.fields.read(body)
+        except FieldError:
+            return None
+        if not fields:
+            return None
+        if self.models.reads_lists:  # only a list field says the whole list; one id may be its first entry only
+            return list(fields[0].models) if fields[0].many else None
+        return fields[0].models[0]
 
     def write_model(self, session: str, model: str) -> None:
         """The guard's setter: the upstream's own model write (``session_write``), as the caller."""
@@ -171,7 +197,9 @@ class Proxy:
         except requests.RequestException:
             raise WriteRefused(502, "bad_gateway", "the upstream app did not answer the model write") from None
         response.close()
-        if self.models is not None:
+        if self.models is not None and 200 <= response.status_code < 300:
+            self.models.learn_write(session, model)  # the writer knows what it stored; other callers read again
+        elif self.models is not None:
             self.models.expire(session)
         if not 200 <= response.status_code < 300:
             status, error, detail = refusal(response.status_code, "this session")
