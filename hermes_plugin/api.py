@@ -103,6 +103,10 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
     def guard_sessions_script() -> Response:
         return script.response(script.SESSIONS_SCRIPT)
 
+    @bp.get("/static/hermes-picker.js")  # custom model pickers: loaded only by pages that declare an adapter
+    def picker_script() -> Response:
+        return script.response(script.PICKER_SCRIPT)
+
     @bp.get("/static/hermes-notices.js")  # loaded by the guard only when it has something to tell the user
     def notices_script() -> Response:
         return script.response(script.NOTICES)

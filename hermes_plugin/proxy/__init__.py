@@ -7,7 +7,8 @@ ways; only responses the guard must read (HTML pages, catalog JSON, guarded writ
 
 Modules, each importing only those listed before it: ``urls`` (upstream origin, client path, hop-by-hop
 headers), ``config`` (the ``[proxy]`` table), ``credentials`` (the caller's, forwarded), ``sessions``
-(stored-model reads as the caller), ``access`` (the upstream authorises the plugin's routes), ``relay``
+(stored-model reads as the caller), ``servable`` (a kept model checked against the upstream's own list, as
+the caller), ``access`` (the upstream authorises the plugin's routes), ``relay``
 (HTTP forwarding), ``websocket`` (the WebSocket bridge), ``serving`` (the CLI's server), ``app`` (the factory).
 """
 
