@@ -27,20 +27,53 @@ def _storage(pairs: tuple[str, ...]) -> dict[str, str]:
 
 @click.command("scan")
 @click.option("--upstream", required=True, metavar="URL", help="The running app to scan, e.g. http://127.0.0.1:8787.")
-@click.option("--start-url", default="/", show_default=True, metavar="PATH",
-              help="The page to open, as a path on the app (e.g. '/?session=kimi').")
-@click.option("--catalog-path", "catalog_paths", multiple=True, metavar="REGEX",
-              help="Also delay answers whose path and query match REGEX (repeatable); JSON lists of model ids "
-                   "are found without it.")
-@click.option("--trials", default=3, show_default=True, type=click.IntRange(1, 100),
-              help="Page loads without delay, and again at each delay.")
-@click.option("--delay", "delays_ms", multiple=True, type=click.IntRange(1, 60000), metavar="MS",
-              help="A catalog delay in milliseconds (repeatable; default 500 and 2000).")
-@click.option("--local-storage", "local_storage", multiple=True, metavar="KEY=VALUE",
-              help="Set in the page's localStorage before each load (e.g. the session the app restores).")
+@click.option(
+    "--start-url",
+    default="/",
+    show_default=True,
+    metavar="PATH",
+    help="The page to open, as a path on the app (e.g. '/?session=kimi').",
+)
+@click.option(
+    "--catalog-path",
+    "catalog_paths",
+    multiple=True,
+    metavar="REGEX",
+    help="Also delay answers whose path and query match REGEX (repeatable); JSON lists of model ids "
+    "are found without it.",
+)
+@click.option(
+    "--trials",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Page loads without delay, and again at each delay.",
+)
+@click.option(
+    "--delay",
+    "delays_ms",
+    multiple=True,
+    type=click.IntRange(1, 60000),
+    metavar="MS",
+    help="A catalog delay in milliseconds (repeatable; default 500 and 2000).",
+)
+@click.option(
+    "--local-storage",
+    "local_storage",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set in the page's localStorage before each load (e.g. the session the app restores).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def scan_command(upstream: str, start_url: str, catalog_paths: tuple[str, ...], trials: int,
-                 delays_ms: tuple[int, ...], local_storage: tuple[str, ...], as_json: bool) -> None:
+def scan_command(
+    upstream: str,
+    start_url: str,
+    catalog_paths: tuple[str, ...],
+    trials: int,
+    delays_ms: tuple[int, ...],
+    local_storage: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Find writes a page makes on load, without user input, that change a stored value.
 
     Serves the app through a proxy of its own on a free loopback port, delays its model-catalog answers,
@@ -76,17 +109,21 @@ def render(report: Report) -> str:
     lines = [f"hermes-plugin scan of {printable(report.upstream + report.start_url)}"]
     lines.append("catalogs delayed: " + ", ".join(f"{printable(c)} ({n} models)" for c, n in report.catalogs.items()))
     for run in report.runs:
-        lines.append(f"  delay {run.delay_ms:>5} ms: {run.trials_with_finding}/{run.trials} trials changed a stored "
-                     f"value ({run.writes} writes on load)")
+        lines.append(
+            f"  delay {run.delay_ms:>5} ms: {run.trials_with_finding}/{run.trials} trials changed a stored "
+            f"value ({run.writes} writes on load)"
+        )
     groups = report.grouped()
     if not groups:
         lines.append("FOUND NOTHING: no write on load changed a stored value")
     for group in groups:
         seen = ", ".join(f"{n}x at {d} ms" for d, n in group["delays_ms"].items())
-        lines.append(f"FOUND: {printable(group['method'])} {printable(group['url'])} set {printable(group['field'])} "
-                     f"{_text(group['before'])} -> {_text(group['after'])} (was {_text(group['before'])} in "
-                     f"GET {printable(group['read_url'])}; stored now {_text(group['stored'])}); from delay "
-                     f"{group['first_delay_ms']} ms ({seen})")
+        lines.append(
+            f"FOUND: {printable(group['method'])} {printable(group['url'])} set {printable(group['field'])} "
+            f"{_text(group['before'])} -> {_text(group['after'])} (was {_text(group['before'])} in "
+            f"GET {printable(group['read_url'])}; stored now {_text(group['stored'])}); from delay "
+            f"{group['first_delay_ms']} ms ({seen})"
+        )
         lines.append(f"       body: {_text(group['body'])}")
     lines.extend(f"note: {printable(n)}" for n in report.notes)
     return "\n".join(lines)

@@ -72,18 +72,36 @@ class Report:
         """One entry per distinct write (same route, field, before and after), with where it appeared."""
         groups: dict[tuple[str, ...], dict[str, Any]] = {}
         for f in self.findings:
-            entry = groups.setdefault(f.key(), {
-                "method": f.method, "url": f.url, "field": f.field, "before": f.before, "after": f.after,
-                "stored": f.stored, "read_url": f.read_url, "body": f.body, "first_delay_ms": f.delay_ms,
-                "delays_ms": {}})
+            entry = groups.setdefault(
+                f.key(),
+                {
+                    "method": f.method,
+                    "url": f.url,
+                    "field": f.field,
+                    "before": f.before,
+                    "after": f.after,
+                    "stored": f.stored,
+                    "read_url": f.read_url,
+                    "body": f.body,
+                    "first_delay_ms": f.delay_ms,
+                    "delays_ms": {},
+                },
+            )
             entry["first_delay_ms"] = min(entry["first_delay_ms"], f.delay_ms)
             entry["delays_ms"][str(f.delay_ms)] = entry["delays_ms"].get(str(f.delay_ms), 0) + 1
         return list(groups.values())
 
     def as_json(self) -> dict[str, Any]:
-        return {"upstream": self.upstream, "start_url": self.start_url, "verdict": "found" if self.found else "none",
-                "runs": [vars(r) for r in self.runs], "catalogs": self.catalogs, "findings": self.grouped(),
-                "trials": [vars(f) for f in self.findings], "notes": self.notes}
+        return {
+            "upstream": self.upstream,
+            "start_url": self.start_url,
+            "verdict": "found" if self.found else "none",
+            "runs": [vars(r) for r in self.runs],
+            "catalogs": self.catalogs,
+            "findings": self.grouped(),
+            "trials": [vars(f) for f in self.findings],
+            "notes": self.notes,
+        }
 
 
 @dataclass
@@ -122,21 +140,25 @@ def scan(options: Options, progress: Callable[[str], None] = lambda line: None) 
             report.runs.append(run)
             for trial in range(1, options.trials + 1):
                 found = _trial(driver, server.url, traffic, options, delay_ms, trial, run, report)
-                progress(f"delay {delay_ms} ms, trial {trial}/{options.trials}: "
-                         f"{len(found)} changed value(s)" if found else
-                         f"delay {delay_ms} ms, trial {trial}/{options.trials}: nothing changed")
+                progress(
+                    f"delay {delay_ms} ms, trial {trial}/{options.trials}: {len(found)} changed value(s)"
+                    if found
+                    else f"delay {delay_ms} ms, trial {trial}/{options.trials}: nothing changed"
+                )
     finally:
         driver.quit()
         server.stop()
     report.catalogs = dict(traffic.catalogs)
     if not report.catalogs:
-        raise CannotScan("no catalog response was seen, so nothing was delayed: name the app's model list "
-                         "with --catalog-path REGEX")
+        raise CannotScan(
+            "no catalog response was seen, so nothing was delayed: name the app's model list with --catalog-path REGEX"
+        )
     return report
 
 
-def _trial(driver: Any, base: str, traffic: Traffic, options: Options, delay_ms: int, trial: int, run: Run,
-           report: Report) -> list[Finding]:
+def _trial(
+    driver: Any, base: str, traffic: Traffic, options: Options, delay_ms: int, trial: int, run: Run, report: Report
+) -> list[Finding]:
     reset_chromium(driver)
     if options.local_storage:
         driver.get(base + BLANK_PATH)
@@ -154,12 +176,26 @@ def _trial(driver: Any, base: str, traffic: Traffic, options: Options, delay_ms:
         stored = _reread(report.upstream, change)
         if stored is _GONE or stored == change.before:
             continue  # the app kept its value (a guard refused or kept it): nothing changed
-        found.append(Finding(change.write.method, change.write.target, change.field, change.before, change.after,
-                             stored, change.read_url, change.write.body, delay_ms, trial,
-                             round(change.write.at * 1000)))
+        found.append(
+            Finding(
+                change.write.method,
+                change.write.target,
+                change.field,
+                change.before,
+                change.after,
+                stored,
+                change.read_url,
+                change.write.body,
+                delay_ms,
+                trial,
+                round(change.write.at * 1000),
+            )
+        )
         if not _restore(report.upstream, change):
-            report.notes.append(f"could not put back {change.field}={change.before!r} after trial {trial} at "
-                                f"{delay_ms} ms: later trials start from the changed value")
+            report.notes.append(
+                f"could not put back {change.field}={change.before!r} after trial {trial} at "
+                f"{delay_ms} ms: later trials start from the changed value"
+            )
     if found:
         run.trials_with_finding += 1
         report.findings.extend(found)
@@ -191,8 +227,9 @@ def _restore(upstream: str, change: Change) -> bool:
     body = {**change.write.body, change.field: change.before}
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(upstream))
     try:
-        requests.request(change.write.method, upstream + change.write.target, json=body,
-                         headers={"Origin": origin}, timeout=10).close()
+        requests.request(
+            change.write.method, upstream + change.write.target, json=body, headers={"Origin": origin}, timeout=10
+        ).close()
     except requests.RequestException:
         return False
     return _reread(upstream, change) == change.before

@@ -18,8 +18,13 @@ MIN_SHARE = 0.8  # this share of a list's items must be model-like
 
 def model_like(value: Any) -> bool:
     """Whether ``value`` reads as a model id (``openai/gpt-4.1``, ``qwen2.5:7b``), not a word or an opaque id."""
-    return (isinstance(value, str) and bool(MODEL_ID.match(value)) and bool(SEPARATOR.search(value))
-            and any(c.isalpha() for c in value) and not OPAQUE_ID.match(value))
+    return (
+        isinstance(value, str)
+        and bool(MODEL_ID.match(value))
+        and bool(SEPARATOR.search(value))
+        and any(c.isalpha() for c in value)
+        and not OPAQUE_ID.match(value)
+    )
 
 
 def _item_id(item: Any) -> Any:

@@ -115,8 +115,11 @@ def relay(proxy: Proxy, traffic: Traffic) -> Response:
     exchange.status = raw.status
     mimetype = raw.headers.get("Content-Type", "").split(";")[0].strip().lower()
     length = raw.headers.get("Content-Length", "")
-    readable = ("json" in mimetype and (request.method == "GET" or writes)
-                and (not length.isdigit() or int(length) <= MAX_BUFFER))
+    readable = (
+        "json" in mimetype
+        and (request.method == "GET" or writes)
+        and (not length.isdigit() or int(length) <= MAX_BUFFER)
+    )
     if not readable:
         traffic.exchanges.append(exchange)
         return proxy.answer(raw, buffer=writes)

@@ -44,8 +44,9 @@ def id_key(name: str) -> bool:
 
 def identities(write: Exchange) -> list[tuple[str | None, str]]:
     """(key, value) pairs that tie a write to one stored object: its id fields, else its path segments (any key)."""
-    pairs: list[tuple[str | None, str]] = [(k, v) for k, v in write.body.items()
-                                           if id_key(k) and isinstance(v, str) and len(v) >= MIN_IDENTITY]
+    pairs: list[tuple[str | None, str]] = [
+        (k, v) for k, v in write.body.items() if id_key(k) and isinstance(v, str) and len(v) >= MIN_IDENTITY
+    ]
     if not pairs:
         path = write.target.split("?", 1)[0]
         pairs = [(None, segment) for segment in path.split("/") if len(segment) >= MIN_IDENTITY]

@@ -40,16 +40,18 @@ def run_scan(*args: str) -> tuple[int, dict[str, Any]]:
     return result.exit_code, json.loads(result.stdout)
 
 
-def demo_host(tmp_path: Path, fake_provider: Callable[..., Any], loopback_server: Callable[[Any], Any],
-              guard: bool) -> tuple[str, Any]:
+def demo_host(
+    tmp_path: Path, fake_provider: Callable[..., Any], loopback_server: Callable[[Any], Any], guard: bool
+) -> tuple[str, Any]:
     openrouter = fake_provider("openai", OPENROUTER_LIVE)
     localai = fake_provider("ollama", LOCALAI_LIVE)
     app = create_app(demo_providers(openrouter.base_url, localai.base_url), tmp_path, guard=guard, live_cache_ttl=0)
     return loopback_server(app).url, app.extensions["hermes_demo"]["store"]
 
 
-def test_scan_finds_the_demo_overwrite_without_the_guard(tmp_path: Path, fake_provider: Callable[..., Any],
-                                                         loopback_server: Callable[[Any], Any]) -> None:
+def test_scan_finds_the_demo_overwrite_without_the_guard(
+    tmp_path: Path, fake_provider: Callable[..., Any], loopback_server: Callable[[Any], Any]
+) -> None:
     url, store = demo_host(tmp_path, fake_provider, loopback_server, guard=False)
     code, report = run_scan("--upstream", url, "--start-url", "/?session=kimi")
     assert code == 1 and report["verdict"] == "found"
@@ -63,8 +65,9 @@ def test_scan_finds_the_demo_overwrite_without_the_guard(tmp_path: Path, fake_pr
     assert store.model("kimi") == "moonshotai/kimi-k2"  # the scanner put the value back
 
 
-def test_scan_finds_nothing_on_the_demo_with_the_guard(tmp_path: Path, fake_provider: Callable[..., Any],
-                                                       loopback_server: Callable[[Any], Any]) -> None:
+def test_scan_finds_nothing_on_the_demo_with_the_guard(
+    tmp_path: Path, fake_provider: Callable[..., Any], loopback_server: Callable[[Any], Any]
+) -> None:
     url, store = demo_host(tmp_path, fake_provider, loopback_server, guard=True)
     code, report = run_scan("--upstream", url, "--start-url", "/?session=kimi")
     assert code == 0 and report["verdict"] == "none" and report["findings"] == []
@@ -93,11 +96,26 @@ def test_scan_finds_the_overwrite_in_hermes_webui(webui: WebUI) -> None:
     assert webui.stored(session) == SAVED  # put back after each trial
 
 
-def test_scan_finds_nothing_in_hermes_webui_behind_the_proxy(webui: WebUI,
-                                                             loopback_server: Callable[[Any], Any]) -> None:
+def test_scan_finds_nothing_in_hermes_webui_behind_the_proxy(
+    webui: WebUI, loopback_server: Callable[[Any], Any]
+) -> None:
     guarded = loopback_server(create_proxy(webui.url, cfg=load_config(preset_name="hermes-webui"))).url
     session = webui.new_session(SAVED)
     code, report = run_scan("--upstream", guarded, "--local-storage", f"hermes-webui-session={session}")
     assert code == 0 and report["findings"] == []
     assert any("/api/models/live" in c for c in report["catalogs"])
     assert webui.stored(session) == SAVED
+
+
+def test_an_app_without_a_catalog_cannot_be_scanned(loopback_server: Callable[[Any], Any]) -> None:
+    """Nothing was delayed, so "no finding" would mean nothing: exit 2 and ask for --catalog-path."""
+    from flask import Flask, jsonify
+
+    app = Flask("no_catalog")
+    app.add_url_rule("/", "page", lambda: "<!doctype html><script src='/app.js'></script>")
+    app.add_url_rule("/app.js", "js", lambda: ("fetch('/api/settings')", 200, {"Content-Type": "text/javascript"}))
+    app.add_url_rule("/api/settings", "settings", lambda: jsonify(theme="dark", language="en"))
+    url = loopback_server(app).url
+    result = CliRunner().invoke(cli, ["scan", "--upstream", url, "--trials", "1", "--delay", "100"])
+    assert result.exit_code == 2
+    assert "--catalog-path" in result.stderr
