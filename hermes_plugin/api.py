@@ -15,8 +15,10 @@ from werkzeug.routing import RequestRedirect
 from . import script
 from . import ws as ws_module
 from .errors import UnknownProviderError
+from .impact import add_impact_route
 from .names import EXTENSION
 from .state import StateUnavailable
+from .status import add_status_route
 
 MAX_SESSION_ID = 256
 ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -28,6 +30,8 @@ ACTIONS = {
     "hermes_plugin.session_model": "session_model",
     "hermes_plugin.model_log": "model_log",
     "hermes_plugin.websocket": "ws",
+    "hermes_plugin.status": "status",
+    "hermes_plugin.impact": "impact",
 }
 
 
@@ -144,6 +148,9 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
         except StateUnavailable as exc:
             return unavailable(exc)
         return no_store(jsonify({"session": session_id, "entries": entries}))
+
+    add_status_route(bp)
+    add_impact_route(bp)
 
     @sock.route("/ws", bp=bp, endpoint="websocket")
     def websocket(ws: Any) -> None:

@@ -17,12 +17,15 @@ from flask import Flask, current_app, has_app_context, make_response, request
 from flask.wrappers import Response
 
 from . import api, inject, jsonpath, observe
+from .catalog_changes import CatalogChanges
 from .config import load_providers
 from .errors import ConfigError, InvalidModelId
+from .impact import DefaultModels, Impact, SessionIds
 from .models import validate_write_id
 from .names import EXTENSION
 from .plugins import make_plugin_manager
 from .state import REDIS_SCHEMES, StateUnavailable, open_store
+from .status import RecentSessions
 from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, Versions, decide, needs_availability
 from .ws import fleet_message
 
@@ -171,6 +174,10 @@ class GuardState:
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
         self._browser_writes: list[dict[str, str]] = []  # write routes no view declares (the reverse proxy's)
         self.catalog.subscribe(self._catalog_changed)
+        self.changes = CatalogChanges(self.catalog)  # the status page's "changed since the last refresh"
+        self.impact = Impact(self)  # after each refresh: sessions and defaults on a model now gone
+        self.recent = RecentSessions()  # sessions this process saw written, for the status page's model log
+        self.pm.register(self.recent, name="hermes_plugin.recent_sessions")
 
     def add_browser_writes(self, routes: Iterable[dict[str, str]]) -> None:
         """Declare write routes that no guarded view serves (``{"method", "url", "session", "model"}``), so the
@@ -291,6 +298,8 @@ class ModelGuard:
         self._reader: Callable[[str], str | None] | None = None
         self._version_reader: Callable[[str], Any] | None = None
         self._authorizers: list[Callable[[str, str | None], bool]] = []
+        self._session_ids: list[SessionIds] = []
+        self._default_models: list[DefaultModels] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._bp, self._sock = api.make_blueprint(self._authorized)
         if app is not None:
@@ -320,6 +329,16 @@ class ModelGuard:
         ``updated_at``): the ETag then also moves when the host changes the session, not only its model."""
         self._version_reader = reader
         return reader
+
+    def session_ids(self, source: SessionIds) -> SessionIds:
+        """Register ``source() -> iterable of session ids`` (or ``(id, stored model)`` pairs) for the impact report."""
+        self._session_ids.append(source)
+        return source
+
+    def default_models(self, source: DefaultModels) -> DefaultModels:
+        """Register ``source() -> {name: model}``: the host's default models, for the impact report."""
+        self._default_models.append(source)
+        return source
 
     def authorize(self, check: Callable[[str, str | None], bool]) -> Callable[[str, str | None], bool]:
         """Register ``check(action, session_id) -> bool`` for the plugin's own routes (False -> 403)."""

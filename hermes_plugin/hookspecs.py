@@ -33,3 +33,15 @@ def model_write_decided(decision: Any) -> None:
 @hookspec(firstresult=True)
 def authorize_request(request: Any, action: str, session_id: str | None) -> bool | None:
     """Allow (True) or refuse (False) a request to one of the plugin's routes; None defers."""
+
+
+@hookspec
+def hermes_plugin_session_ids() -> Any:
+    """Return the host's session ids (an iterable; items may be ``(session_id, stored_model)`` pairs) for the
+    impact report; every implementation's sessions are judged."""
+
+
+@hookspec
+def hermes_plugin_default_models() -> Any:
+    """Return ``{name: model}``: default models the host falls back to (e.g. ``{"default_model": "gpt-4.1"}``),
+    reported when their model is gone."""

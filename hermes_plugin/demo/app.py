@@ -194,7 +194,7 @@ def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.Pa
     writes = {"update_session": ("/api/session/update", update_session),
               "new_session": ("/api/session/new", new_session),
               "chat_start": ("/api/chat/start", chat_start)}
-    model_guard = _install_guard(app, store, providers, cache_ttl, fetch_timeout) if guard else None
+    model_guard = _install_guard(app, store, providers, cache_ttl, fetch_timeout, settings) if guard else None
     for endpoint, (rule, view) in writes.items():
         if model_guard is not None:
             view = model_guard.model_write(session="session_id", model="model")(view)
@@ -203,7 +203,7 @@ def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.Pa
 
 
 def _install_guard(app: Flask, store: SessionStore, providers: dict[str, Any], cache_ttl: float,
-                   fetch_timeout: float) -> Any:
+                   fetch_timeout: float, settings: dict[str, str]) -> Any:
     """The host-side lines DESIGN.md §4 asks of an app: config, ModelGuard(app), the stored-model reader."""
     from .. import ModelGuard
 
@@ -221,4 +221,7 @@ def _install_guard(app: Flask, store: SessionStore, providers: dict[str, Any], c
     )
     guard = ModelGuard(app)
     guard.session_model(store.model)
+    # For the impact report: every session with its stored model, and the default a new session gets.
+    guard.session_ids(lambda: ((s["session_id"], s["model"]) for s in store.all()))
+    guard.default_models(lambda: {"default_model": settings["default_model"]})
     return guard

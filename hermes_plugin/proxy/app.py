@@ -15,6 +15,7 @@ from ..api import json_error
 from ..extension import ModelGuard, guard_write, host_problem
 from ..redact import printable
 from .config import ProxyConfig, load_config
+from .listing import defaults_source, session_source
 from .relay import CHUNK, UPSTREAM_ERRORS, Proxy
 from .urls import target_problem
 from .websocket import websocket_routes
@@ -51,6 +52,10 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
     state.add_browser_writes(route.browser() for route in cfg.writes)
     if proxy.models is not None:
         guard.session_model(proxy.models)
+    if cfg.session_list is not None:
+        guard.session_ids(session_source(proxy, cfg.session_list))
+    if cfg.defaults:
+        guard.default_models(defaults_source(proxy, cfg.defaults))
     app.extensions["hermes_plugin_proxy"] = proxy
     app.before_request(proxy.access.check)  # the upstream decides who may use the plugin's routes
     prefix = app.config["HERMES_PLUGIN_PREFIX"]

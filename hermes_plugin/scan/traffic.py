@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from ..proxy.config import ProxyConfig
-from ..proxy.relay import MAX_BUFFER, UPSTREAM_ERRORS, Proxy, _response
+from ..proxy.relay import MAX_BUFFER, UPSTREAM_ERRORS, Proxy, _chain, _chunks, _response
 from ..proxy.urls import client_target, hop_by_hop
 from .shape import catalog_ids
 
@@ -124,6 +124,11 @@ def relay(proxy: Proxy, traffic: Traffic) -> Response:
         traffic.exchanges.append(exchange)
         return proxy.answer(raw, buffer=writes)
     body = raw.read(MAX_BUFFER + 1, decode_content=True)
+    if len(body) > MAX_BUFFER:  # too big to judge: passed on whole, as it is
+        traffic.exchanges.append(exchange)
+        skip = hop_by_hop(raw.headers) | {"content-length", "content-encoding", "date", "server"}
+        out = [(k, v) for k, v in raw.headers.items() if k.lower() not in skip]
+        return _response(raw.status, out, _chain(body, _chunks(raw, decode=True)), streamed=True)
     raw.release_conn()
     exchange.answer = _json(body)
     if request.method == "GET" and 200 <= raw.status < 300:
