@@ -31,7 +31,13 @@ class CatalogChanges:
                 self._diffs[snapshot.id] = {"added": sorted(ids - before), "removed": sorted(before - ids), "at": now}
 
     def since_last_refresh(self, provider: str) -> dict[str, Any] | None:
-        """``{"added", "removed", "at"}`` of the latest refresh; None before the provider's second refresh."""
+        """``{"added", "removed", "at", "first"}`` of the latest refresh; None before the first one settled.
+
+        After the first settled fetch (``first``) nothing is "changed": there is nothing to compare with.
+        """
         with self._lock:
             diff = self._diffs.get(provider)
-            return None if diff is None else {**diff, "added": list(diff["added"]), "removed": list(diff["removed"])}
+            if diff is None:
+                at = self._refreshed.get(provider)
+                return None if at is None else {"added": [], "removed": [], "at": at, "first": True}
+            return {**diff, "added": list(diff["added"]), "removed": list(diff["removed"]), "first": False}

@@ -412,8 +412,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def _add_commands() -> None:
     """Commands that live in their own packages."""
+    from .impact_command import impact_command
     from .scan.command import scan_command
 
+    cli.add_command(impact_command)
     cli.add_command(scan_command)
 
 

@@ -40,12 +40,22 @@ class ImpactReport:
     sources: bool = True  # False when the host registered no session or default source at all
 
     def counts(self) -> dict[str, int]:
-        return {"sessions": self.session_count, "defaults": len(self.defaults), "checked": self.checked,
-                "unknown": self.unknown}
+        return {
+            "sessions": self.session_count,
+            "defaults": len(self.defaults),
+            "checked": self.checked,
+            "unknown": self.unknown,
+        }
 
     def to_json(self) -> dict[str, Any]:
-        return {"computed_at": self.computed_at, "counts": self.counts(), "sessions": self.sessions,
-                "defaults": self.defaults, "errors": self.errors, "sources": self.sources}
+        return {
+            "computed_at": self.computed_at,
+            "counts": self.counts(),
+            "sessions": self.sessions,
+            "defaults": self.defaults,
+            "errors": self.errors,
+            "sources": self.sources,
+        }
 
 
 def _pair(item: Any) -> tuple[str, Any, bool]:
@@ -55,9 +65,14 @@ def _pair(item: Any) -> tuple[str, Any, bool]:
     return str(item), None, False
 
 
-def compute(catalog: Any, sessions: Iterable[Any], defaults: Mapping[str, Any],
-            read_model: Callable[[str], str | None], secrets: list[str] | None = None,
-            progress: Callable[[int], None] | None = None) -> ImpactReport:
+def compute(
+    catalog: Any,
+    sessions: Iterable[Any],
+    defaults: Mapping[str, Any],
+    read_model: Callable[[str], str | None],
+    secrets: list[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImpactReport:
     """Judge every session's and default's model against the catalogs as they are now (no fetching)."""
     report = ImpactReport(time.time())
 
@@ -112,9 +127,12 @@ class Impact:
         return [*self.state.guard._session_ids, *hooks]
 
     def has_sources(self) -> bool:
-        return bool(self.state.guard._session_ids or self.state.guard._default_models
-                    or self.state.pm.hook.hermes_plugin_session_ids.get_hookimpls()
-                    or self.state.pm.hook.hermes_plugin_default_models.get_hookimpls())
+        return bool(
+            self.state.guard._session_ids
+            or self.state.guard._default_models
+            or self.state.pm.hook.hermes_plugin_session_ids.get_hookimpls()
+            or self.state.pm.hook.hermes_plugin_default_models.get_hookimpls()
+        )
 
     def sessions(self) -> Iterable[Any]:
         """Every session of every source (a session two sources list is judged once)."""
@@ -136,18 +154,31 @@ class Impact:
 
     # -- running -----------------------------------------------------------------------------------
 
-    def run(self, progress: Callable[[int], None] | None = None) -> ImpactReport:
-        """Compute a report now (in the caller's thread) and keep it as the latest."""
+    def run(self, progress: Callable[[int], None] | None = None, sessions: Iterable[Any] | None = None) -> ImpactReport:
+        """Compute a report now (in the caller's thread) and keep it as the latest; ``sessions`` if already listed."""
         if not self.has_sources():
             report = ImpactReport(time.time(), sources=False)
         else:
             try:
-                report = compute(self.state.catalog, self.sessions(), self.defaults(), self.state.read_model,
-                                 self.state.catalog.secrets(), progress)
+                listed = self.sessions() if sessions is None else sessions
+                report = compute(
+                    self.state.catalog,
+                    listed,
+                    self.defaults(),
+                    self.state.read_model,
+                    self.state.catalog.secrets(),
+                    progress,
+                )
             except Exception as exc:  # a host source that fails: say so instead of keeping an old report
                 log.warning("hermes-plugin: impact report failed: %s", type(exc).__name__)
-                report = ImpactReport(time.time(), errors=[redact(f"listing sessions failed: {type(exc).__name__}: "
-                                                                  f"{exc}", self.state.catalog.secrets())[:300]])
+                report = ImpactReport(
+                    time.time(),
+                    errors=[
+                        redact(f"listing sessions failed: {type(exc).__name__}: {exc}", self.state.catalog.secrets())[
+                            :300
+                        ]
+                    ],
+                )
         with self._lock:
             self.latest = report
         return report
@@ -173,8 +204,10 @@ class Impact:
                 self._dirty, snapshot = False, self._last_snapshot
             with app.app_context():  # host readers may use the app's database handle
                 report = self.run()
-            self.state.hub.publish({"type": "catalog", "provider": snapshot.id, "state": snapshot.state,
-                                    "impact": report.counts()}, fleet=False)
+            self.state.hub.publish(
+                {"type": "catalog", "provider": snapshot.id, "state": snapshot.state, "impact": report.counts()},
+                fleet=False,
+            )
 
 
 def add_impact_route(bp: Any) -> None:
@@ -187,7 +220,11 @@ def add_impact_route(bp: Any) -> None:
     def impact() -> Any:
         service: Impact = current_app.extensions[EXTENSION].impact
         refresh = request.args.get("refresh", "").lower() in ("1", "true", "yes")
-        report = service.latest if service.latest is not None and not refresh else service.run()
+        if service.latest is not None and not refresh:
+            report = service.latest
+        else:
+            service.state.catalog.catalogs()  # providers never fetched would leave every model "unknown"
+            report = service.run()
         response = jsonify(report.to_json())
         response.headers["Cache-Control"] = "no-store"
         return response

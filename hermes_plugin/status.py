@@ -21,7 +21,9 @@ from .redact import printable, redact
 MAX_RECENT_SESSIONS = 500
 MAX_CHANGES = 25
 STATE_WORDS = {"fresh": "fresh", "stale": "stale", "failed": "failing", "pending": "fetching"}
-CSP = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+)
 
 
 class RecentSessions:
@@ -63,12 +65,18 @@ def providers(state: Any, now: float) -> list[dict[str, Any]]:
     rows = []
     for provider in state.catalog.provider_ids():
         snap = state.catalog.snapshot(provider)
-        rows.append({
-            "id": snap.id, "label": snap.label, "state": STATE_WORDS.get(snap.state, snap.state),
-            "age": age(snap.fetched_at, now), "fetched_at": snap.fetched_at, "models": len(snap.models),
-            "error": printable(redact(snap.error, secrets)) if snap.error else None,
-            "changes": state.changes.since_last_refresh(provider),
-        })
+        rows.append(
+            {
+                "id": snap.id,
+                "label": snap.label,
+                "state": STATE_WORDS.get(snap.state, snap.state),
+                "age": age(snap.fetched_at, now),
+                "fetched_at": snap.fetched_at,
+                "models": len(snap.models),
+                "error": printable(redact(snap.error, secrets)) if snap.error else None,
+                "changes": state.changes.since_last_refresh(provider),
+            }
+        )
     return rows
 
 
@@ -91,7 +99,9 @@ def _cell(value: Any) -> Markup:
 
 def _changes_text(changes: dict[str, Any] | None) -> str:
     if changes is None:
-        return "no refresh since start"
+        return "not fetched yet"
+    if changes["first"]:
+        return "first fetch since start"
     if not changes["added"] and not changes["removed"]:
         return "no change"
     parts = []
@@ -106,24 +116,39 @@ def render(state: Any, stylesheet: str) -> str:
     """The page. No ``<head>`` tag on purpose: the guard script is injected after one, and this page needs none."""
     now = time.time()
     rows = Markup("").join(
-        Markup('<tr class="state-{}">').format(row["state"]) + _cell(row["id"]) + _cell(row["label"])
-        + _cell(row["state"]) + _cell(row["age"]) + _cell(row["models"]) + _cell(_changes_text(row["changes"]))
-        + _cell(row["error"] or "") + Markup("</tr>")
-        for row in providers(state, now))
+        Markup('<tr class="state-{}">').format(row["state"])
+        + _cell(row["id"])
+        + _cell(row["label"])
+        + _cell(row["state"])
+        + _cell(row["age"])
+        + _cell(row["models"])
+        + _cell(_changes_text(row["changes"]))
+        + _cell(row["error"] or "")
+        + Markup("</tr>")
+        for row in providers(state, now)
+    )
     changes = recent_changes(state)
     change_rows = Markup("").join(
-        Markup("<tr>") + _cell(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("time") or 0)))
-        + _cell(e["session"]) + _cell(e.get("old")) + _cell(e.get("new")) + _cell(e.get("intent"))
-        + _cell(e.get("outcome")) + _cell(e.get("reason")) + Markup("</tr>")
-        for e in changes)
+        Markup("<tr>")
+        + _cell(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("time") or 0)))
+        + _cell(e["session"])
+        + _cell(e.get("old"))
+        + _cell(e.get("new"))
+        + _cell(e.get("intent"))
+        + _cell(e.get("outcome"))
+        + _cell(e.get("reason"))
+        + Markup("</tr>")
+        for e in changes
+    )
     impact = state.impact.latest
     if impact is None or not impact.sources:
         impact_line = Markup("<p>Impact report: no session source registered, or not computed yet.</p>")
     else:
         counts = impact.counts()
-        impact_line = Markup("<p>Impact of the latest refresh: <strong>{}</strong> of {} sessions and "
-                             "<strong>{}</strong> defaults point at a model no provider lists any more.</p>").format(
-            counts["sessions"], counts["checked"], counts["defaults"])
+        impact_line = Markup(
+            "<p>Impact of the latest refresh: <strong>{}</strong> of {} sessions and "
+            "<strong>{}</strong> defaults point at a model no provider lists any more.</p>"
+        ).format(counts["sessions"], counts["checked"], counts["defaults"])
     page = Markup(
         '<!doctype html><html lang="en"><meta charset="utf-8"><title>hermes-plugin status</title>'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -135,8 +160,13 @@ def render(state: Any, stylesheet: str) -> str:
         '<h2>Latest model changes</h2><table id="changes"><thead><tr><th>Time</th><th>Session</th><th>From</th>'
         "<th>To</th><th>Intent</th><th>Outcome</th><th>Reason</th></tr></thead><tbody>{changes}</tbody></table>"
         "{empty}</main></body></html>"
-    ).format(stylesheet=stylesheet, rows=rows, impact=impact_line, changes=change_rows,
-             empty=Markup("") if changes else Markup("<p>No model changes recorded by this process yet.</p>"))
+    ).format(
+        stylesheet=stylesheet,
+        rows=rows,
+        impact=impact_line,
+        changes=change_rows,
+        empty=Markup("") if changes else Markup("<p>No model changes recorded by this process yet.</p>"),
+    )
     return str(page)
 
 
@@ -150,4 +180,3 @@ def add_status_route(bp: Blueprint) -> None:
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
-

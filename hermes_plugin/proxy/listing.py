@@ -22,8 +22,12 @@ class UpstreamRefused(RuntimeError):
 
 
 def _get_json(proxy: Proxy, path: str) -> Any:
-    response = proxy.http.get(proxy.upstream + path, headers={"Accept": "application/json", **caller_headers()},
-                              allow_redirects=False, timeout=proxy.timeouts)
+    response = proxy.http.get(
+        proxy.upstream + path,
+        headers={"Accept": "application/json", **caller_headers()},
+        allow_redirects=False,
+        timeout=proxy.timeouts,
+    )
     if not 200 <= response.status_code < 300:
         response.close()
         raise UpstreamRefused(f"GET {path} answered HTTP {response.status_code}")
