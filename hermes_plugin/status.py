@@ -49,6 +49,13 @@ class RecentSessions:
             return list(reversed(self._sessions))
 
 
+def state_word(snap: Any) -> str:
+    """fresh, stale, failing, fetching, or "not fetched" for a provider nobody has asked for yet."""
+    if snap.state == "pending" and snap.fetched_at is None and snap.error is None:
+        return "not fetched"
+    return STATE_WORDS.get(snap.state, snap.state)
+
+
 def age(fetched_at: float | None, now: float) -> str:
     if fetched_at is None:
         return "never fetched"
@@ -69,7 +76,7 @@ def providers(state: Any, now: float) -> list[dict[str, Any]]:
             {
                 "id": snap.id,
                 "label": snap.label,
-                "state": STATE_WORDS.get(snap.state, snap.state),
+                "state": state_word(snap),
                 "age": age(snap.fetched_at, now),
                 "fetched_at": snap.fetched_at,
                 "models": len(snap.models),
@@ -116,7 +123,7 @@ def render(state: Any, stylesheet: str) -> str:
     """The page. No ``<head>`` tag on purpose: the guard script is injected after one, and this page needs none."""
     now = time.time()
     rows = Markup("").join(
-        Markup('<tr class="state-{}">').format(row["state"])
+        Markup('<tr class="state-{}">').format(row["state"].replace(" ", "-"))
         + _cell(row["id"])
         + _cell(row["label"])
         + _cell(row["state"])

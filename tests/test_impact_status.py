@@ -228,3 +228,39 @@ def test_status_and_impact_respect_the_hosts_authorisation(demo: tuple[Flask, An
     assert client.get("/hermes-plugin/status").status_code == 403
     assert client.get("/hermes-plugin/api/impact").status_code == 403
     assert client.get("/hermes-plugin/api/catalog").status_code == 200
+
+
+def test_status_and_impact_through_the_proxy_ask_the_upstream_who_may_see_them(
+    loopback_server: Callable[[Any], Any],
+) -> None:
+    """Behind the proxy the upstream decides: its own answer to the caller's cookie gates both routes."""
+    import requests
+
+    from hermes_plugin.proxy import create_app as create_proxy
+    from hermes_plugin.proxy import load_config
+
+    upstream = Flask("signed_in_only")
+
+    @upstream.get("/")
+    def home() -> Any:
+        from flask import request
+
+        return ("ok", 200) if request.cookies.get("sid") == "good" else ("sign in", 401)
+
+    @upstream.get("/api/sessions")
+    def sessions() -> Any:
+        return {"sessions": [{"session_id": "a1", "model": "m/one"}]}
+
+    @upstream.get("/api/settings")
+    def settings() -> Any:
+        return {"default_model": "m/one"}
+
+    proxy = loopback_server(
+        create_proxy(loopback_server(upstream).url, cfg=load_config(preset_name="hermes-webui"))
+    ).url
+    for path in ("/hermes-plugin/status", "/hermes-plugin/api/impact"):
+        assert requests.get(proxy + path, timeout=10).status_code == 401
+        assert requests.get(proxy + path, cookies={"sid": "bad"}, timeout=10).status_code == 401
+        assert requests.get(proxy + path, cookies={"sid": "good"}, timeout=10).status_code == 200
+    report = requests.get(proxy + "/hermes-plugin/api/impact?refresh=1", cookies={"sid": "good"}, timeout=10).json()
+    assert report["counts"]["checked"] == 1  # listed from the upstream's session list
