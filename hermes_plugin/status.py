@@ -140,6 +140,7 @@ def render(state: Any, stylesheet: str) -> str:
         + _cell(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("time") or 0)))
         + _cell(e["session"])
         + _cell(e.get("old"))
+        + _cell(e.get("proposed"))
         + _cell(e.get("new"))
         + _cell(e.get("intent"))
         + _cell(e.get("outcome"))
@@ -154,8 +155,9 @@ def render(state: Any, stylesheet: str) -> str:
         counts = impact.counts()
         impact_line = Markup(
             "<p>Impact of the latest refresh: <strong>{}</strong> of {} sessions and "
-            "<strong>{}</strong> defaults point at a model no provider lists any more.</p>"
-        ).format(counts["sessions"], counts["checked"], counts["defaults"])
+            "<strong>{}</strong> defaults point at a model no provider lists any more; {} sessions cannot be "
+            "judged while a provider is stale, failing or not fetched.</p>"
+        ).format(counts["sessions"], counts["checked"], counts["defaults"], counts["unknown"])
     page = Markup(
         '<!doctype html><html lang="en"><meta charset="utf-8"><title>hermes-plugin status</title>'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -165,7 +167,7 @@ def render(state: Any, stylesheet: str) -> str:
         "<th>Age</th><th>Models</th><th>Changed at the last refresh</th><th>Last error</th></tr></thead>"
         "<tbody>{rows}</tbody></table>{impact}"
         '<h2>Latest model changes</h2><table id="changes"><thead><tr><th>Time</th><th>Session</th><th>From</th>'
-        "<th>To</th><th>Intent</th><th>Outcome</th><th>Reason</th></tr></thead><tbody>{changes}</tbody></table>"
+        "<th>Proposed</th><th>Stored</th><th>Intent</th><th>Outcome</th><th>Reason</th></tr></thead><tbody>{changes}</tbody></table>"
         "{empty}</main></body></html>"
     ).format(
         stylesheet=stylesheet,
