@@ -77,11 +77,12 @@ def webui(trials: int, delays: list[int]) -> tuple[int, dict[str, Any], float]:
 def row(name: str, result: tuple[int, dict[str, Any], float]) -> str:
     code, report, took = result
     runs = ", ".join(f"{r['trials_with_finding']}/{r['trials']} at {r['delay_ms']} ms" for r in report.get("runs", []))
+    writes = sum(r["writes"] for r in report.get("runs", []))
     what = "; ".join(
         f"{f['method']} {f['url']} {f['field']}: {f['before']} -> {f['after']}" for f in report.get("findings", [])
     ) or report.get("error", "-")
     verdict = {0: "nothing found", 1: "FOUND", 2: "could not run"}.get(code, f"exit {code}")
-    return f"| {name} | {code} | {verdict} | {runs} | {what} | {took:.0f} s |"
+    return f"| {name} | {code} | {verdict} | {runs} | {writes} | {what} | {took:.0f} s |"
 
 
 def main() -> None:
@@ -90,8 +91,11 @@ def main() -> None:
     parser.add_argument("--delay", type=int, action="append", help="catalog delay in ms (repeatable)")
     args = parser.parse_args()
     delays = args.delay or [500, 2000]
-    print("| app | exit | verdict | trials that changed a stored value, per catalog delay | write found | scan time |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        "| app | exit | verdict | trials that changed a stored value, per catalog delay | writes on load (all trials) "
+        "| write found | scan time |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     print(row("demo --no-guard", demo(False, args.trials, delays)), flush=True)
     print(row("demo (guard on)", demo(True, args.trials, delays)), flush=True)
     print(row("hermes-webui v0.50.227", webui(args.trials, delays)), flush=True)

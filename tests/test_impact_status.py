@@ -89,9 +89,7 @@ def test_impact_without_a_session_source_says_so(tmp_path: Path, fake_provider: 
     assert report["sources"] is False and report["counts"]["checked"] == 0
 
 
-def test_impact_hooks_from_a_plugin(tmp_path: Path, fake_provider: Callable[..., Any]) -> None:
-    from hermes_plugin import hookimpl
-
+def hooked_app(tmp_path: Path, fake_provider: Callable[..., Any], plugin: Any) -> Flask:
     provider = fake_provider("openai", ["local/a"])
     app = Flask("hooked", instance_path=str(tmp_path))
     app.config.update(
@@ -99,24 +97,40 @@ def test_impact_hooks_from_a_plugin(tmp_path: Path, fake_provider: Callable[...,
         HERMES_PLUGIN_PROVIDERS={"local": {"kind": "openai-compatible", "base_url": provider.base_url}},
     )
     guard = ModelGuard(app)
-    stored = {"s1": "local/a", "s2": "local/gone"}
-    guard.session_model(stored.get)
+    guard.session_model({"s1": "local/a", "s2": "local/gone"}.get)
+    app.extensions["hermes_plugin"].pm.register(plugin)
+    app.test_client().get("/hermes-plugin/api/catalog")
+    return app
+
+
+def test_hook_hermes_plugin_session_ids(tmp_path: Path, fake_provider: Callable[..., Any]) -> None:
+    from hermes_plugin import hookimpl
 
     class Sessions:
         @hookimpl
-        def hermes_plugin_session_ids(self) -> list[str]:
-            return list(stored)
+        def hermes_plugin_session_ids(self) -> Any:
+            yield "s1"  # a bare id: the model is read through guard.session_model
+            yield "s2"
+            yield ("s3", "local/also-gone")  # a pair: no read
 
+    app = hooked_app(tmp_path, fake_provider, Sessions())
+    report = app.test_client().get("/hermes-plugin/api/impact?refresh=1").get_json()
+    assert absent_sessions(report) == {"s2": "local/gone", "s3": "local/also-gone"}
+    assert report["counts"]["checked"] == 3 and report["defaults"] == []
+
+
+def test_hook_hermes_plugin_default_models(tmp_path: Path, fake_provider: Callable[..., Any]) -> None:
+    from hermes_plugin import hookimpl
+
+    class Defaults:
         @hookimpl
         def hermes_plugin_default_models(self) -> dict[str, str]:
-            return {"new_chat": "local/gone"}
+            return {"new_chat": "local/gone", "summaries": "local/a"}
 
-    app.extensions["hermes_plugin"].pm.register(Sessions())
-    client = app.test_client()
-    client.get("/hermes-plugin/api/catalog")
-    report = client.get("/hermes-plugin/api/impact?refresh=1").get_json()
-    assert absent_sessions(report) == {"s2": "local/gone"}
-    assert [d["name"] for d in report["defaults"]] == ["new_chat"]
+    app = hooked_app(tmp_path, fake_provider, Defaults())
+    report = app.test_client().get("/hermes-plugin/api/impact?refresh=1").get_json()
+    assert [(d["name"], d["model"]) for d in report["defaults"]] == [("new_chat", "local/gone")]
+    assert report["counts"]["checked"] == 0  # no session source: only the defaults were judged
 
 
 def test_impact_command_with_a_progress_bar(demo: tuple[Flask, Any]) -> None:
@@ -186,7 +200,10 @@ def test_status_page_lists_the_latest_model_changes(demo: tuple[Flask, Any]) -> 
     )
     assert response.status_code == 200
     html = page(client)
-    assert re.search(r"<td>opus</td><td>openrouter/claude-opus</td><td>openrouter/gpt-4o</td><td>openrouter/gpt-4o</td><td>user</td>", html)
+    assert re.search(
+        r"<td>opus</td><td>openrouter/claude-opus</td><td>openrouter/gpt-4o</td><td>openrouter/gpt-4o</td><td>user</td>",
+        html,
+    )
 
 
 def free_port() -> int:
