@@ -144,6 +144,22 @@ def test_impact_command_with_a_progress_bar(demo: tuple[Flask, Any]) -> None:
     assert absent_sessions(__import__("json").loads(as_json.stdout)) == {"retired": "openrouter/gpt-3-retired"}
 
 
+def test_impact_command_over_many_sessions(tmp_path: Path, fake_provider: Callable[..., Any]) -> None:
+    provider = fake_provider("openai", ["local/a"])
+    app = Flask("many", instance_path=str(tmp_path))
+    app.config.update(
+        HERMES_PLUGIN_CACHE="memory",
+        HERMES_PLUGIN_PROVIDERS={"local": {"kind": "openai-compatible", "base_url": provider.base_url}},
+    )
+    guard = ModelGuard(app)
+    guard.session_ids(lambda: ((f"s{n}", "local/a" if n % 10 else "local/gone") for n in range(5000)))
+    result = app.test_cli_runner().invoke(cli, ["impact"])
+    assert result.exit_code == 0, result.output
+    assert "checking sessions" in result.stderr  # the progress bar (drawn in full on a terminal)
+    assert result.stdout.startswith("500 of 5000 sessions")
+    assert sum(1 for line in result.stdout.splitlines() if re.match(r"s\d+ +local/gone ", line)) == 500
+
+
 def test_impact_command_asks_a_running_host(demo: tuple[Flask, Any], loopback_server: Callable[[Any], Any]) -> None:
     from click.testing import CliRunner
 
@@ -281,3 +297,34 @@ def test_status_and_impact_through_the_proxy_ask_the_upstream_who_may_see_them(
         assert requests.get(proxy + path, cookies={"sid": "good"}, timeout=10).status_code == 200
     report = requests.get(proxy + "/hermes-plugin/api/impact?refresh=1", cookies={"sid": "good"}, timeout=10).json()
     assert report["counts"]["checked"] == 1  # listed from the upstream's session list
+
+
+def test_impact_through_the_proxy_preset_for_the_plain_demo(
+    tmp_path: Path, fake_provider: Callable[..., Any], loopback_server: Callable[[Any], Any]
+) -> None:
+    """The demo's http.server build behind ``--preset demo``: catalogs learnt from the app's own answers,
+    sessions and the default model listed from its own API."""
+    import requests
+
+    from hermes_plugin.demo.plain import PlainDemo
+    from hermes_plugin.proxy import create_app as create_proxy
+    from hermes_plugin.proxy import load_config
+
+    openrouter = fake_provider("openai", [*RETIRED_LIVE, "openrouter/gpt-5"])  # kimi and llama-3 are gone already
+    localai = fake_provider("ollama", LOCALAI_LIVE)
+    plain = PlainDemo(demo_providers(openrouter.base_url, localai.base_url), tmp_path).serve()
+    try:
+        proxy = loopback_server(create_proxy(plain.url, cfg=load_config(preset_name="demo"))).url
+        json_only = {"Accept": "application/json"}
+        requests.post(plain.url + "/api/settings", json={"default_model": "openrouter/llama-3"}, timeout=10)
+        for path in ("/api/models", "/api/models/live?provider=openrouter", "/api/models/live?provider=localai"):
+            assert requests.get(proxy + path, headers=json_only, timeout=30).status_code == 200
+        report = requests.get(proxy + "/hermes-plugin/api/impact?refresh=1", timeout=30).json()
+    finally:
+        plain.stop()
+    assert absent_sessions(report) == {
+        "retired": "openrouter/gpt-3-retired",
+        "kimi": "moonshotai/kimi-k2",
+        "llama": "openrouter/llama-3",
+    }
+    assert [(d["name"], d["model"]) for d in report["defaults"]] == [("default_model", "openrouter/llama-3")]
