@@ -76,7 +76,11 @@ def webui(trials: int, delays: list[int]) -> tuple[int, dict[str, Any], float]:
 
 def row(name: str, result: tuple[int, dict[str, Any], float]) -> str:
     code, report, took = result
-    runs = ", ".join(f"{r['trials_with_finding']}/{r['trials']} at {r['delay_ms']} ms" for r in report.get("runs", []))
+    runs = ", ".join(
+        f"{r['trials_with_finding']}/{r['trials']} "
+        + (f"at {r['delay_ms']} ms ({r['plan']})" if r["delay_ms"] else "without delay")
+        for r in report.get("runs", [])
+    )
     writes = sum(r["writes"] for r in report.get("runs", []))
     what = "; ".join(
         f"{f['method']} {f['url']} {f['field']}: {f['before']} -> {f['after']}" for f in report.get("findings", [])

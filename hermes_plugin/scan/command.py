@@ -15,12 +15,12 @@ from .runner import CannotScan, Options, Report, scan
 EXIT_FOUND, EXIT_NONE, EXIT_CANNOT = 1, 0, 2
 
 
-def _storage(pairs: tuple[str, ...]) -> dict[str, str]:
+def _pairs(pairs: tuple[str, ...], option: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--local-storage")
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=option)
         out[key] = value
     return out
 
@@ -58,11 +58,24 @@ def _storage(pairs: tuple[str, ...]) -> dict[str, str]:
     help="A catalog delay in milliseconds (repeatable; default 500 and 2000).",
 )
 @click.option(
+    "--each-catalog/--all-catalogs-only",
+    default=True,
+    show_default=True,
+    help="At each delay, also delay each catalog endpoint alone (finds pages that fetch catalogs in parallel).",
+)
+@click.option(
     "--local-storage",
     "local_storage",
     multiple=True,
     metavar="KEY=VALUE",
     help="Set in the page's localStorage before each load (e.g. the session the app restores).",
+)
+@click.option(
+    "--cookie",
+    "cookies",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A cookie for the page and the scanner's own reads (e.g. a signed-in session; repeatable).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def scan_command(
@@ -71,13 +84,16 @@ def scan_command(
     catalog_paths: tuple[str, ...],
     trials: int,
     delays_ms: tuple[int, ...],
+    each_catalog: bool,
     local_storage: tuple[str, ...],
+    cookies: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Find writes a page makes on load, without user input, that change a stored value.
 
     Serves the app through a proxy of its own on a free loopback port, delays its model-catalog answers,
-    opens --start-url in headless Chromium --trials times without delay and at each --delay, and reports
+    opens --start-url in headless Chromium --trials times without delay, then at each --delay with every
+    catalog delayed and with each catalog endpoint delayed alone, and reports
     each write that changed a value the page had just read (request, before/after, the delay it needs).
     A value a write changed is put back before the next trial. Exit status: 1 when such a write was
     found, 0 when none, 2 when the scan could not run (no Chromium, the app down, no catalog seen).
@@ -86,7 +102,16 @@ def scan_command(
     Example:
       hermes-plugin scan --upstream http://127.0.0.1:8787 --start-url '/?session=kimi' --trials 5
     """
-    options = Options(upstream, start_url, trials, delays_ms or (500, 2000), catalog_paths, _storage(local_storage))
+    options = Options(
+        upstream,
+        start_url,
+        trials,
+        delays_ms or (500, 2000),
+        catalog_paths,
+        each_catalog,
+        _pairs(local_storage, "--local-storage"),
+        _pairs(cookies, "--cookie"),
+    )
     show = (lambda line: None) if as_json else (lambda line: click.echo(f"  {line}", err=True))
     try:
         report = scan(options, progress=show)
@@ -109,15 +134,16 @@ def render(report: Report) -> str:
     lines = [f"hermes-plugin scan of {printable(report.upstream + report.start_url)}"]
     lines.append("catalogs delayed: " + ", ".join(f"{printable(c)} ({n} models)" for c, n in report.catalogs.items()))
     for run in report.runs:
+        where = "no delay" if not run.delay_ms else f"delay {run.delay_ms} ms, {run.plan}"
         lines.append(
-            f"  delay {run.delay_ms:>5} ms: {run.trials_with_finding}/{run.trials} trials changed a stored "
-            f"value ({run.writes} writes on load)"
+            f"  {printable(where)}: {run.trials_with_finding}/{run.trials} trials changed a stored value "
+            f"({run.writes} writes on load)"
         )
     groups = report.grouped()
     if not groups:
         lines.append("FOUND NOTHING: no write on load changed a stored value")
     for group in groups:
-        seen = ", ".join(f"{n}x at {d} ms" for d, n in group["delays_ms"].items())
+        seen = "; ".join(f"{n}x with {printable(where)}" for where, n in group["seen"].items())
         lines.append(
             f"FOUND: {printable(group['method'])} {printable(group['url'])} set {printable(group['field'])} "
             f"{_text(group['before'])} -> {_text(group['after'])} (was {_text(group['before'])} in "

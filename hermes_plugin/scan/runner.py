@@ -17,6 +17,7 @@ from ..testing.servers import LoopbackServer
 from .traffic import BLANK_PATH, Traffic, create_scan_app
 from .writes import Change, changes, find_object
 
+ALL = "all catalogs"
 QUIET = 1.5  # seconds without a request in flight after which a page counts as done loading
 SETTLE_LIMIT = 20.0  # a page that keeps polling is cut off this many seconds (plus three delays) after load
 
@@ -38,6 +39,7 @@ class Finding:
     read_url: str
     body: Any
     delay_ms: int
+    plan: str  # which catalogs were delayed: ALL, or one catalog path
     trial: int
     at_ms: int  # when the page sent the write, from the start of the trial
 
@@ -47,9 +49,10 @@ class Finding:
 
 @dataclass
 class Run:
-    """Trials at one catalog delay."""
+    """Trials at one catalog delay, applied to every catalog (ALL) or to one catalog path alone."""
 
     delay_ms: int
+    plan: str = ALL
     trials: int = 0
     writes: int = 0  # writes the page made on load, changed anything or not
     trials_with_finding: int = 0
@@ -84,11 +87,12 @@ class Report:
                     "read_url": f.read_url,
                     "body": f.body,
                     "first_delay_ms": f.delay_ms,
-                    "delays_ms": {},
+                    "seen": {},
                 },
             )
             entry["first_delay_ms"] = min(entry["first_delay_ms"], f.delay_ms)
-            entry["delays_ms"][str(f.delay_ms)] = entry["delays_ms"].get(str(f.delay_ms), 0) + 1
+            where = f"{f.delay_ms} ms, {f.plan}" if f.delay_ms else "no delay"
+            entry["seen"][where] = entry["seen"].get(where, 0) + 1
         return list(groups.values())
 
     def as_json(self) -> dict[str, Any]:
@@ -111,12 +115,14 @@ class Options:
     trials: int = 3
     delays_ms: Sequence[int] = (500, 2000)
     catalog_paths: Sequence[str] = ()
+    each_catalog: bool = True  # also delay each catalog path alone (pages that fetch catalogs in parallel)
     local_storage: dict[str, str] = field(default_factory=dict)
+    cookies: dict[str, str] = field(default_factory=dict)  # a signed-in user's, for the page and the re-reads
 
 
-def check_upstream(upstream: str, start_url: str) -> None:
+def check_upstream(upstream: str, start_url: str, cookies: dict[str, str]) -> None:
     try:
-        requests.get(upstream + start_url, timeout=10, allow_redirects=False).close()
+        requests.get(upstream + start_url, cookies=cookies, timeout=10, allow_redirects=False).close()
     except requests.RequestException as exc:
         raise CannotScan(f"the app at {upstream} does not answer ({type(exc).__name__})") from None
 
@@ -126,7 +132,7 @@ def scan(options: Options, progress: Callable[[str], None] = lambda line: None) 
     upstream = upstream_base(options.upstream)
     if not options.start_url.startswith("/") or options.start_url.startswith("//"):
         raise CannotScan("--start-url must be a path on the app, starting with a single '/'")
-    check_upstream(upstream, options.start_url)
+    check_upstream(upstream, options.start_url, options.cookies)
     try:
         driver = launch_chromium()
     except BrowserMissing as exc:
@@ -135,16 +141,20 @@ def scan(options: Options, progress: Callable[[str], None] = lambda line: None) 
     report = Report(upstream, options.start_url)
     server = LoopbackServer(create_scan_app(upstream, traffic)).start()
     try:
-        for delay_ms in (0, *options.delays_ms):
-            run = Run(delay_ms)
-            report.runs.append(run)
-            for trial in range(1, options.trials + 1):
-                found = _trial(driver, server.url, traffic, options, delay_ms, trial, run, report)
-                progress(
-                    f"delay {delay_ms} ms, trial {trial}/{options.trials}: {len(found)} changed value(s)"
-                    if found
-                    else f"delay {delay_ms} ms, trial {trial}/{options.trials}: nothing changed"
-                )
+        baseline = Run(0, "no delay")
+        report.runs.append(baseline)
+        for trial in range(1, options.trials + 1):
+            _trial(driver, server.url, traffic, options, baseline, trial, report, progress)
+        paths = sorted({catalog_path(key) for key in traffic.catalogs})
+        # A page that fetches its catalogs one after another races when all are slow; one that fetches them
+        # in parallel races only when one is slower than another: each alone covers that.
+        plans: list[str | None] = [None, *(paths if options.each_catalog and len(paths) > 1 else [])]
+        for delay_ms in options.delays_ms:
+            for only in plans:
+                run = Run(delay_ms, ALL if only is None else f"only {only}")
+                report.runs.append(run)
+                for trial in range(1, options.trials + 1):
+                    _trial(driver, server.url, traffic, options, run, trial, report, progress, only)
     finally:
         driver.quit()
         server.stop()
@@ -156,15 +166,31 @@ def scan(options: Options, progress: Callable[[str], None] = lambda line: None) 
     return report
 
 
+def catalog_path(key: str) -> str:
+    """``"GET /api/models/live?provider=x"`` -> ``/api/models/live``: one plan per endpoint, not per query."""
+    return key.split(" ", 1)[-1].split("?", 1)[0]
+
+
 def _trial(
-    driver: Any, base: str, traffic: Traffic, options: Options, delay_ms: int, trial: int, run: Run, report: Report
+    driver: Any,
+    base: str,
+    traffic: Traffic,
+    options: Options,
+    run: Run,
+    trial: int,
+    report: Report,
+    progress: Callable[[str], None],
+    only: str | None = None,
 ) -> list[Finding]:
+    delay_ms = run.delay_ms
     reset_chromium(driver)
-    if options.local_storage:
-        driver.get(base + BLANK_PATH)
+    if options.local_storage or options.cookies:
+        driver.get(base + BLANK_PATH)  # same origin as the app, without running the app's page
         for key, value in options.local_storage.items():
             driver.execute_script("localStorage.setItem(arguments[0], arguments[1])", key, value)
-    traffic.begin_trial(delay_ms / 1000)
+        for name, value in options.cookies.items():
+            driver.add_cookie({"name": name, "value": value, "path": "/"})
+    traffic.begin_trial(delay_ms / 1000, only)
     driver.get(base + options.start_url)
     _wait_until_quiet(traffic, delay_ms / 1000)
     driver.get("about:blank")  # the page's timers stop here: nothing it does later counts as on-load
@@ -173,7 +199,7 @@ def _trial(
     run.writes += sum(1 for e in exchanges if e.method != "GET" and e.method not in ("HEAD", "OPTIONS"))
     found = []
     for change in changes(exchanges):
-        stored = _reread(report.upstream, change)
+        stored = _reread(report.upstream, change, options.cookies)
         if stored is _GONE or stored == change.before:
             continue  # the app kept its value (a guard refused or kept it): nothing changed
         found.append(
@@ -187,11 +213,12 @@ def _trial(
                 change.read_url,
                 change.write.body,
                 delay_ms,
+                run.plan,
                 trial,
                 round(change.write.at * 1000),
             )
         )
-        if not _restore(report.upstream, change):
+        if not _restore(report.upstream, change, options.cookies):
             report.notes.append(
                 f"could not put back {change.field}={change.before!r} after trial {trial} at "
                 f"{delay_ms} ms: later trials start from the changed value"
@@ -199,6 +226,8 @@ def _trial(
     if found:
         run.trials_with_finding += 1
         report.findings.extend(found)
+    what = f"{len(found)} changed value(s)" if found else "nothing changed"
+    progress(f"{run.plan if not delay_ms else f'{delay_ms} ms, {run.plan}'}, trial {trial}/{options.trials}: {what}")
     return found
 
 
@@ -212,24 +241,27 @@ def _wait_until_quiet(traffic: Traffic, delay: float) -> None:
 _GONE = object()
 
 
-def _reread(upstream: str, change: Change) -> Any:
+def _reread(upstream: str, change: Change, cookies: dict[str, str]) -> Any:
     """The field's value now, read again through the page's own URL, straight from the app."""
     try:
-        response = requests.get(upstream + change.read_url, headers={"Accept": "application/json"}, timeout=10)
+        response = requests.get(
+            upstream + change.read_url, headers={"Accept": "application/json"}, cookies=cookies, timeout=10
+        )
         obj = find_object(response.json(), change.field, change.identity) if response.ok else None
     except (requests.RequestException, ValueError):
         return _GONE
     return _GONE if obj is None else obj[change.field]
 
 
-def _restore(upstream: str, change: Change) -> bool:
+def _restore(upstream: str, change: Change, cookies: dict[str, str]) -> bool:
     """Put the value back the way the page wrote it (same route, same body, the old value) for the next trial."""
     body = {**change.write.body, change.field: change.before}
-    origin = "{0.scheme}://{0.netloc}".format(urlsplit(upstream))
+    # Same-origin, and a deliberate choice: a guarded host lets it through as a user's pick.
+    headers = {"Origin": "{0.scheme}://{0.netloc}".format(urlsplit(upstream)), "X-Hermes-Intent": "user"}
     try:
         requests.request(
-            change.write.method, upstream + change.write.target, json=body, headers={"Origin": origin}, timeout=10
+            change.write.method, upstream + change.write.target, json=body, headers=headers, cookies=cookies, timeout=10
         ).close()
     except requests.RequestException:
         return False
-    return _reread(upstream, change) == change.before
+    return _reread(upstream, change, cookies) == change.before

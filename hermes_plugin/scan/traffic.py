@@ -41,6 +41,7 @@ class Traffic:
     def __init__(self, catalog_paths: Sequence[str] = ()) -> None:
         self.catalog_paths = [re.compile(p) for p in catalog_paths]
         self.delay = 0.0
+        self.only: str | None = None
         self.exchanges: list[Exchange] = []
         self.catalogs: dict[str, int] = {}  # "GET target" -> model count, over every trial
         self.started = time.monotonic()
@@ -48,9 +49,10 @@ class Traffic:
         self.last_activity = time.monotonic()
         self._lock = threading.Lock()
 
-    def begin_trial(self, delay: float) -> None:
+    def begin_trial(self, delay: float, only: str | None = None) -> None:
+        """A new trial: catalog answers wait ``delay`` seconds (only those on path ``only`` when given)."""
         with self._lock:
-            self.delay, self.exchanges, self.started = delay, [], time.monotonic()
+            self.delay, self.only, self.exchanges, self.started = delay, only, [], time.monotonic()
             self.last_activity = time.monotonic()
 
     def quiet_for(self) -> float:
@@ -70,6 +72,11 @@ class Traffic:
 
     def named_catalog(self, target: str) -> bool:
         return any(p.search(target) for p in self.catalog_paths)
+
+    def delay_for(self, target: str) -> float:
+        if self.only is not None and target.split("?", 1)[0] != self.only:
+            return 0.0
+        return self.delay
 
 
 def _json(data: bytes) -> Any:
@@ -136,9 +143,10 @@ def relay(proxy: Proxy, traffic: Traffic) -> Response:
         if exchange.catalog or traffic.named_catalog(target):
             with traffic._lock:
                 traffic.catalogs[f"GET {target}"] = len(exchange.catalog)
-            if traffic.delay:
-                exchange.delayed = traffic.delay
-                time.sleep(traffic.delay)  # the slow provider under test: the page waits for its catalog
+            delay = traffic.delay_for(target)
+            if delay:
+                exchange.delayed = delay
+                time.sleep(delay)  # the slow provider under test: the page waits for its catalog
     traffic.exchanges.append(exchange)
     skip = hop_by_hop(raw.headers) | {"content-length", "content-encoding", "date", "server"}
     out = [(k, v) for k, v in raw.headers.items() if k.lower() not in skip]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from webui_host import SAVED, WebUI
+from webui_host import DEFAULT, SAVED, WebUI
 
 from hermes_plugin.cli import cli
 from hermes_plugin.demo.app import LOCALAI_LIVE, OPENROUTER_LIVE, create_app, demo_providers
@@ -53,12 +53,12 @@ def test_scan_finds_the_demo_overwrite_without_the_guard(
     tmp_path: Path, fake_provider: Callable[..., Any], loopback_server: Callable[[Any], Any]
 ) -> None:
     url, store = demo_host(tmp_path, fake_provider, loopback_server, guard=False)
-    code, report = run_scan("--upstream", url, "--start-url", "/?session=kimi")
+    code, report = run_scan("--upstream", url, "--start-url", "/?session=kimi", "--all-catalogs-only")
     assert code == 1 and report["verdict"] == "found"
-    [finding] = report["findings"]
-    assert (finding["method"], finding["url"], finding["field"]) == ("POST", "/api/session/update", "model")
-    assert finding["before"] == "moonshotai/kimi-k2" and finding["after"] == "openrouter/claude-opus"
+    found = {(f["method"], f["url"], f["field"], f["before"], f["after"]): f for f in report["findings"]}
+    finding = found[("POST", "/api/session/update", "model", "moonshotai/kimi-k2", "openrouter/claude-opus")]
     assert finding["stored"] == "openrouter/claude-opus"
+    assert all(f["before"] == "moonshotai/kimi-k2" for f in report["findings"])
     delayed = next(r for r in report["runs"] if r["delay_ms"] == int(DELAY))
     assert delayed["trials_with_finding"] == delayed["trials"] == int(TRIALS)  # the delay makes it certain
     assert any("/api/models/live" in c for c in report["catalogs"])  # found by shape, never named
@@ -71,7 +71,8 @@ def test_scan_finds_nothing_on_the_demo_with_the_guard(
     url, store = demo_host(tmp_path, fake_provider, loopback_server, guard=True)
     code, report = run_scan("--upstream", url, "--start-url", "/?session=kimi")
     assert code == 0 and report["verdict"] == "none" and report["findings"] == []
-    assert [r["trials"] for r in report["runs"]] == [int(TRIALS)] * 2
+    # no delay, then every catalog delayed, then each catalog endpoint (static and live list) alone
+    assert [(r["delay_ms"], r["trials"]) for r in report["runs"]] == [(0, 2)] + [(int(DELAY), 2)] * 3
     assert any("/api/models/live" in c for c in report["catalogs"])  # the race was provoked all the same
     assert store.model("kimi") == "moonshotai/kimi-k2"
 
@@ -89,10 +90,14 @@ def test_scan_finds_the_overwrite_in_hermes_webui(webui: WebUI) -> None:
     session = webui.new_session(SAVED)
     code, report = run_scan("--upstream", webui.url, "--local-storage", f"hermes-webui-session={session}")
     assert code == 1
-    [finding] = report["findings"]
-    assert finding["url"] == "/api/session/update" and finding["field"] == "model"
-    assert finding["before"] == SAVED and finding["body"]["session_id"] == session
-    assert finding["first_delay_ms"] == int(DELAY)
+    # The seed's race (the live list late) and its second one: with only the static list late the page
+    # saves its built-in placeholder model over the saved one.
+    found = {(f["url"], f["field"], f["before"], f["after"]): f for f in report["findings"]}
+    finding = found[("/api/session/update", "model", SAVED, DEFAULT)]
+    assert finding["body"]["session_id"] == session and finding["first_delay_ms"] == int(DELAY)
+    assert f"{DELAY} ms, only /api/models/live" in finding["seen"]
+    assert all(f["before"] == SAVED and f["url"] == "/api/session/update" for f in report["findings"])
+    assert next(r for r in report["runs"] if r["delay_ms"] == 0)["trials_with_finding"] == 0  # needs a delay
     assert webui.stored(session) == SAVED  # put back after each trial
 
 
@@ -119,3 +124,82 @@ def test_an_app_without_a_catalog_cannot_be_scanned(loopback_server: Callable[[A
     result = CliRunner().invoke(cli, ["scan", "--upstream", url, "--trials", "1", "--delay", "100"])
     assert result.exit_code == 2
     assert "--catalog-path" in result.stderr
+
+
+OTHER_TEAM_PAGE = """<!doctype html><title>Acme chat</title>
+<div class="chip" role="button" tabindex="0"></div><ul class="menu" hidden></ul>
+<script>
+// Another team's page: chat id in the path, both model lists fetched at once, a custom menu, and a
+// "fix-up" that saves the first built-in model when the chat's model is not in the menu yet.
+const chatId = location.pathname.split('/').pop();
+const menu = document.querySelector('.menu'), chip = document.querySelector('.chip');
+let chat = null, items = [];
+function render() {
+  menu.replaceChildren(...items.map(id => Object.assign(document.createElement('li'), {textContent: id})));
+  if (!chat) return;
+  if (!items.includes(chat.model) && items.length) {
+    chat.model = items[0];
+    fetch('/api/v1/chats/' + chatId, {method: 'PUT', headers: {'Content-Type': 'application/json'},
+                                      body: JSON.stringify({model: chat.model, title: chat.title})});
+  }
+  chip.textContent = chat.model;
+}
+fetch('/api/v1/chats/' + chatId).then(r => r.json()).then(body => {
+  chat = body;
+  fetch('/api/v1/models/builtin').then(r => r.json()).then(ids => { items = [...ids, ...items]; render(); });
+  fetch('/api/v1/models/remote').then(r => r.json()).then(body => {
+    items = [...items, ...body.data.map(m => m.id)]; render(); });
+});
+</script>"""
+
+
+def other_team_app() -> tuple[Any, dict[str, Any]]:
+    from flask import Flask, jsonify, request
+
+    app = Flask("acme_chat")
+    chats = {"c0ffee12": {"id": "c0ffee12", "title": "Notes", "model": "acme/remote-large-2"}}
+
+    @app.before_request
+    def signed_in() -> Any:
+        return None if request.cookies.get("sid") == "s3cret" else ("sign in first", 401)
+
+    @app.get("/chat/<chat_id>")
+    def page(chat_id: str) -> str:
+        return OTHER_TEAM_PAGE
+
+    @app.get("/api/v1/chats/<chat_id>")
+    def read(chat_id: str) -> Any:
+        return jsonify(chats[chat_id])
+
+    @app.put("/api/v1/chats/<chat_id>")
+    def write(chat_id: str) -> Any:
+        chats[chat_id].update(request.get_json())
+        return jsonify(chats[chat_id])
+
+    @app.get("/api/v1/models/builtin")
+    def builtin() -> Any:
+        return jsonify(["acme/small-1", "acme/medium-2"])  # a flat list of ids
+
+    @app.get("/api/v1/models/remote")
+    def remote() -> Any:
+        return jsonify({"data": [{"id": "acme/remote-large-2", "object": "model"}]})
+
+    return app, chats
+
+
+def test_scan_finds_a_race_between_catalogs_fetched_in_parallel(loopback_server: Callable[[Any], Any]) -> None:
+    """Delaying every catalog alike leaves this page's race to chance (both lists land together); delaying
+    the remote list alone makes it certain. The app also wants a signed-in cookie and names the chat in
+    its paths."""
+    app, chats = other_team_app()
+    url = loopback_server(app).url
+    code, report = run_scan("--upstream", url, "--start-url", "/chat/c0ffee12", "--cookie", "sid=s3cret")
+    assert code == 1
+    [finding] = report["findings"]
+    assert (finding["method"], finding["url"], finding["field"]) == ("PUT", "/api/v1/chats/c0ffee12", "model")
+    assert (finding["before"], finding["after"]) == ("acme/remote-large-2", "acme/small-1")
+    assert f"{DELAY} ms, only /api/v1/models/remote" in finding["seen"]
+    assert set(report["catalogs"]) == {"GET /api/v1/models/builtin", "GET /api/v1/models/remote"}
+    remote_late = next(r for r in report["runs"] if r["plan"] == "only /api/v1/models/remote")
+    assert remote_late["trials_with_finding"] == remote_late["trials"]  # certain once the remote list is late
+    assert chats["c0ffee12"]["model"] == "acme/remote-large-2"  # put back by the scanner
