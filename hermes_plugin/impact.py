@@ -170,7 +170,7 @@ class Impact:
                     progress,
                 )
             except Exception as exc:  # a host source that fails: say so instead of keeping an old report
-                log.warning("hermes-plugin: impact report failed: %s", type(exc).__name__)
+                log.info("hermes-plugin: impact report failed: %s", type(exc).__name__)  # in the report too
                 report = ImpactReport(
                     time.time(),
                     errors=[
