@@ -45,3 +45,9 @@ def hermes_plugin_session_ids() -> Any:
 def hermes_plugin_default_models() -> Any:
     """Return ``{name: model}``: default models the host falls back to (e.g. ``{"default_model": "gpt-4.1"}``),
     reported when their model is gone."""
+
+
+@hookspec
+def hermes_plugin_model_replacements() -> dict[str, str] | None:
+    """Map retired model ids to suggested replacements (``{"openai/gpt-4o": "openai/gpt-4.1"}``); the
+    page offers the suggestion when a session's stored model is confirmed absent. None adds nothing."""

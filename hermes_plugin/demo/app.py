@@ -74,12 +74,14 @@ def _write_body(*required: str) -> tuple[dict[str, Any] | None, tuple[Response, 
 
 def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.PathLike[str], guard: bool = True,
                static_latency_ms: int = 0, cache_ttl: float = 300, fetch_timeout: float = 10,
-               live_cache_ttl: float = 600, seed: bool = True, static_fail: bool = False) -> Flask:
+               live_cache_ttl: float = 600, seed: bool = True, static_fail: bool = False,
+               guard_config: Mapping[str, Any] | None = None) -> Flask:
     """The demo host. ``providers``: provider tables (see ``demo_providers``) pointing at loopback fakes.
 
     ``static_latency_ms``/``static_fail`` slow down or break ``GET /api/models`` (changeable later through
     ``app.config["DEMO_STATIC_LATENCY_MS"]`` / ``["DEMO_STATIC_FAIL"]``); ``cache_ttl`` is the server's
     live-catalog cache lifetime, ``live_cache_ttl`` the page's localStorage cache lifetime (0 disables it).
+    ``guard_config``: more ``HERMES_PLUGIN_*`` settings for the guard (a retirement map, a price ratio).
     """
     from ..catalog import CatalogService
     from ..plugins import make_plugin_manager
@@ -194,6 +196,7 @@ def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.Pa
     writes = {"update_session": ("/api/session/update", update_session),
               "new_session": ("/api/session/new", new_session),
               "chat_start": ("/api/chat/start", chat_start)}
+    app.config.update(guard_config or {})
     model_guard = _install_guard(app, store, providers, cache_ttl, fetch_timeout, settings) if guard else None
     for endpoint, (rule, view) in writes.items():
         if model_guard is not None:
@@ -224,4 +227,9 @@ def _install_guard(app: Flask, store: SessionStore, providers: dict[str, Any], c
     # For the impact report: every session with its stored model, and the default a new session gets.
     guard.session_ids(lambda: ((s["session_id"], s["model"]) for s in store.all()))
     guard.default_models(lambda: {"default_model": settings["default_model"]})
+
+    @guard.session_model_setter
+    def set_model(session_id: str, model: str) -> None:  # undo and the user's answers to the plugin's prompts
+        store.update(session_id, model=model)
+
     return guard
