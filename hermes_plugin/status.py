@@ -139,10 +139,10 @@ def render(state: Any, stylesheet: str) -> str:
         Markup("<tr>")
         + _cell(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("time") or 0)))
         + _cell(e["session"])
+        + _cell(e.get("by") or e.get("intent"))
         + _cell(e.get("old"))
         + _cell(e.get("proposed"))
         + _cell(e.get("new"))
-        + _cell(e.get("intent"))
         + _cell(e.get("outcome"))
         + _cell(e.get("reason"))
         + Markup("</tr>")
@@ -166,8 +166,8 @@ def render(state: Any, stylesheet: str) -> str:
         '<h2>Provider catalogs</h2><table id="providers"><thead><tr><th>Provider</th><th>Label</th><th>State</th>'
         "<th>Age</th><th>Models</th><th>Changed at the last refresh</th><th>Last error</th></tr></thead>"
         "<tbody>{rows}</tbody></table>{impact}"
-        '<h2>Latest model changes</h2><table id="changes"><thead><tr><th>Time</th><th>Session</th><th>From</th>'
-        "<th>Proposed</th><th>Stored</th><th>Intent</th><th>Outcome</th><th>Reason</th></tr></thead><tbody>{changes}</tbody></table>"
+        '<h2>Latest model changes</h2><table id="changes"><thead><tr><th>Time</th><th>Session</th><th>By</th><th>From</th>'
+        "<th>Proposed</th><th>Stored</th><th>Outcome</th><th>Reason</th></tr></thead><tbody>{changes}</tbody></table>"
         "{empty}</main></body></html>"
     ).format(
         stylesheet=stylesheet,

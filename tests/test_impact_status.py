@@ -217,7 +217,7 @@ def test_status_page_lists_the_latest_model_changes(demo: tuple[Flask, Any]) -> 
     assert response.status_code == 200
     html = page(client)
     assert re.search(
-        r"<td>opus</td><td>openrouter/claude-opus</td><td>openrouter/gpt-4o</td><td>openrouter/gpt-4o</td><td>user</td>",
+        r"<td>opus</td><td>user</td><td>openrouter/claude-opus</td><td>openrouter/gpt-4o</td><td>openrouter/gpt-4o</td><td>pass</td>",
         html,
     )
 
