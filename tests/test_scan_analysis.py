@@ -153,3 +153,36 @@ def test_bad_options_exit_2(args: list[str]) -> None:
     result = CliRunner().invoke(cli, ["scan", "--upstream", "http://127.0.0.1:9", *args])
     assert result.exit_code == 2
     assert "Error" in result.stderr
+
+
+def test_the_scan_proxy_delays_catalogs_by_shape_or_by_name_and_records_writes(loopback_server: Any) -> None:
+    """The scanner's own proxy, in front of a real loopback app: which answers it holds, and what it records."""
+    from flask import Flask, jsonify, request
+
+    from hermes_plugin.scan.traffic import Traffic, create_scan_app
+
+    upstream = Flask("odd_app")
+    upstream.add_url_rule("/api/models", "models", lambda: jsonify(["openai/gpt-4.1", "openai/o3"]))
+    upstream.add_url_rule("/api/odd", "odd", lambda: jsonify({"names": "gpt-4.1,o3"}))  # no list: not by shape
+    upstream.add_url_rule("/api/me", "me", lambda: jsonify({"id": "u1", "tags": ["a", "b"]}))
+    upstream.add_url_rule("/api/save", "save", lambda: jsonify(saved=request.get_json()), methods=["POST"])
+    traffic = Traffic(catalog_paths=[r"^/api/odd$"])
+    client = create_scan_app(loopback_server(upstream).url, traffic).test_client()
+
+    traffic.begin_trial(0.01)
+    for path in ("/api/models", "/api/odd", "/api/me"):
+        assert client.get(path).status_code == 200
+    assert (
+        client.post("/api/save", json={"chat_id": "c1", "model": "openai/o3"}).get_json()["saved"]["model"]
+        == "openai/o3"
+    )
+    delayed = {e.target: e.delayed for e in traffic.exchanges if e.method == "GET"}
+    assert delayed == {"/api/models": 0.01, "/api/odd": 0.01, "/api/me": 0.0}
+    assert set(traffic.catalogs) == {"GET /api/models", "GET /api/odd"}
+    [write] = [e for e in traffic.exchanges if e.method == "POST"]
+    assert write.body == {"chat_id": "c1", "model": "openai/o3"} and write.status == 200
+
+    traffic.begin_trial(0.01, only="/api/odd")  # one endpoint alone
+    client.get("/api/models")
+    client.get("/api/odd")
+    assert {e.target: e.delayed for e in traffic.exchanges} == {"/api/models": 0.0, "/api/odd": 0.01}
