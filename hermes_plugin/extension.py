@@ -27,7 +27,6 @@ from .plugins import make_plugin_manager
 from .prices import Price, ratio
 from .replacements import Replacements, check_table
 from .state import REDIS_SCHEMES, StateUnavailable, open_store
-from .status import RecentSessions
 from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, Versions, decide, needs_availability
 from .ws import fleet_message
 
@@ -189,8 +188,6 @@ class GuardState:
         self.catalog.subscribe(self._catalog_changed)
         self.changes = CatalogChanges(self.catalog)  # the status page's "changed since the last refresh"
         self.impact = Impact(self)  # after each refresh: sessions and defaults on a model now gone
-        self.recent = RecentSessions()  # sessions this process saw written, for the status page's model log
-        self.pm.register(self.recent, name="hermes_plugin.recent_sessions")
 
     def add_browser_writes(self, routes: Iterable[dict[str, str]]) -> None:
         """Declare write routes that no guarded view serves (``{"method", "url", "session", "model"}``), so the

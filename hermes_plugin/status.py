@@ -6,47 +6,21 @@ CSP; it sits behind the same authorisation as the other plugin routes (action ``
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 from flask import Blueprint, Response, current_app, url_for
 from markupsafe import Markup
 
-from .hookspecs import hookimpl
 from .names import EXTENSION
 from .redact import printable, redact
+from .state import StateUnavailable
 
-MAX_RECENT_SESSIONS = 500
 MAX_CHANGES = 25
 STATE_WORDS = {"fresh": "fresh", "stale": "stale", "failed": "failing", "pending": "fetching"}
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
 )
-
-
-class RecentSessions:
-    """A plugin on the app's own plugin manager: remembers which sessions this process saw written."""
-
-    def __init__(self) -> None:
-        self._sessions: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @hookimpl
-    def model_write_decided(self, decision: Any) -> None:
-        session = getattr(decision, "session", None)
-        if not isinstance(session, str):
-            return
-        with self._lock:
-            self._sessions[session] = None
-            self._sessions.move_to_end(session)
-            while len(self._sessions) > MAX_RECENT_SESSIONS:
-                self._sessions.popitem(last=False)
-
-    def sessions(self) -> list[str]:
-        with self._lock:
-            return list(reversed(self._sessions))
 
 
 def state_word(snap: Any) -> str:
@@ -88,14 +62,13 @@ def providers(state: Any, now: float) -> list[dict[str, Any]]:
 
 
 def recent_changes(state: Any, limit: int = MAX_CHANGES) -> list[dict[str, Any]]:
-    """The newest audit entries of the sessions this process saw written, newest first."""
-    entries = []
-    for session in state.recent.sessions():
-        try:
-            for entry in state.audit.entries(session):
-                entries.append({**entry, "session": session})
-        except Exception:  # the shared state is down: the page still shows the catalogs
-            break
+    """The newest model-log entries of all sessions (from the shared state: every worker's), newest first."""
+    entries: list[dict[str, Any]] = []
+    try:
+        for session in state.store.audit_sessions(limit):
+            entries.extend({**entry, "session": session} for entry in state.audit.entries(session))
+    except StateUnavailable:  # the shared state is down: the page still shows the catalogs
+        return []
     entries.sort(key=lambda e: e.get("time") or 0, reverse=True)
     return entries[:limit]
 
@@ -174,7 +147,7 @@ def render(state: Any, stylesheet: str) -> str:
         rows=rows,
         impact=impact_line,
         changes=change_rows,
-        empty=Markup("") if changes else Markup("<p>No model changes recorded by this process yet.</p>"),
+        empty=Markup("") if changes else Markup("<p>No model changes recorded yet.</p>"),
     )
     return str(page)
 
