@@ -14,7 +14,7 @@ from support.hostapp import create_app, provider_config, running
 from hermes_plugin import ModelGuard, hookimpl
 from hermes_plugin.testing.fake_provider import FakeProvider
 
-LIVE_ONLY = "live/kimi-k2"  # like the seed's Kimi K2: only the live catalog lists it
+LIVE_ONLY = "live/kimi-k2"  # like Kimi K2 in the upstream bug: only the live catalog lists it
 STATIC = "static/opus"
 P = "/hermes-plugin"
 

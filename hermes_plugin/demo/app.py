@@ -1,8 +1,9 @@
-"""The reference host: a small chat app whose page reproduces the seed app's naive model-picker flow.
+"""The reference host: a small chat app whose page reproduces hermes-webui's naive model-picker flow
+(before https://github.com/nesquena/hermes-webui/pull/1174).
 
 The server side is an ordinary host (JSON session store, a static model list, a live list fetched
-through a CatalogService). With ``guard=True`` it adds ModelGuard in the few lines DESIGN.md §4 shows;
-with ``guard=False`` nothing of hermes-plugin runs and the race of the seed bug shows.
+through a CatalogService). With ``guard=True`` it adds ModelGuard in the few lines the README shows;
+with ``guard=False`` nothing of hermes-plugin runs and the race of the upstream bug shows.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ OPENROUTER_STATIC = ["openrouter/claude-opus", "openrouter/gpt-4o"]
 OPENROUTER_LIVE = [*OPENROUTER_STATIC, "moonshotai/kimi-k2", "openrouter/llama-3"]
 LOCALAI_STATIC = ["qwen2.5:7b"]
 LOCALAI_LIVE = ["qwen2.5:7b", "mistral:7b"]
-# (id, title, model, provider): "kimi" is the seed's case, a model only the live catalog lists.
+# (id, title, model, provider): "kimi" is the upstream bug's case, a model only the live catalog lists.
 SEED_SESSIONS = [
     ("kimi", "Kimi K2 research", "moonshotai/kimi-k2", "openrouter"),
     ("opus", "Opus draft", "openrouter/claude-opus", "openrouter"),
@@ -126,7 +127,7 @@ def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.Pa
 
     @app.get("/api/models")
     def static_models() -> Any:
-        # Simulates a slow host (the seed's second race): the page must not act on a half-filled picker.
+        # Simulates a slow host (the upstream bug's second race): the page must not act on a half-filled picker.
         delay = app.config["DEMO_STATIC_LATENCY_MS"]
         if delay:
             time.sleep(delay / 1000)
@@ -207,7 +208,7 @@ def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.Pa
 
 def _install_guard(app: Flask, store: SessionStore, providers: dict[str, Any], cache_ttl: float,
                    fetch_timeout: float, settings: dict[str, str]) -> Any:
-    """The host-side lines DESIGN.md §4 asks of an app: config, ModelGuard(app), the stored-model reader."""
+    """The host-side lines the README asks of an app: config, ModelGuard(app), the stored-model reader."""
     from .. import ModelGuard
 
     app.config.update(
