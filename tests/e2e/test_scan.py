@@ -90,7 +90,7 @@ def test_scan_finds_the_overwrite_in_hermes_webui(webui: WebUI) -> None:
     session = webui.new_session(SAVED)
     code, report = run_scan("--upstream", webui.url, "--local-storage", f"hermes-webui-session={session}")
     assert code == 1
-    # The seed's race (the live list late) and its second one: with only the static list late the page
+    # The known race (the live list late) and a second one: with only the static list late the page
     # saves its built-in placeholder model over the saved one.
     found = {(f["url"], f["field"], f["before"], f["after"]): f for f in report["findings"]}
     finding = found[("/api/session/update", "model", SAVED, DEFAULT)]
