@@ -28,6 +28,8 @@ HERMES_WEBUI: dict[str, Any] = {
     # The impact report's sources: the sidebar's session list (models included) and the default model.
     "session_list": {"url": "/api/sessions", "sessions": "sessions[]", "session": "session_id", "model": "model"},
     "defaults": [{"url": "/api/settings", "model": "default_model", "name": "default_model"}],
+    # The model its config.yaml names for new conversations (a per-profile setting, read as the caller).
+    "default_model": {"url": "/api/settings", "model": "default_model"},
     # The app's own model write, replayed by the proxy for undo and the user's answers to its prompts.
     "session_write": {"method": "POST", "url": "/api/session/update",
                       "body": {"session_id": "{session}", "model": "{model}"}},

@@ -90,9 +90,14 @@ class Proxy:
         self.pool = make_pool(self.upstream, cfg.pool_size, cfg.connect_timeout, cfg.timeout)  # the relay's
         self.base_path = urlsplit(self.upstream).path
         self.timeouts = (cfg.connect_timeout, cfg.timeout)
-        self.models = SessionModels(self, cfg.session_read, cfg.session_ttl) if cfg.session_read else None
+        self.models = SessionModels(self, cfg.session_read, cfg.session_ttl, cfg.learn_ttl) \
+            if cfg.session_read else None
         self.access = UpstreamAccess(self, cfg.auth_url, cfg.auth_ttl)
-        self.identity = [re.compile(e["url"]) for e in (*cfg.live_urls, *cfg.static_urls, *cfg.session_urls)]
+        # (method, URL) of the catalog and session reads the guard learns from; some hosts read by POST.
+        self.identity = [(str(e.get("method", "GET")).upper(), re.compile(e["url"]))
+                         for e in (*cfg.live_urls, *cfg.static_urls, *cfg.session_urls)]
+        if self.models is not None:  # the app's own raw session read is buffered and learnt
+            self.identity.append(("GET", self.models.read_url))
 
     # -- requests to the upstream -------------------------------------------------------------------
 
@@ -102,7 +107,7 @@ class Proxy:
 
     def matches_catalog(self) -> bool:
         target = request.full_path.rstrip("?")
-        return any(pattern.search(target) for pattern in self.identity)
+        return any(method == request.method and pattern.search(target) for method, pattern in self.identity)
 
     def must_read(self) -> bool:
         """Responses the guard reads (pages to inject into, catalogs to learn from) are asked for uncompressed."""
@@ -143,19 +148,29 @@ class Proxy:
             data = iter(lambda: request.stream.read(CHUNK), b"")  # chunked upload stays chunked
         else:
             data = None
-        return self.answer(self.send(data, self.headers_out()))
+        response = self.answer(self.send(data, self.headers_out()))
+        if self.models is not None and request.method == "GET" and response.status_code == 200 \
+                and not response.is_streamed:
+            # The app's own raw session read answers ours too: the next write need not read again.
+            self.models.learn_response(client_target(request.environ), response.get_data())
+        return response
 
     def forward_write(self, route: WriteRoute) -> Response:
         """The guarded write's "view": the (possibly rewritten) JSON body, then a fresh stored-model read."""
         response = self.answer(self.send(request.get_data(cache=True), self.headers_out(body_rewritten=True)),
                                buffer=True)
+        body = request.get_json(silent=True)
+        body = body if isinstance(body, dict) else {}
         session = (request.view_args or {}).get(route.spec.session) if route.session_in_path else None
         if session is None:
-            body = request.get_json(silent=True)
-            found = jsonpath.get(body, route.spec.session) if isinstance(body, dict) else None
+            found = jsonpath.get(body, route.spec.session)
             session = found if isinstance(found, str) else None
         if session is not None and self.models is not None:
-            self.models.expire(session)
+            if response.status_code < 300:  # the model this write stored (the kept one when the guard kept it)
+                model = jsonpath.get(body, route.spec.model)
+                self.models.learn_write(session, model if isinstance(model, str) and model else None)
+            else:
+                self.models.expire(session)
         return response
 
     def write_model(self, session: str, model: str) -> None:
@@ -169,7 +184,9 @@ class Proxy:
         except requests.RequestException:
             raise WriteRefused(502, "bad_gateway", "the upstream app did not answer the model write") from None
         response.close()
-        if self.models is not None:
+        if self.models is not None and 200 <= response.status_code < 300:
+            self.models.learn_write(session, model)  # the writer knows what it stored; other callers read again
+        elif self.models is not None:
             self.models.expire(session)
         if not 200 <= response.status_code < 300:
             status, error, detail = refusal(response.status_code, "this session")
@@ -185,8 +202,8 @@ class Proxy:
         encoding = raw.headers.get("Content-Encoding", "identity").lower()
         length = int(raw.headers["Content-Length"]) if raw.headers.get("Content-Length", "").isdigit() else None
         # Pages to inject into and the configured catalog/session JSON; any other JSON may be a stream.
-        readable = request.method == "GET" and status == 200 and (
-            mimetype == "text/html" or ("json" in mimetype and self.matches_catalog()))
+        readable = status == 200 and (
+            (mimetype == "text/html" and request.method == "GET") or ("json" in mimetype and self.matches_catalog()))
         if buffer and mimetype == "text/event-stream":  # a write answered with a stream: pass it on live
             buffer = False
         if (buffer or readable) and encoding in ("identity", "gzip", "deflate") and (length or 0) <= MAX_BUFFER:
