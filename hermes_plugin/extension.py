@@ -19,8 +19,10 @@ from flask import Flask, current_app, has_app_context, has_request_context, make
 from flask.wrappers import Response
 
 from . import api, inject, jsonpath, observe
+from .catalog_changes import CatalogChanges
 from .config import load_providers
 from .errors import ConfigError, InvalidModelId
+from .impact import DefaultModels, Impact, SessionIds
 from .models import validate_write_id
 from .names import EXTENSION
 from .picker import check_picker_adapter
@@ -228,6 +230,8 @@ class GuardState:
         # Last known price of every model seen: a retired model's price outlives its catalog entry.
         self.prices: dict[str, Price] = {}
         self.catalog.subscribe(self._catalog_changed)
+        self.changes = CatalogChanges(self.catalog)  # the status page's "changed since the last refresh"
+        self.impact = Impact(self)  # after each refresh: sessions and defaults on a model now gone
 
     def add_browser_writes(self, routes: Iterable[dict[str, str]]) -> None:
         """Declare write routes that no guarded view serves (``{"method", "url", "session", "model"}``), so the
@@ -439,6 +443,8 @@ class ModelGuard:
         self._setter: Callable[[str, str], Any] | None = None
         self._authorizers: list[Callable[[str, str | None], bool]] = []
         self._servable: list[Callable[[Models], str | None]] = []
+        self._session_ids: list[SessionIds] = []
+        self._default_models: list[DefaultModels] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._endpoints: dict[str, WriteSpec] = {}  # guard_endpoint(): endpoint -> where its write carries what
         self._endpoints_lock = threading.Lock()
@@ -484,6 +490,16 @@ class ModelGuard:
         user's answers to its prompts write through it, under the session's lock, audited like any write."""
         self._setter = setter
         return setter
+
+    def session_ids(self, source: SessionIds) -> SessionIds:
+        """Register ``source() -> iterable of session ids`` (or ``(id, stored model)`` pairs) for the impact report."""
+        self._session_ids.append(source)
+        return source
+
+    def default_models(self, source: DefaultModels) -> DefaultModels:
+        """Register ``source() -> {name: model}``: the host's default models, for the impact report."""
+        self._default_models.append(source)
+        return source
 
     def authorize(self, check: Callable[[str, str | None], bool]) -> Callable[[str, str | None], bool]:
         """Register ``check(action, session_id) -> bool`` for the plugin's own routes (False -> 403)."""

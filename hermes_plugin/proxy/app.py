@@ -16,6 +16,7 @@ from ..extension import ModelGuard, guard_write, host_problem
 from ..redact import printable
 from .config import ProxyConfig, load_config
 from .defaults import UpstreamDefault
+from .listing import defaults_source, session_source
 from .relay import CHUNK, UPSTREAM_ERRORS, Proxy
 from .servable import UpstreamModels
 from .urls import target_problem
@@ -59,6 +60,10 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
         guard.session_model(proxy.models)
     if cfg.upstream_models is not None:
         guard.servable(UpstreamModels(proxy, cfg.upstream_models))
+    if cfg.session_list is not None:
+        guard.session_ids(session_source(proxy, cfg.session_list))
+    if cfg.defaults:
+        guard.default_models(defaults_source(proxy, cfg.defaults))
     if cfg.default_model is not None:
         state.default_model_reader = UpstreamDefault(proxy, cfg.default_model, cfg.session_ttl)
     if cfg.session_write is not None:

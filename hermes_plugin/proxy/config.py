@@ -20,7 +20,7 @@ PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_url
               "session_ttl", "session_learn_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
               "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases", "session_write",
               "model_replacements", "max_price_ratio", "default_model", "new_session_model", "upstream_models",
-              "picker_adapter"}
+              "picker_adapter", "session_list", "defaults"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,25 @@ class UpstreamRead:
 
     url: str
     model: str
+
+
+@dataclass(frozen=True)
+class SessionList:
+    """How to list the upstream's sessions: ``GET url``, the list at ``sessions``, each item's id (and model)."""
+
+    url: str
+    sessions: str
+    session: str
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class DefaultRead:
+    """A default model of the upstream: ``GET url``, the model at ``model``, reported under ``name``."""
+
+    url: str
+    model: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -149,6 +168,8 @@ class ProxyConfig:
     model_aliases: list[str] = field(default_factory=list)
     upstream_models: UpstreamModelsRead | None = None  # asked before a kept model is forwarded
     picker_adapter: dict[str, str] | None = None  # how the page's custom (non-<select>) model picker works
+    session_list: SessionList | None = None  # the impact report's sessions
+    defaults: list[DefaultRead] = field(default_factory=list)  # the impact report's default models
     default_model: UpstreamRead | None = None  # where the upstream says which model new sessions get
     new_session_model: str = "default"
 
@@ -310,9 +331,53 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
         if not isinstance(table["pool_size"], int) or isinstance(table["pool_size"], bool) or table["pool_size"] < 1:
             raise ConfigError("[proxy] pool_size must be a positive integer")
         cfg.pool_size = table["pool_size"]
+    cfg.session_list = _session_list(table.get("session_list"))
+    cfg.defaults = _defaults(table.get("defaults", []))
     if cfg.writes and cfg.session_read is None:
         raise ConfigError("[proxy] writes need session_read: the guard must know a session's stored model")
     return cfg
+
+
+def _upstream_path(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        raise ConfigError(f"[proxy] {key} url must be a path on the upstream, starting with a single '/'")
+    return value
+
+
+def _path(value: Any, key: str) -> str:
+    try:
+        jsonpath.parse(value)
+    except jsonpath.PathError as exc:
+        raise ConfigError(f"[proxy] {key}: {exc}") from None
+    return str(value)
+
+
+def _session_list(table: Any) -> SessionList | None:
+    if table is None:
+        return None
+    if not isinstance(table, Mapping) or set(table) - {"url", "sessions", "session", "model"}:
+        raise ConfigError('[proxy] session_list must be {url = "/api/sessions", sessions = "sessions[]", '
+                          'session = "session_id", model = "model"}')
+    model = table.get("model")
+    return SessionList(_upstream_path(table.get("url"), "session_list"),
+                       _path(table.get("sessions", "[]"), "session_list sessions"),
+                       _path(table.get("session", "session_id"), "session_list session"),
+                       None if model is None else _path(model, "session_list model"))
+
+
+def _defaults(entries: Any) -> list[DefaultRead]:
+    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+        raise ConfigError("[proxy] defaults must be a list of tables {url, model, name}")
+    out = []
+    for entry in entries:
+        if set(entry) - {"url", "model", "name"}:
+            raise ConfigError(f"[proxy] defaults: unknown keys in {dict(entry)!r}")
+        model = _path(entry.get("model"), "defaults model")
+        name = entry.get("name", model)
+        if not isinstance(name, str) or not name:
+            raise ConfigError("[proxy] defaults name must be a non-empty string")
+        out.append(DefaultRead(_upstream_path(entry.get("url"), "defaults"), model, name))
+    return out
 
 
 def load_config(path: str | None = None, preset_name: str | None = None) -> ProxyConfig:
