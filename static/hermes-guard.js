@@ -93,7 +93,8 @@ function expose(off) {
     whenSettled: () => new Promise(r => pending.size ? waiters.push(r) : r()),
     userIntent: () => { markAt = now(); },
     state: () => ({ ...off, session: cur, model: stored() ?? null, held: held.length }),
-    learn: (s, m, v) => { setKnown(s, m, +v); s === cur && reapply(); }, // the notices script's writes
+    // The notices script's writes; the sessions part's new session (`shown`: the page now shows it).
+    learn: (s, m, v, shown) => { shown && setCurrent(s); setKnown(s, m, +v); s === cur && reapply(); },
     _internals: { toJsRegex, walk, parseConfig, decideIntent, canonical, sameModel },
   });
 }
