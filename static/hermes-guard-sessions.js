@@ -50,7 +50,8 @@ function classify(method, url) {
   let m;
   for (const e of cfg.writes)
     if (String(e.method || 'POST').toUpperCase() === method && (m = e.re.exec(target))) return { kind: 'write', e, m };
-  for (const e of cfg.sessions) if ((m = e.re.exec(target))) return { kind: 'session', e, m };
+  for (const e of cfg.sessions)
+    if (String(e.method || 'GET').toUpperCase() === method && (m = e.re.exec(target))) return { kind: 'session', e, m };
 }
 
 // A write's session and model (from the body or the URL), and a setter for a body model.

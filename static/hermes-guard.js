@@ -141,12 +141,13 @@ function classify(method, url) {
   let m;
   if (u.origin !== location.origin) return;
   method = (method || 'GET').toUpperCase();
-  for (const e of cfg.writes)
-    if ((e.method || 'POST').toUpperCase() === method && (m = e.re.exec(target))) return { kind: 'write', e, m };
+  // Each entry is tracked for its declared method only (writes default to POST, reads to GET).
+  const is = (e, dflt) => String(e.method || dflt).toUpperCase() === method && (m = e.re.exec(target));
+  for (const e of cfg.writes) if (is(e, 'POST')) return { kind: 'write', e, m };
   if (path === own || path.startsWith(own + '/'))
     return { kind: 'catalog', key: decode(path.slice(own.length + 1)) || 'hermes:catalog' };
   for (const e of [...cfg.live, ...cfg.static, ...cfg.sessions]) {
-    if (!(m = e.re.exec(target))) continue;
+    if (!is(e, 'GET')) continue;
     return { e, m, kind: e.kind === 'sessions' ? 'session' : 'catalog', key: group(m, 'provider') || `${e.kind}:${e.url}` };
   }
 }
