@@ -97,9 +97,12 @@ def test_reads_are_tracked_for_their_declared_method_only(
     until(chromium, "return !!window.hermesGuard", "no guard")
     # A catalog fetch is marked pending as it starts, in the same task: a GET to the POST-declared URL is not.
     assert chromium.execute_script("fetch('/rpc/models'); return hermesGuard.pending()") == []
-    assert chromium.execute_script(
-        "const x = new XMLHttpRequest(); x.open('GET', '/rpc/models'); x.send(); return hermesGuard.pending()"
-    ) == []
+    assert (
+        chromium.execute_script(
+            "const x = new XMLHttpRequest(); x.open('GET', '/rpc/models'); x.send(); return hermesGuard.pending()"
+        )
+        == []
+    )
     assert chromium.execute_script(
         "fetch('/rpc/models', {method: 'POST', body: '{}'}); return hermesGuard.pending()"
     ) == ["live:^/rpc/models$"]
