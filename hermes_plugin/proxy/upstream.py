@@ -1,0 +1,145 @@
+"""Kept-alive HTTP/1.1 connections to the upstream: one request written in one send, the answer parsed by http.client.
+
+The relay's hot path needs nothing of a general HTTP client (no redirects, retries, cookies, proxies, URL
+parsing): a connection is a socket, a request is bytes the caller assembled once, and the standard library
+parses the answer. ``pool_size`` idle connections are kept; a request that finds none opens its own, so a long
+stream never makes another request wait for a slot.
+"""
+
+from __future__ import annotations
+
+import http.client
+import select
+import socket
+import ssl
+from collections import deque
+from typing import Any
+from urllib.parse import urlsplit
+
+CHUNK = 64 * 1024
+SAFE_TO_RETRY = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Connection:
+    """One socket to the upstream; ``broken`` once it must not carry another request."""
+
+    __slots__ = ("sock", "fresh")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.fresh = sock, True
+
+    def dropped(self) -> bool:
+        """The upstream closed (or wrote unasked) while idle: readable now means it cannot take a request."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class UpstreamPool:
+    """Connections to one origin: ``get()`` an idle one or a new one, ``put()`` it back after a complete answer."""
+
+    def __init__(self, upstream: str, pool_size: int, connect_timeout: float, read_timeout: float) -> None:
+        parts = urlsplit(upstream)
+        self.https = parts.scheme == "https"
+        self.address = (parts.hostname or "localhost", parts.port or (443 if self.https else 80))
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self.size = pool_size
+        self.idle: deque[Connection] = deque()  # append/pop are atomic: no lock on the hot path
+        self.tls = ssl.create_default_context() if self.https else None
+
+    def get(self) -> Connection:
+        while True:
+            try:
+                conn = self.idle.pop()
+            except IndexError:
+                return self.connect()
+            if not conn.dropped():
+                conn.fresh = False
+                return conn
+            conn.close()
+
+    def put(self, conn: Connection) -> None:
+        if len(self.idle) < self.size:
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def connect(self) -> Connection:
+        sock = socket.create_connection(self.address, timeout=self.connect_timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a small request goes out at once
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.address[0])
+            sock.settimeout(self.read_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return Connection(sock)
+
+    def exchange(self, method: str, head: bytes, body: Any) -> tuple[Connection, http.client.HTTPResponse]:
+        """Send on a kept-alive connection; one the upstream closed meanwhile is retried once on a new one if
+        nothing could have reached it twice (a bodiless GET/HEAD/OPTIONS)."""
+        conn = self.get()
+        try:
+            return conn, send(conn, method, head, body)
+        except (ConnectionError, http.client.BadStatusLine):
+            conn.close()
+            if conn.fresh or method not in SAFE_TO_RETRY or body is not None:
+                raise
+        except BaseException:
+            conn.close()
+            raise
+        conn = self.connect()
+        try:
+            return conn, send(conn, method, head, body)
+        except BaseException:
+            conn.close()
+            raise
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+def send(conn: Connection, method: str, head: bytes, body: Any) -> http.client.HTTPResponse:
+    """Write the request (head, then the body: None, bytes, a sized reader or chunk iterator) and read the answer's head."""
+    sock = conn.sock
+    if body is None:
+        sock.sendall(head)
+    elif isinstance(body, (bytes, bytearray)):
+        sock.sendall(head + body if len(body) <= CHUNK else head)
+        if len(body) > CHUNK:
+            sock.sendall(body)
+    elif isinstance(body, SizedBody):
+        sock.sendall(head)
+        body.send_to(sock)
+    else:  # a chunked upload stays chunked
+        sock.sendall(head)
+        for chunk in body:
+            if chunk:
+                sock.sendall(b"%X\r\n%b\r\n" % (len(chunk), chunk))
+        sock.sendall(b"0\r\n\r\n")
+    response = http.client.HTTPResponse(sock, method=method)
+    response.begin()
+    return response
+
+
+class SizedBody:
+    """The client's body with its Content-Length: copied to the upstream in blocks as it arrives."""
+
+    __slots__ = ("stream", "length")
+
+    def __init__(self, stream: Any, length: int) -> None:
+        self.stream, self.length = stream, length
+
+    def send_to(self, sock: socket.socket) -> None:
+        left = self.length
+        while left > 0:
+            block = self.stream.read(min(CHUNK, left))
+            if not block:
+                raise http.client.IncompleteRead(b"", left)  # the client hung up mid-body
+            sock.sendall(block)
+            left -= len(block)
