@@ -49,27 +49,50 @@ class Passthrough:
         problem = host_problem(host, self.app.config["HERMES_PLUGIN_ALLOWED_HOSTS"])
         if problem is not None:
             return refuse(environ, start_response, 403, "host_not_allowed", problem)
-        if self.guarded(environ):
+        route = self.route(environ)
+        if route == "flask":
             return self.flask(environ, start_response)
+        if route == "read":
+            return self.read_through(environ, start_response)
         return self.relay(environ, start_response)
 
-    def guarded(self, environ: dict[str, Any]) -> bool:
-        """Whether the guard takes part in this request (then Flask serves it); decided as Flask would route it."""
+    def route(self, environ: dict[str, Any]) -> str:
+        """``flask`` (the guard decides the request), ``read`` (the guard reads the answer) or ``relay``."""
         # Flask's request.path: the WSGI path decoded as UTF-8, leading slashes collapsed to one.
         path = "/" + environ.get("PATH_INFO", "").encode("latin1").decode(errors="replace").lstrip("/")
         prefix = self.prefix
         if path == prefix or path.startswith(prefix + "/"):
-            return True  # the plugin's own routes
+            return "flask"  # the plugin's own routes
         if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            return True  # the WebSocket bridge
+            return "flask"  # the WebSocket bridge
         method = environ.get("REQUEST_METHOD", "GET").upper()
         if method in self.write_methods and any(m == method and url.search(path) for m, url in self.writes):
-            return True  # a guarded write
+            return "flask"  # a guarded write
         if "text/html" in environ.get("HTTP_ACCEPT", ""):
-            return True  # a page: the guard script is injected into it
+            return "read"  # a page: the guard script is injected into it
         query = environ.get("QUERY_STRING", "")
         target = f"{path}?{query.encode('latin1').decode(errors='replace')}" if query else path
-        return any(pattern.search(target) for pattern in self.identity)  # a catalog or session the guard reads
+        if any(pattern.search(target) for pattern in self.identity):
+            return "read"  # a catalog or session the guard learns from
+        return "relay"
+
+    def read_through(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
+        """A page or catalog read: relayed inside a Flask request context, so the app's hooks (the guard's
+        injection and catalog learning, the access log) run as they would for a view, without routing to one."""
+        app = self.app
+        environ["hermes_proxy.start"] = time.monotonic()
+        with app.request_context(environ):
+            try:
+                rv = app.preprocess_request()
+                if rv is None:
+                    try:
+                        rv = self.proxy.forward()
+                    except UPSTREAM_ERRORS as exc:
+                        rv = self.proxy.bad_gateway(exc)
+                response = app.finalize_request(rv)
+            except Exception as exc:  # as Flask itself answers a failing view: a logged 500
+                response = app.handle_exception(exc)
+            return response(environ, start_response)
 
     # -- the relay ------------------------------------------------------------------------------------
 
