@@ -1,15 +1,19 @@
 """Overhead of ``hermes-plugin proxy``: latency p50/p99 and throughput, proxy vs direct, in one run.
 
 One upstream app on a real loopback server; the proxy (``--preset hermes-webui`` routes) in front of it
-on another. For a JSON route, a 100 KB HTML page (the proxy injects the guard into it) and a streamed
-response (10 chunks of 10 KB), the same client measures both paths in interleaved rounds (A B B A ...)
-so drift in machine load hits both alike.
+on another. For a JSON route (a session read, which the proxy relays untouched), a 100 KB HTML page (the
+proxy injects the guard into it), a streamed response (10 chunks of 10 KB) and the static model catalog
+(the guard learns from it), the same http.client client measures every target in the same rounds, in
+rotating order, so drift in machine load hits them alike.
 
 ``--work-ms 5`` makes every upstream request wait 5 ms (a chat app's database or disk), and
 ``--gunicorn 4`` runs the upstream and the proxy each under ``gunicorn -w 4 -k gthread`` in their own
-processes instead of in this one; the proxy's CPU time per request is then read from ``/proc``.
+processes instead of in this one; the CPU time per request of each server (master + workers, from
+``/proc``) is then printed, the median over rounds (other jobs on a shared machine inflate single rounds).
+``--baseline CHECKOUT`` adds the proxy of another checkout (e.g. the main branch) as a third target.
 
     python bench/proxy_bench.py [--rounds 6] [--requests 200] [--threads 8] [--work-ms 5] [--gunicorn 4]
+                                [--proxy-threads T] [--baseline /work/main]
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from hermes_plugin.testing.servers import LoopbackServer
 
 PAGE = ("<!doctype html><html><head><title>chat</title></head><body><div class=msg>"
         + "lorem ipsum " * 8500 + "</div></body></html>")  # about 100 KB
-ROUTES = {"json": "/api/session?session_id=s1", "html": "/", "stream": "/stream"}
+ROUTES = {"json": "/api/session?session_id=s1", "html": "/", "stream": "/stream", "catalog": "/api/models"}
+GROUPS = [{"provider_id": f"p{p}", "models": [{"id": f"p{p}/model-{m}"} for m in range(20)]} for p in range(5)]
 
 
 def make_upstream(work_ms: float = 0.0) -> Flask:
@@ -49,6 +54,11 @@ def make_upstream(work_ms: float = 0.0) -> Flask:
     def session() -> dict[str, object]:
         do_work()
         return {"session": {"session_id": "s1", "model": "live/kimi-k2", "messages": list(range(20))}}
+
+    @app.get("/api/models")
+    def models() -> dict[str, object]:
+        do_work()
+        return {"groups": GROUPS}  # the static catalog: the guard reads it through the proxy
 
     @app.get("/")
     def page() -> Response:
@@ -198,14 +208,14 @@ def bench(args: argparse.Namespace, targets: dict[str, str], servers: dict[str, 
             run_round(target, path, args.threads * 4, args.threads)  # warm the pools
         latencies: dict[str, list[float]] = {side: [] for side in sides}
         rates: dict[str, list[float]] = {side: [] for side in sides}
-        cpu = dict.fromkeys(sides, 0.0)
+        cpu: dict[str, list[float]] = {side: [] for side in sides}
         for r in range(args.rounds):
             for side in sides[r % len(sides):] + sides[:r % len(sides)]:  # rotate who goes first
                 server = servers.get(side)
                 before = server.cpu_seconds() if server else 0.0
                 lat, rate = run_round(targets[side], path, args.requests, args.threads)
                 if server:
-                    cpu[side] += server.cpu_seconds() - before
+                    cpu[side].append((server.cpu_seconds() - before) / args.requests)
                 latencies[side].extend(lat)
                 rates[side].append(rate)
         direct_rate, direct_p50 = statistics.median(rates["direct"]), percentile(latencies["direct"], 0.5)
@@ -216,7 +226,7 @@ def bench(args: argparse.Namespace, targets: dict[str, str], servers: dict[str, 
             line = (f"{name:7} {side:8} {p50 * 1000:8.2f} {percentile(latencies[side], 0.99) * 1000:8.2f} "
                     f"{statistics.median(rates[side]):8.0f}   {extra:28}")
             if servers:
-                line += f"   {cpu[side] * 1000 / (args.rounds * args.requests):8.2f}"
+                line += f"   {statistics.median(cpu[side]) * 1000:8.2f}"
             print(line.rstrip(), flush=True)
 
 

@@ -100,7 +100,8 @@ class Proxy:
         self.timeouts = (cfg.connect_timeout, cfg.timeout)
         self.models = SessionModels(self, cfg.session_read, cfg.session_ttl) if cfg.session_read else None
         self.access = UpstreamAccess(self, cfg.auth_url, cfg.auth_ttl)
-        self.identity = [re.compile(e["url"]) for e in (*cfg.live_urls, *cfg.static_urls, *cfg.session_urls)]
+        # The catalogs the guard learns from; session URLs are only for the browser, so they pass untouched.
+        self.identity = [re.compile(e["url"]) for e in (*cfg.live_urls, *cfg.static_urls)]
 
     # -- requests to the upstream -------------------------------------------------------------------
 
