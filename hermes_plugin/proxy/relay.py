@@ -307,16 +307,21 @@ class Body:
     def __init__(self, raw: http.client.HTTPResponse, conn: Connection, pool: UpstreamPool,
                  on_close: Callable[[], None] | None = None) -> None:
         self.raw, self.conn, self.pool, self.on_close = raw, conn, pool, on_close
-        self.complete = self.closed = False
+        self.complete = self.released = self.closed = False
 
     def __iter__(self) -> Iterator[bytes]:
-        read1 = self.raw.read1
+        raw = self.raw
+        read1 = raw.read1
         try:
             while True:
                 chunk = read1(CHUNK)
                 if not chunk:
                     self.complete = True
+                    self.release()
                     return
+                if raw.isclosed():  # that was the last of it: free the connection before the client has it
+                    self.complete = True
+                    self.release()
                 yield chunk
         except Exception as exc:  # mid-stream the status is sent: just end
             log.warning("hermes-plugin proxy: upstream stream ended early: %s", type(exc).__name__)
@@ -338,10 +343,11 @@ class Body:
         self.complete = self.raw.isclosed() or not self.raw.read()
         self.close()
 
-    def close(self) -> None:
-        if self.closed:
+    def release(self) -> None:
+        """The connection back to the pool if the body was read to the end, else closed (it is mid-body)."""
+        if self.released:
             return
-        self.closed = True
+        self.released = True
         raw = self.raw
         if not self.complete and raw.isclosed():  # read to the end by a fixed-size read
             self.complete = True
@@ -351,6 +357,12 @@ class Body:
             self.pool.put(self.conn)
         else:
             self.conn.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.release()
         if self.on_close is not None:
             self.on_close()
 
