@@ -102,16 +102,16 @@ class Gunicorn:
         threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()  # type: ignore[union-attr]
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the master and its workers so far (Linux /proc)."""
-        tick = os.sysconf("SC_CLK_TCK")
+        """CPU time of the master and its workers so far: every thread's time on a CPU, in nanoseconds, from
+        ``/proc/<pid>/task/<tid>/schedstat`` (exact), else user + system clock ticks from ``/proc/<pid>/stat``
+        (sampled at each tick, which makes short bursts of work noisy)."""
         total = 0.0
         for pid in [self.proc.pid, *self._children()]:
             try:
-                with open(f"/proc/{pid}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
+                tasks = os.listdir(f"/proc/{pid}/task")
+                total += sum(_schedstat_seconds(f"/proc/{pid}/task/{tid}/schedstat") for tid in tasks)
             except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / tick
+                total += _stat_seconds(pid)
         return total
 
     def _children(self) -> list[int]:
@@ -124,6 +124,23 @@ class Gunicorn:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def _schedstat_seconds(path: str) -> float:
+    try:
+        with open(path) as handle:
+            return int(handle.read().split()[0]) / 1e9
+    except FileNotFoundError:  # a thread that ended meanwhile
+        return 0.0
+
+
+def _stat_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_round(base: str, path: str, n: int, threads: int) -> tuple[list[float], float]:
@@ -205,7 +222,7 @@ def bench(args: argparse.Namespace, targets: dict[str, str], servers: dict[str, 
     sides = list(targets)
     for name, path in ROUTES.items():
         for target in targets.values():
-            run_round(target, path, args.threads * 4, args.threads)  # warm the pools
+            run_round(target, path, args.requests, args.threads)  # warm every worker, thread and pool
         latencies: dict[str, list[float]] = {side: [] for side in sides}
         rates: dict[str, list[float]] = {side: [] for side in sides}
         cpu: dict[str, list[float]] = {side: [] for side in sides}
