@@ -88,7 +88,8 @@ class Gunicorn:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:0", "-w", str(workers), "-k", "gthread",
              "--threads", str(threads), "--chdir", here, "--keep-alive", "30", app],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+            cwd=here)  # "python -m" puts the working directory first on sys.path: it must not hold a checkout
         assert self.proc.stderr is not None
         booted, self.url = 0, ""
         for line in self.proc.stderr:
@@ -186,6 +187,7 @@ def main() -> None:
                         help="run upstream and proxy under gunicorn -w N (0: in this process)")
     parser.add_argument("--proxy-threads", type=int, default=0, metavar="T",
                         help="gunicorn --threads of the proxy (default: as many as client threads, at least 4)")
+    parser.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated, of {', '.join(ROUTES)}")
     parser.add_argument("--baseline", metavar="CHECKOUT",
                         help="also measure the proxy of another checkout (e.g. /work/main), same run, same client")
     args = parser.parse_args()
@@ -220,7 +222,8 @@ def bench(args: argparse.Namespace, targets: dict[str, str], servers: dict[str, 
     print(f"{'route':7} {'target':8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}   /direct req/s  added p50 ms"
           + ("   CPU ms/req (direct: the upstream's own)" if servers else ""))
     sides = list(targets)
-    for name, path in ROUTES.items():
+    for name in args.routes.split(","):
+        path = ROUTES[name]
         for target in targets.values():
             run_round(target, path, args.requests, args.threads)  # warm every worker, thread and pool
         latencies: dict[str, list[float]] = {side: [] for side in sides}
