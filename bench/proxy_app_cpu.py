@@ -74,7 +74,7 @@ def measure(upstream: str, route: str, requests: int, profile: bool = False) -> 
     if profiler:
         profiler.disable()
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
         print(out.getvalue(), file=sys.stderr)
     return spent * 1000 / requests
 
