@@ -1,4 +1,4 @@
-"""Issue #5 (3): 50 clients x N guarded writes against one session and across sessions, with and without
+"""RELIABILITY.md part 3: 50 clients x N guarded writes against one session and across sessions, with and without
 If-Match; prints lost updates and throughput (same code as tests/test_concurrency.py).
 
     python bench/concurrency_bench.py [--writes 100] [--clients 50]

@@ -1,4 +1,4 @@
-"""Issue #5 (4): kill -9 the `hermes-plugin demo` host at random points during writes and check the store.
+"""RELIABILITY.md part 4: kill -9 the `hermes-plugin demo` host at random points during writes and check the store.
 
     python bench/crash_safety.py [--trials 200]
 Same code as tests/test_crash_safety.py; prints how many kills, writes and outcomes.

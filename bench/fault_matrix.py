@@ -1,4 +1,4 @@
-"""Issue #5 (1): run the Chromium fault matrix (tests/e2e/test_fault_matrix.py) and print it as a table.
+"""RELIABILITY.md part 1: run the Chromium fault matrix (tests/e2e/test_fault_matrix.py) and print it as a table.
 
 Every cell is an asserting test; this command runs them and tabulates what each cell observed:
     python bench/fault_matrix.py

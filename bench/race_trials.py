@@ -265,7 +265,7 @@ def print_slow(trials: list[Trial]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100, help="trials per mode (default 100)")
-    parser.add_argument("--seed", type=int, default=1169, help="RNG seed (default 1169, the seed issue)")
+    parser.add_argument("--seed", type=int, default=1169, help="RNG seed (default 1169)")
     parser.add_argument("--max-latency-ms", type=int, default=1500)
     parser.add_argument("--modes", default="off,on", help="comma list of off,on")
     parser.add_argument("--verbose", action="store_true", help="list live-only trials not shown within one frame")

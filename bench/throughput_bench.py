@@ -1,4 +1,4 @@
-"""Throughput of host routes with ModelGuard vs without, in one run (DESIGN.md §7: ≥ 0.97 JSON, ≥ 0.90 HTML).
+"""Throughput of host routes with ModelGuard vs without, in one run (targets: ≥ 0.97 JSON, ≥ 0.90 HTML).
 
 Two apps with identical views, each on a real loopback server; a client thread pool drives them in
 interleaved rounds (A B B A ...) so drift in machine load hits both sides alike.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import checkout  # noqa: F401  (first: it lets a source checkout import hooks/ and static/)
 from .catalog import CatalogService
 from .errors import (
     ConfigError,

@@ -12,7 +12,7 @@ from flask_sock import Sock
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
-from . import script
+from . import history, script
 from . import ws as ws_module
 from .errors import UnknownProviderError
 from .names import EXTENSION
@@ -20,13 +20,16 @@ from .state import StateUnavailable
 
 MAX_SESSION_ID = 256
 ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               409: "conflict", 412: "stale_version", 413: "payload_too_large", 415: "unsupported_media_type"}
+               409: "conflict", 412: "stale_version", 413: "payload_too_large", 415: "unsupported_media_type",
+               428: "precondition_required"}
 # Which authorisation action each plugin endpoint asks for (``?refresh=1`` turns "catalog" into "refresh").
 ACTIONS = {
     "hermes_plugin.catalog_all": "catalog",
     "hermes_plugin.catalog_one": "catalog",
     "hermes_plugin.session_model": "session_model",
     "hermes_plugin.model_log": "model_log",
+    "hermes_plugin.model_set": "session_write",
+    "hermes_plugin.model_undo": "session_write",
     "hermes_plugin.websocket": "ws",
 }
 
@@ -96,6 +99,10 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
     def guard_script() -> Response:
         return script.response()
 
+    @bp.get("/static/hermes-notices.js")  # loaded by the guard only when it has something to tell the user
+    def notices_script() -> Response:
+        return script.response(script.NOTICES)
+
     @bp.get("/api/catalog")
     def catalog_all() -> Response:
         catalogs = state().catalog.catalogs(refresh=wants_refresh())
@@ -122,14 +129,20 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
             model, version = guard_state.session_version(session_id)
         except StateUnavailable as exc:
             return unavailable(exc)
-        availability = provider = reason = None
+        availability = provider = reason = replacement = price = None
         aliases: list[str] = []
         if model is not None:
             availability, provider, reason = guard_state.catalog.explain(model)
             aliases = guard_state.model_aliases(model, provider)
+            if availability == "absent":
+                replacement = guard_state.suggestion(model)
+            # A gone model's remembered price costs a shared-state read: only then is it looked up.
+            known = guard_state.price_of(model, remembered=availability == "absent")
+            price = known.to_json() if known is not None else None
         response = no_store(jsonify({
             "session": session_id, "model": model, "version": version,
             "availability": availability, "provider": provider, "reason": reason, "aliases": aliases,
+            "replacement": replacement, "price": price,
         }))
         response.set_etag(str(version))
         return response
@@ -144,6 +157,14 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
         except StateUnavailable as exc:
             return unavailable(exc)
         return no_store(jsonify({"session": session_id, "entries": entries}))
+
+    @bp.post("/api/sessions/<session_id>/model")
+    def model_set(session_id: str) -> Response:
+        return history.set_model(session_id)
+
+    @bp.post("/api/sessions/<session_id>/model/undo")
+    def model_undo(session_id: str) -> Response:
+        return history.undo(session_id)
 
     @sock.route("/ws", bp=bp, endpoint="websocket")
     def websocket(ws: Any) -> None:

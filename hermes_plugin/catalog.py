@@ -27,6 +27,7 @@ from .errors import (
 from .http import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, ProviderHTTP, make_cached_session
 from .models import Model, to_model, to_models
 from .plugins import PROVIDER_ID, ProviderSpec, collect_registrations, make_plugin_manager
+from .prices import Price
 from .redact import contains_secret, redact, source_secrets
 from .state import LockTimeout, StateStore, StateUnavailable
 
@@ -49,9 +50,13 @@ class CatalogModel:
     id: str
     label: str | None
     source: str  # "static" | "live"
+    price: Price | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "label": self.label or self.id, "source": self.source}
+        out: dict[str, Any] = {"id": self.id, "label": self.label or self.id, "source": self.source}
+        if self.price is not None:
+            out["price"] = self.price.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,8 @@ class _Provider:
     fresh_until: float = 0.0  # wall clock: no refetch before this (the cache lifetime)
     retry_at: float = 0.0  # monotonic: no new attempt before this after a failure
     next_refresh: float = 0.0  # monotonic: no forced refresh before this
+    # Last price the provider gave each model: a host's own list (observed) rarely repeats the prices.
+    prices: dict[str, Price] = field(default_factory=dict)
 
 
 @dataclass
@@ -242,6 +249,7 @@ class CatalogService:
                 if ok:
                     prov.observed_static = parsed
             elif ok and parsed:
+                _remember_prices(prov, parsed)
                 prov.live, prov.state, prov.confirmed = parsed, "fresh", True
                 prov.fetched_at, prov.error = time.time(), None
                 prov.fresh_until = prov.fetched_at + self._expire_after(prov)
@@ -355,6 +363,7 @@ class CatalogService:
         with prov.lock:
             if result.models is not None:
                 prov.live = result.models
+                _remember_prices(prov, result.models)
                 prov.state = "stale" if result.stale else "fresh"
                 prov.confirmed = not result.stale
                 prov.fetched_at = result.fetched_at
@@ -508,13 +517,17 @@ def _validated(items: Any) -> list[Model]:
     return list(models.values())
 
 
+def _remember_prices(prov: _Provider, models: Iterable[Model]) -> None:
+    prov.prices.update({model.id: model.price for model in models if model.price is not None})
+
+
 def _snapshot(prov: _Provider) -> ProviderCatalog:
     """Build the immutable view; the caller holds ``prov.lock``."""
     merged: dict[str, CatalogModel] = {}
     for model in [*prov.spec.static, *prov.observed_static]:
-        merged.setdefault(model.id, CatalogModel(model.id, model.label, "static"))
+        merged.setdefault(model.id, CatalogModel(model.id, model.label, "static", model.price or prov.prices.get(model.id)))
     for model in prov.live or ():
-        merged.setdefault(model.id, CatalogModel(model.id, model.label, "live"))
+        merged.setdefault(model.id, CatalogModel(model.id, model.label, "live", model.price or prov.prices.get(model.id)))
     if prov.future is not None:
         state = "pending"
     elif prov.state == "new":
@@ -567,7 +580,7 @@ def _without_secrets(models: list[Model], secrets: list[str]) -> list[Model]:
         if contains_secret(model.id, secrets):
             continue
         if model.label is not None and contains_secret(model.label, secrets):
-            model = Model(model.id, redact(model.label, secrets))
+            model = Model(model.id, redact(model.label, secrets), model.price)
         kept.append(model)
     if models and not kept:
         raise ProviderResponseError("every model id returned contains a credential")

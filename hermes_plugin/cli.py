@@ -30,7 +30,7 @@ class CLIError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(" ".join(message.split()))  # multi-line messages would break the one-line promise
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # a ClassVar in newer click; per instance here
 
 
 class _Group(click.Group):

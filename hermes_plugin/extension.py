@@ -22,6 +22,8 @@ from .errors import ConfigError, InvalidModelId
 from .models import validate_write_id
 from .names import EXTENSION
 from .plugins import make_plugin_manager
+from .prices import Price, ratio
+from .replacements import Replacements, check_table
 from .state import REDIS_SCHEMES, StateUnavailable, open_store
 from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, Versions, decide, needs_availability
 from .ws import fleet_message
@@ -58,8 +60,12 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_ALLOWED_HOSTS": None,
     "HERMES_PLUGIN_MODEL_ALIASES": [],
     "HERMES_PLUGIN_READABLE_SCRIPT": False,
+    "HERMES_PLUGIN_MODEL_REPLACEMENTS": {},
+    "HERMES_PLUGIN_MAX_PRICE_RATIO": 1.0,
 }
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+# Decisions the page must show the user: a change made without them (with Undo), or a choice to ask them.
+NOTICES = {"model_absent": "changed", "replacement_suggested": "ask", "price_increase": "ask"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,10 @@ def _check_config(config: Any) -> None:
                 "HERMES_PLUGIN_MAX_OBSERVED"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ConfigError(f"{key} must be a positive integer")
+    check_table(config["HERMES_PLUGIN_MODEL_REPLACEMENTS"])
+    max_ratio = config["HERMES_PLUGIN_MAX_PRICE_RATIO"]
+    if not isinstance(max_ratio, (int, float)) or isinstance(max_ratio, bool) or not max_ratio > 0:
+        raise ConfigError("HERMES_PLUGIN_MAX_PRICE_RATIO must be a positive number (1.0: no automatic price rise)")
     timeout = config["HERMES_PLUGIN_LOCK_TIMEOUT"]
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
         raise ConfigError("HERMES_PLUGIN_LOCK_TIMEOUT must be a positive number of seconds")
@@ -170,6 +180,9 @@ class GuardState:
         self.page_session_names: frozenset[str] | None = None  # inject.page_session
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
         self._browser_writes: list[dict[str, str]] = []  # write routes no view declares (the reverse proxy's)
+        self.replacements = Replacements(check_table(config["HERMES_PLUGIN_MODEL_REPLACEMENTS"]), self.pm)
+        # Last known price of every model seen: a retired model's price outlives its catalog entry.
+        self.prices: dict[str, Price] = {}
         self.catalog.subscribe(self._catalog_changed)
 
     def add_browser_writes(self, routes: Iterable[dict[str, str]]) -> None:
@@ -183,7 +196,54 @@ class GuardState:
 
     def _catalog_changed(self, catalog: Any) -> None:
         # Local only: every worker settles its own copy (an invalidation makes the others re-read) and tells its tabs.
+        self.remember_prices(catalog)
         self.hub.publish({"type": "catalog", "provider": catalog.id, "state": catalog.state}, fleet=False)
+
+    def remember_prices(self, catalog: Any) -> None:
+        """Keep the prices a catalog carries, here and in the shared store, so they outlive the models."""
+        seen = {model.id: model.price for model in catalog.models if model.price is not None}
+        if not seen or all(self.prices.get(mid) == price for mid, price in seen.items()):
+            return
+        self.prices.update(seen)
+        try:
+            record = self.store.get(f"prices:{catalog.id}") or {}
+            record.update({mid: [price.input, price.output] for mid, price in seen.items()})
+            self.store.put(f"prices:{catalog.id}", record)
+        except StateUnavailable as exc:
+            log.warning("hermes-plugin: could not share the prices of %s: %s", catalog.id, exc)
+
+    def price_of(self, model: str, remembered: bool = True) -> Price | None:
+        """The model's price from a catalog now, else (``remembered``) the last one seen by this or another
+        worker: what a retired model cost."""
+        providers = self.catalog.provider_ids()
+        for provider in providers:
+            for entry in self.catalog.snapshot(provider).models:
+                if entry.id == model and entry.price is not None:
+                    return entry.price  # type: ignore[no-any-return]
+        if not remembered:
+            return None
+        if model in self.prices:
+            return self.prices[model]
+        try:
+            for provider in providers:  # one small read per provider, never a scan of the shared store
+                value = (self.store.get(f"prices:{provider}") or {}).get(model)
+                if isinstance(value, list) and len(value) == 2:
+                    return Price(float(value[0]), float(value[1]))
+        except (StateUnavailable, TypeError, ValueError):
+            return None
+        return None
+
+    def suggestion(self, model: str) -> str | None:
+        """The retirement map's replacement to offer for a confirmed-absent ``model``."""
+        return self.replacements.suggest(model, lambda candidate: str(self.catalog.explain(candidate)[0]))
+
+    def write_model(self, session: str, model: str) -> None:
+        """Store ``model`` for ``session`` through the host's setter (``@guard.session_model_setter``)."""
+        setter = self.guard._setter
+        if setter is None:
+            raise WriteRefused(501, "not_supported", "this host registered no session_model_setter: the plugin "
+                               "cannot change a session's model itself")
+        setter(session, model)
 
     def session_lock(self, session: str) -> Any:
         """The per-session lock every worker honours: version check, the view's write and the re-read in one step."""
@@ -290,6 +350,7 @@ class ModelGuard:
     def __init__(self, app: Flask | None = None) -> None:
         self._reader: Callable[[str], str | None] | None = None
         self._version_reader: Callable[[str], Any] | None = None
+        self._setter: Callable[[str, str], Any] | None = None
         self._authorizers: list[Callable[[str, str | None], bool]] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._bp, self._sock = api.make_blueprint(self._authorized)
@@ -320,6 +381,12 @@ class ModelGuard:
         ``updated_at``): the ETag then also moves when the host changes the session, not only its model."""
         self._version_reader = reader
         return reader
+
+    def session_model_setter(self, setter: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+        """Register ``setter(session_id, model)`` that stores a session's model: the plugin's undo and the
+        user's answers to its prompts write through it, under the session's lock, audited like any write."""
+        self._setter = setter
+        return setter
 
     def authorize(self, check: Callable[[str, str | None], bool]) -> Callable[[str, str | None], bool]:
         """Register ``check(action, session_id) -> bool`` for the plugin's own routes (False -> 403)."""
@@ -483,14 +550,17 @@ def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], 
         response.set_etag(str(version))
         return response
     availability = state.availability(stored) if stored and needs_availability(stored, proposed, intent) else None
-    decision = decide(stored, proposed, intent, availability, on_keep, session)
+    replacement = price_ratio = None
+    if availability == "absent":  # only an automatic switch away from a gone model looks at the map and prices
+        assert stored is not None and proposed is not None
+        replacement = state.suggestion(stored)
+        price_ratio = ratio(state.price_of(stored), state.price_of(proposed))
+    decision = decide(stored, proposed, intent, availability, on_keep, session, replacement=replacement,
+                      price_ratio=price_ratio, max_price_ratio=float(state.config["HERMES_PLUGIN_MAX_PRICE_RATIO"]))
     state.notify(decision)
     if decision.outcome == "reject":
         state.audit.record(decision, stored)
-        response = api.json_error(
-            409, "model_write_rejected", f"kept the stored model {stored!r}: {decision.reason}",
-            reason=decision.reason, stored_model=stored, proposed_model=proposed,
-        )
+        response = refusal(decision)
     else:
         if decision.outcome == "keep":
             _keep_in_request(body, spec.model, stored)  # type: ignore[arg-type]
@@ -499,9 +569,28 @@ def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], 
             version = _record(state, decision, stored, version)
     if decision.outcome in ("keep", "reject"):
         response.headers["X-Hermes-Model-Kept"] = decision.reason
+    notice = NOTICES.get(decision.reason)
+    if notice and (notice == "ask" or response.status_code < 400):  # the page tells the user (the guard's notices script)
+        response.headers["X-Hermes-Notice"] = notice
     response.headers["X-Hermes-Decision"] = decision.outcome
     response.set_etag(str(version))
     return response
+
+
+def refusal(decision: Decision) -> Response:
+    """The 409 for a refused automatic write: a stable error code and why, in words."""
+    stored, proposed = decision.stored, decision.proposed
+    extra: dict[str, Any] = {"reason": decision.reason, "stored_model": stored, "proposed_model": proposed}
+    if decision.replacement is not None:
+        extra["replacement"] = decision.replacement
+    if decision.reason == "price_increase":
+        shown = "more" if decision.price_ratio == float("inf") else f"{decision.price_ratio:.2f} times as much"
+        return api.json_error(409, "price_increase", f"kept the stored model {stored!r}: {proposed!r} costs {shown} "
+                              "and an automatic switch may not raise the price; the user must choose it",
+                              price_ratio=None if decision.price_ratio == float("inf") else decision.price_ratio,
+                              **extra)
+    return api.json_error(409, "model_write_rejected", f"kept the stored model {stored!r}: {decision.reason}",
+                          **extra)
 
 
 def _record(state: GuardState, decision: Decision, stored: str | None, version: int) -> int:

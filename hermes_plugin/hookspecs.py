@@ -33,3 +33,9 @@ def model_write_decided(decision: Any) -> None:
 @hookspec(firstresult=True)
 def authorize_request(request: Any, action: str, session_id: str | None) -> bool | None:
     """Allow (True) or refuse (False) a request to one of the plugin's routes; None defers."""
+
+
+@hookspec
+def hermes_plugin_model_replacements() -> dict[str, str] | None:
+    """Map retired model ids to suggested replacements (``{"openai/gpt-4o": "openai/gpt-4.1"}``); the
+    page offers the suggestion when a session's stored model is confirmed absent. None adds nothing."""

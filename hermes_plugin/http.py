@@ -151,7 +151,7 @@ class BoundedAdapter(HTTPAdapter):
         except BaseException:
             response.close()
             raise
-        response._content_consumed = True
+        response._content_consumed = True  # type: ignore[attr-defined]  # private: newer requests stubs omit it
         response.close()  # content is consumed: this only returns the connection to the pool
         return response
 

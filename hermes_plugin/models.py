@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidModelId, ProviderResponseError
+from .prices import Price, parse_price
 
 MAX_MODEL_ID_LENGTH = 256
 MAX_LABEL_LENGTH = 512
@@ -21,6 +22,7 @@ class Model:
 
     id: str
     label: str | None = None
+    price: Price | None = None  # dollars per million tokens, when the provider publishes it
 
     @property
     def display(self) -> str:
@@ -64,11 +66,12 @@ def clean_label(value: Any) -> str | None:
 def to_model(item: Any) -> Model:
     """Coerce one catalog item (``str``, ``Model`` or ``{"id", "label"}``) into a validated Model."""
     if isinstance(item, Model):
-        return Model(validate_catalog_id(item.id), clean_label(item.label))
+        return Model(validate_catalog_id(item.id), clean_label(item.label), item.price)
     if isinstance(item, str):
         return Model(validate_catalog_id(item))
     if isinstance(item, dict) and "id" in item:
-        return Model(validate_catalog_id(item["id"]), clean_label(item.get("label") or item.get("name")))
+        return Model(validate_catalog_id(item["id"]), clean_label(item.get("label") or item.get("name")),
+                     parse_price(item))
     raise InvalidModelId(f"not a model: {type(item).__name__}")
 
 

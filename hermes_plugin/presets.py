@@ -25,6 +25,9 @@ HERMES_WEBUI: dict[str, Any] = {
     # The raw stored model: no message payload, no display-time resolution of the id.
     "session_read": {"url": "/api/session?session_id={session}&messages=0&resolve_model=0", "model": "session.model"},
     "session_urls": [{"url": SESSION_URL, "model": "session.model", "session": "session.session_id"}],
+    # The app's own model write, replayed by the proxy for undo and the user's answers to its prompts.
+    "session_write": {"method": "POST", "url": "/api/session/update",
+                      "body": {"session_id": "{session}", "model": "{model}"}},
     "writes": [
         {"method": "POST", "url": r"^/api/session/update$", "session": "session_id", "model": "model"},
         {"method": "POST", "url": r"^/api/session/new$", "model": "model"},

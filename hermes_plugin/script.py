@@ -13,19 +13,20 @@ import importlib.resources
 from flask import Response, current_app, request
 
 SCRIPT = "hermes-guard.js"
+NOTICES = "hermes-notices.js"  # the notices and prompts, loaded by the guard only when it needs them
 
 
-def source() -> str:
-    """The readable guard script as shipped in the package."""
-    return (importlib.resources.files("hermes_plugin.static") / SCRIPT).read_text(encoding="utf-8")
+def source(name: str = SCRIPT) -> str:
+    """A readable script as shipped in the package."""
+    return (importlib.resources.files("hermes_plugin.static") / name).read_text(encoding="utf-8")
 
 
 @functools.cache
-def minified() -> str:
+def minified(name: str = SCRIPT) -> str:
     """The served build: the source without comments and spaces, computed once."""
     import rjsmin  # only when a page first asks for the script
 
-    return str(rjsmin.jsmin(source()))
+    return str(rjsmin.jsmin(source(name)))
 
 
 @functools.cache
@@ -37,10 +38,13 @@ def served(readable: bool) -> str:
     return source() if readable else minified()
 
 
-def response() -> Response:
-    """``GET <prefix>/static/hermes-guard.js``: the minified build, or the source in debug."""
+def response(name: str = SCRIPT) -> Response:
+    """``GET <prefix>/static/<name>``: the minified build, or the source in debug."""
     readable = bool(current_app.debug or current_app.config.get("HERMES_PLUGIN_READABLE_SCRIPT"))
-    text = served(readable)
+    if name == SCRIPT:
+        text = served(readable)  # tests swap this one for an older guard build
+    else:
+        text = source(name) if readable else minified(name)
     resp = Response(text, mimetype="text/javascript")
     resp.set_etag(_etag(text))
     resp.headers["Cache-Control"] = "no-cache"  # revalidated by ETag: a new package version is picked up at once

@@ -23,12 +23,16 @@ class Decision:
     """What the guard decided for one write proposing ``proposed`` where ``stored`` is saved."""
 
     outcome: Outcome
-    reason: str  # same | user | no_stored_model | model_present | catalog_unknown | model_absent
+    # same | user | no_stored_model | model_present | catalog_unknown | model_absent | replacement_suggested |
+    # price_increase | undo | replacement | price_accepted | pick (the last four: the plugin's own set API)
+    reason: str
     session: str | None = None
     stored: str | None = None
     proposed: str | None = None
     intent: Intent = "user"
     availability: str | None = None  # of the stored model: present | absent | unknown (None when not asked)
+    replacement: str | None = None  # the retirement map's suggestion for an absent stored model
+    price_ratio: float | None = None  # proposed model's price / stored model's, when both are known
 
     @property
     def changes_model(self) -> bool:
@@ -45,8 +49,13 @@ def needs_availability(stored: str | None, proposed: str | None, intent: str) ->
 
 
 def decide(stored: str | None, proposed: str | None, intent: str, availability: str | None,
-           on_keep: str = "keep", session: str | None = None) -> Decision:
-    """The decision table (the If-Match row is checked by the caller before this)."""
+           on_keep: str = "keep", session: str | None = None, *, replacement: str | None = None,
+           price_ratio: float | None = None, max_price_ratio: float = 1.0) -> Decision:
+    """The decision table (the If-Match row is checked by the caller before this).
+
+    An automatic write replacing a confirmed-absent model is refused when it raises the price by more than
+    ``max_price_ratio``, and kept when the retirement map has a suggestion: the user answers, not the page.
+    """
     if intent not in INTENTS:
         raise ValueError(f"intent must be one of {INTENTS}, got {intent!r}")
     if on_keep not in ON_KEEP:
@@ -59,11 +68,33 @@ def decide(stored: str | None, proposed: str | None, intent: str, availability: 
     if intent == "user":
         return Decision("pass", "user", availability=availability, **common)  # type: ignore[arg-type]
     if availability == "absent":
-        return Decision("fallback", "model_absent", availability=availability, **common)  # type: ignore[arg-type]
+        extra = {"availability": availability, "replacement": replacement, "price_ratio": price_ratio}
+        if price_ratio is not None and price_ratio > max_price_ratio:
+            return Decision("reject", "price_increase", **extra, **common)  # type: ignore[arg-type]
+        if replacement is not None:
+            kept: Outcome = "keep" if on_keep == "keep" else "reject"
+            return Decision(kept, "replacement_suggested", **extra, **common)  # type: ignore[arg-type]
+        return Decision("fallback", "model_absent", **extra, **common)  # type: ignore[arg-type]
     # Anything but a confirmed absence keeps the stored model: "unknown" must never rewrite a session.
     reason = "model_present" if availability == "present" else "catalog_unknown"
     outcome: Outcome = "keep" if on_keep == "keep" else "reject"
     return Decision(outcome, reason, availability=availability or "unknown", **common)  # type: ignore[arg-type]
+
+
+def actor(decision: Decision) -> str:
+    """Who made the change: ``user`` (a pick or an answer), ``page`` (an automatic write let through) or
+    ``server`` (the guard kept or refused the page's proposal)."""
+    if decision.outcome in ("keep", "reject"):
+        return "server"
+    return "user" if decision.intent == "user" else "page"
+
+
+def last_change(entries: list[dict[str, Any]], current: str | None) -> dict[str, Any] | None:
+    """The newest log entry that changed the model to ``current``: what an undo reverts."""
+    for entry in reversed(entries):
+        if entry.get("new") != entry.get("old"):
+            return entry if entry.get("new") == current else None
+    return None
 
 
 class Versions:
@@ -133,10 +164,10 @@ class AuditLog:
 
     @staticmethod
     def entry(decision: Decision, new: str | None, at: float | None = None) -> dict[str, Any]:
-        """The log entry for ``decision`` (not yet stored)."""
+        """The log entry for ``decision`` (not yet stored): what changed, who (``by``) and why (``reason``)."""
         if decision.session is None:
             raise ValueError("cannot audit a write without a session")
-        return {
+        entry = {
             "time": time.time() if at is None else at,
             "old": decision.stored,
             "new": new,
@@ -144,7 +175,13 @@ class AuditLog:
             "intent": decision.intent,
             "outcome": decision.outcome,
             "reason": decision.reason,
+            "by": actor(decision),
         }
+        if decision.replacement is not None:
+            entry["replacement"] = decision.replacement
+        if decision.price_ratio is not None:
+            entry["price_ratio"] = round(decision.price_ratio, 4) if decision.price_ratio != float("inf") else None
+        return entry
 
     def entries(self, session: str) -> list[dict[str, Any]]:
         """Oldest first; an unknown session has none."""

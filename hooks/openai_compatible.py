@@ -41,8 +41,10 @@ class OpenAICompatible:
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise ProviderResponseError('expected {"data": [...]} from GET /models')
-        # Labels from "name" (OpenRouter, LM Studio); bad items are skipped by the catalog's validation.
-        return [{"id": item["id"], "label": item.get("name") if isinstance(item.get("name"), str) else None}
+        # Labels from "name" (OpenRouter, LM Studio), prices from "pricing" where the server publishes them;
+        # bad items are skipped by the catalog's validation.
+        return [{"id": item["id"], "label": item.get("name") if isinstance(item.get("name"), str) else None,
+                 "pricing": item.get("pricing")}
                 for item in items if isinstance(item, dict) and "id" in item]
 
 

@@ -3,7 +3,7 @@
 // source; the package serves a minified build of it.
 (() => {
 'use strict';
-const W = window, D = document;
+const W = window, D = document, nonce = D.currentScript?.nonce;
 // Injected by the extension and also included by the host: the second copy must not wrap fetch again.
 if (W.hermesGuard) return;
 
@@ -94,6 +94,7 @@ function expose(off) {
     whenSettled: () => new Promise(r => pending.size ? waiters.push(r) : r()),
     userIntent: () => { markAt = now(); },
     state: () => ({ ...off, session: cur, model: stored() ?? null, held: held.length }),
+    learn: (s, m, v) => { setKnown(s, m, +v); s === cur && reapply(); }, // the notices script's writes
     _internals: { toJsRegex, walk, parseConfig, decideIntent, canonical, sameModel },
   });
 }
@@ -303,7 +304,15 @@ async function checkUnavailable(s = cur) {
   const info = await sessionModel(s);
   if (cur !== s || pending.size || stored() == null) return;
   if (info.availability === 'unknown') unavailable = { s, m: stored(), why: str(info.reason, '') };
+  if (info.replacement) tell({ session: s, note: 'ask' });
   reapply();
+}
+
+// Notices and prompts live in their own script, loaded the first time there is something to tell.
+function tell(d) {
+  const q = W.hermesNoticeQueue ||= [];
+  if (q.push(d) < 2) D.head.append(Object.assign(D.createElement('script'), { src: cfg.prefix + '/static/hermes-notices.js', nonce }));
+  W.hermesNotices?.();
 }
 
 // ---- user intent ----
@@ -381,9 +390,11 @@ function hold(w, send) {
 const unhold = h => held.includes(h) && held.splice(held.indexOf(h), 1);
 
 // The server kept the stored model: the picker goes back to it, visibly, if it showed the other one.
-function afterWrite(w, kept) {
+// A change let through without the user, or one the user must decide, goes to the notices script.
+function afterWrite(w, header) {
+  const kept = header(KEPT_HEADER), note = header('X-Hermes-Notice'), proposed = w.detail.model, s = w.session;
+  if (note) return tell({ ...w.detail, note });
   if (!kept) return;
-  const proposed = w.detail.model, s = w.session;
   const showedProposal = () => selects().find(sel => sameModel(sel.value, proposed) && !sameModel(sel.value, known.get(s)));
   const before = showedProposal();
   emit('write-kept', { ...w.detail, reason: kept });
@@ -424,7 +435,7 @@ async function fetchWrite(c, input, init) {
     warn(e);
     return originalFetch.call(W, input, init);
   }
-  const send = () => originalFetch.call(W, input, i).then(r => (safely(() => afterWrite(w, r.headers.get(KEPT_HEADER))), r));
+  const send = () => originalFetch.call(W, input, i).then(r => (safely(() => afterWrite(w, h => r.headers.get(h))), r));
   if (!w.hold) return send();
   return new Promise((resolve, reject) => {
     const signal = i.signal || req?.signal, h = hold(w, () => send().then(resolve, reject));
@@ -484,7 +495,7 @@ if (XP) Object.assign(XP, {
       const w = describeWrite(c, typeof body === 'string' && body, i.intent);
       if (w.intent === 'auto') followSession(w.session);
       if (!i.intent) setRequestHeader.call(x, INTENT_HEADER, w.intent);
-      x.addEventListener('load', () => afterWrite(w, x.getResponseHeader(KEPT_HEADER)));
+      x.addEventListener('load', () => afterWrite(w, h => x.getResponseHeader(h)));
       if (w.hold && !i.sync) return i.held = hold(w, () => { i.held = null; send.apply(x, args); });
     });
     if (!waiting) return send.apply(x, args);

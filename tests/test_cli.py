@@ -6,7 +6,6 @@ import json
 import os
 import pty
 import select
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
-from support.processes import ServingCommand
+from support.processes import ServingCommand, console_script
 from support.sample_plugin import install_sample_plugin
 
 from hermes_plugin.cli import cli
@@ -74,10 +73,8 @@ def script_env(**extra: str) -> dict[str, str]:
 
 def script(*args: str, **popen: Any) -> subprocess.CompletedProcess[str]:
     """Run the installed ``hermes-plugin`` console script in a fresh process."""
-    exe = shutil.which("hermes-plugin")
-    assert exe, "the hermes-plugin console script is not installed (pip install -e .)"
     popen.setdefault("env", script_env())
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, **popen)
+    return subprocess.run([console_script(), *args], capture_output=True, text=True, timeout=120, **popen)
 
 
 def by_id(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -264,8 +261,7 @@ def test_unknown_provider(config: Path, provider: FakeProvider) -> None:
 
 
 def test_progress_indicator_on_a_terminal(config: Path, provider: FakeProvider) -> None:
-    exe = shutil.which("hermes-plugin")
-    assert exe
+    exe = console_script()
     provider.latency = 3600  # hold the live fetch until the test has seen the spinner
     master, slave = pty.openpty()
     proc = subprocess.Popen([exe, "--config", str(config), "--cache", "memory", "catalog", "local", "--json"],
@@ -351,9 +347,7 @@ def test_errors_and_help_never_print_a_traceback(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("guard", [True, False])
 def test_demo_command_serves_until_interrupted(tmp_path: Path, guard: bool) -> None:
-    exe = shutil.which("hermes-plugin")
-    assert exe
-    args = [exe, "demo", "--port", "0", "--latency", "0", "--data", str(tmp_path / "data")]
+    args = [console_script(), "demo", "--port", "0", "--latency", "0", "--data", str(tmp_path / "data")]
     with ServingCommand(args + ([] if guard else ["--no-guard"]), env=script_env()) as demo:
         # The demo prints its URL once it listens; ServingCommand waited for that line and the open port.
         assert demo.banner.startswith(f"hermes-plugin demo, guard {'on' if guard else 'OFF'}: http://127.0.0.1:")

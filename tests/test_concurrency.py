@@ -1,11 +1,11 @@
-"""Issue #5 (3): many clients racing guarded writes, with and without If-Match; two tabs racing (S9).
+"""RELIABILITY.md part 3: many clients racing guarded writes, with and without If-Match; two tabs racing (S9).
 
 A "lost update" is a successful write based on a version that another successful write had already
 consumed: both clients read version n, both were told "written", and one of them was silently
 overwritten. With If-Match the guard must make that count 0; without it the count is reported for
 contrast (not asserted: how often unversioned writers collide depends on scheduling).
 
-Scale: ``HERMES_RELIABILITY=1`` (``tox -e reliability``) runs the issue's full figures (50 clients x
+Scale: ``HERMES_RELIABILITY=1`` (``tox -e reliability``) runs the long-run figures (50 clients x
 100 writes, S9 x 50); CI runs 50 clients x 10 writes and S9 x 5. ``bench/concurrency_bench.py`` prints
 the table from the same code.
 """
@@ -153,18 +153,8 @@ def test_s9_two_tabs_racing_repeated(demo_host, repeat):  # noqa: F811
     """S9 again and again: tab 2's automatic write after tab 1's pick is kept back; tab 2 follows tab 1."""
     opus, gpt4o = "openrouter/claude-opus", "openrouter/gpt-4o"
     host: DemoHost = demo_host()
-    tab1 = host.page("opus")
-    tab1.finish()
-    tab2 = host.new_tab("opus")
-    tab2.finish()
-    tab1.pick_native(gpt4o)
-    host.writes.wait_for_writes(1, where=lambda w: w.model == gpt4o and w.intent == "user")
-    tab2.wait_js("return document.getElementById('modelSelect').value === arguments[0]", gpt4o,
-                 message="tab 2 never followed tab 1's pick")
-    result = tab2.focus().driver.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "demo.persistModel(arguments[0]).then(done, e => done(String(e)));", opus)
-    tab2.finish()
+    tab1, tab2, result = host.race_two_tabs("opus", stored=opus, pick=gpt4o)
+    assert [w.decision for w in host.writes.writes if w.model == opus] == ["keep"]  # tab 2's write, kept back
     assert result["session"]["model"] == gpt4o
     assert host.stored("opus") == gpt4o
     assert tab1.value == gpt4o and tab2.value == gpt4o

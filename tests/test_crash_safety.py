@@ -1,4 +1,4 @@
-"""Issue #5 (4): kill -9 the demo host (``hermes-plugin demo`` in a subprocess) in the middle of writes.
+"""RELIABILITY.md part 4: kill -9 the demo host (``hermes-plugin demo`` in a subprocess) in the middle of writes.
 
 Each trial starts the real CLI on one data directory, lets eight clients race guarded writes, and sends
 SIGKILL once a random number of writes have completed (so the kill lands wherever the other seven are).
@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from support.processes import ServingCommand
+from support.processes import ServingCommand, console_script
 
 from hermes_plugin.demo.app import SEED_SESSIONS
 from hermes_plugin.demo.store import STORE_NAME
@@ -31,16 +29,13 @@ FULL = os.environ.get("HERMES_RELIABILITY") == "1"
 TRIALS = 200 if FULL else 20
 WRITERS = 8
 MAX_WRITES_BEFORE_KILL = 40
-# The installed console script, as a user runs it (next to this interpreter when in a venv).
-SEARCH = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-HERMES_PLUGIN = shutil.which("hermes-plugin", path=SEARCH) or "hermes-plugin"
 INITIAL = {sid: model for sid, _, model, _ in SEED_SESSIONS}
 
 
 @contextmanager
 def demo_process(data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``hermes-plugin demo --port 0`` on ``data_dir``; yields the process and its base URL once it serves."""
-    with ServingCommand([HERMES_PLUGIN, "demo", "--port", "0", "--latency", "0", "--data", str(data_dir)]) as demo:
+    with ServingCommand([console_script(), "demo", "--port", "0", "--latency", "0", "--data", str(data_dir)]) as demo:
         yield demo.proc, demo.url
 
 

@@ -14,7 +14,7 @@ from support.hostapp import create_app, provider_config, running
 from hermes_plugin import ModelGuard, hookimpl
 from hermes_plugin.testing.fake_provider import FakeProvider
 
-LIVE_ONLY = "live/kimi-k2"  # like the seed's Kimi K2: only the live catalog lists it
+LIVE_ONLY = "live/kimi-k2"  # like Kimi K2 in the upstream bug: only the live catalog lists it
 STATIC = "static/opus"
 P = "/hermes-plugin"
 
@@ -71,7 +71,7 @@ def test_user_intent_passes_and_is_audited(app, url, provider):
     assert provider.requests == 0  # a user's pick never waits for, or triggers, a catalog fetch
     [entry] = log_of(url)
     assert entry | {"time": 0} == {"time": 0, "old": LIVE_ONLY, "new": STATIC, "proposed": STATIC,
-                                   "intent": "user", "outcome": "pass", "reason": "user"}
+                                   "intent": "user", "outcome": "pass", "reason": "user", "by": "user"}
 
 
 def test_auto_write_keeps_a_present_model(app, url, provider):
@@ -236,7 +236,8 @@ def test_session_model_endpoint(app, url):
     requests.get(f"{url}{P}/api/catalog", timeout=30)
     response = requests.get(f"{url}{P}/api/sessions/s1/model", timeout=10)
     assert response.json() == {"session": "s1", "model": LIVE_ONLY, "version": 1, "availability": "present",
-                               "provider": "prov", "reason": response.json()["reason"], "aliases": []}
+                               "provider": "prov", "reason": response.json()["reason"], "aliases": [],
+                               "replacement": None, "price": None}
     assert response.headers["ETag"] == '"1"'
     missing = requests.get(f"{url}{P}/api/sessions/nobody/model", timeout=10).json()
     assert (missing["model"], missing["availability"]) == (None, None)

@@ -19,8 +19,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
-from hermes_plugin.testing.servers import LoopbackServer
-
 GUARD_JS = (importlib.resources.files("hermes_plugin.static") / "hermes-guard.js").read_text()
 WAIT = 15  # seconds an explicit wait may take before the test fails
 
@@ -42,7 +40,7 @@ CONFIG: dict[str, Any] = {
     "fetchTimeoutMs": 20000,
 }
 
-# A naive host: it persists whatever the model select changes to, like the seed's app.
+# A naive host: it persists whatever the model select changes to, like the app of the upstream bug.
 HOST_JS = """
 window.hermesEvents = [];
 for (const n of ['pending', 'settled', 'reapplied', 'write-held', 'write-kept'])
@@ -203,15 +201,12 @@ def host() -> Iterator[Host]:
 
 
 @pytest.fixture
-def base_url(host: Host) -> Iterator[str]:
-    server = LoopbackServer(make_app(host)).start()
-    try:
-        yield server.url
-    finally:
-        for gate in host.gates.values():
-            gate.set()
-        host.ws_messages.put("{}")  # wakes the WebSocket handler so its thread can end
-        server.stop()
+def base_url(host: Host, loopback_server: Callable[[Any], Any]) -> Iterator[str]:
+    server = loopback_server(make_app(host))  # stopped by that fixture, after this one's teardown below
+    yield server.url
+    for gate in host.gates.values():
+        gate.set()
+    host.ws_messages.put("{}")  # wakes the WebSocket handler so its thread can end
 
 
 def until(driver: WebDriver, condition: Callable[[WebDriver], Any]) -> Any:

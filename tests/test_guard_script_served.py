@@ -41,9 +41,21 @@ def test_served_build_is_computed_once_and_revalidated_by_etag() -> None:
     app, _ = make_app()
     client = app.test_client()
     first = client.get(f"{P}/static/hermes-guard.js")
-    assert script.minified.cache_info().currsize == 1
+    built = script.minified.cache_info()
+    assert built.currsize <= 2  # one build per script (the guard, and the notices script if asked for)
     again = client.get(f"{P}/static/hermes-guard.js", headers={"If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304 and again.get_data() == b""
+    assert script.minified.cache_info().misses == built.misses  # not built again
+
+
+def test_notices_script_is_served_minified_and_apart_from_the_core() -> None:
+    app, _ = make_app()
+    response = app.test_client().get(f"{P}/static/hermes-notices.js")
+    assert response.status_code == 200 and response.mimetype == "text/javascript"
+    body = response.get_data(as_text=True)
+    assert body == script.minified(script.NOTICES) and "is no longer offered" in body
+    assert "is no longer offered" not in script.minified()  # the core only knows how to load it
+    assert "innerHTML" not in script.source(script.NOTICES)  # every text it shows is textContent
 
 
 def test_readable_source_in_debug_or_by_config() -> None:

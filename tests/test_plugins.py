@@ -22,6 +22,7 @@ from hermes_plugin.plugins import (
     plugin_infos,
     spec_from_table,
 )
+from hermes_plugin.replacements import Replacements
 
 BUNDLED_KINDS = {"openai-compatible", "ollama", "anthropic", "static-file"}
 
@@ -356,7 +357,9 @@ def test_entry_point_plugin_from_installed_distribution(installed: Path) -> None
     assert _entry_point_names(pm) == {"hermes-sample"}
     info = next(i for i in plugin_infos(pm) if i["name"] == "hermes-sample")
     assert info["distribution"] == "hermes-sample-plugin" and info["version"] == "0.1.0"
-    assert info["hooks"] == ["register_catalogs"]
+    assert info["hooks"] == ["hermes_plugin_model_replacements", "register_catalogs"]
+    # The sample's retirement map arrives through the installed entry point.
+    assert Replacements({}, pm).table() == {"sample/retired": "sample/large"}
     specs, errors = collect_registrations(pm)
     assert specs["sample"].static == [Model("sample/small"), Model("sample/large", "Sample Large")]
     assert specs["sample"].label == "Sample Provider" and specs["sample"].plugin == "hermes-sample"

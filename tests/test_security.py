@@ -1,4 +1,4 @@
-"""Issue #5 (5): the promises of SECURITY.md, each checked against real loopback servers.
+"""The promises of SECURITY.md, each checked against real loopback servers.
 
 - a configured API key never appears in any response: every plugin route, catalog errors of every
   fault (including a provider that echoes the key back), injected pages, guarded-write answers, WS;
@@ -19,12 +19,10 @@ import pytest
 import requests
 from flask import Flask, request
 from support.hostapp import create_app, provider_config, running
-from support.proxyproc import raw_request
 from support.wsclient import RawWS, Refused
 
 from hermes_plugin import hookimpl
 from hermes_plugin.testing.fake_provider import FakeProvider
-from hermes_plugin.testing.servers import LoopbackServer
 
 P = "/hermes-plugin"
 SECRET = "sk-hermes-secret-4f9c2a7e1b"
@@ -45,9 +43,9 @@ def echoing_provider() -> Flask:
 
 
 @pytest.fixture
-def keyed_host(tmp_path, monkeypatch) -> Iterator[tuple[Any, str, FakeProvider]]:
+def keyed_host(tmp_path, monkeypatch, loopback_server) -> Iterator[tuple[Any, str, FakeProvider]]:
     monkeypatch.setenv("HERMES_TEST_SECRET", SECRET)
-    echo = LoopbackServer(echoing_provider()).start()
+    echo = loopback_server(echoing_provider())
     with FakeProvider("openai", models=[LIVE_ONLY], api_key=SECRET) as fake:
         providers = {"prov": provider_config(fake) | {"api_key_env": "HERMES_TEST_SECRET"},
                      "echo": {"kind": "openai-compatible", "base_url": echo.url + "/v1",
@@ -59,7 +57,6 @@ def keyed_host(tmp_path, monkeypatch) -> Iterator[tuple[Any, str, FakeProvider]]
                 yield app, url, fake
         finally:
             fake.release()
-            echo.stop()
 
 
 def everything(url: str) -> list[str]:
@@ -164,7 +161,7 @@ def test_cross_origin_writes_are_refused_on_every_guarded_route(tmp_path, route,
 # -- no SSRF ------------------------------------------------------------------------------------------
 
 
-def test_no_request_makes_the_server_fetch_a_url_it_was_not_configured_with(tmp_path):
+def test_no_request_makes_the_server_fetch_a_url_it_was_not_configured_with(tmp_path, loopback_server):
     hits: list[str] = []
     hit = threading.Event()
     canary_app = Flask("canary")
@@ -176,32 +173,29 @@ def test_no_request_makes_the_server_fetch_a_url_it_was_not_configured_with(tmp_
         hit.set()
         return '{"data": [{"id": "canary/model"}]}'
 
-    server = LoopbackServer(canary_app).start()
-    try:
-        with FakeProvider("openai", models=[LIVE_ONLY]) as fake:
-            app = create_app(tmp_path, sessions={"s1": LIVE_ONLY},
-                             HERMES_PLUGIN_PROVIDERS={"prov": provider_config(fake)})
-            target = server.url + "/v1"
-            with running(app) as url:
-                for path in (f"{P}/api/catalog/{requests.utils.quote(target, safe='')}?refresh=1",
-                             f"{P}/api/catalog?refresh=1&base_url={target}&url={target}",
-                             f"{P}/api/catalog/prov?refresh=1&base_url={target}",
-                             f"{P}/api/sessions/{requests.utils.quote(target, safe='')}/model",
-                             f"/api/models/live?provider={target}"):
-                    response = requests.get(url + path, headers={"X-Forwarded-Host": server.url,
-                                                                 "Referer": target}, timeout=30)
-                    assert response.status_code < 500
-                write = requests.post(url + "/api/session/update", timeout=30,
-                                      json={"session_id": "s1", "model": target, "base_url": target,
-                                            "provider": {"kind": "openai-compatible", "base_url": target}},
-                                      headers={"X-Hermes-Intent": "auto"})
-                assert write.status_code < 500
-                fetched = requests.get(f"{url}{P}/api/catalog?refresh=1", timeout=30).json()
-        assert [p["id"] for p in fetched["providers"]] == ["prov"]  # only the configured provider exists
-        assert fake.requests >= 1  # the configured provider was fetched ...
-        assert hits == []  # ... and the unconfigured URL never was
-    finally:
-        server.stop()
+    server = loopback_server(canary_app)
+    with FakeProvider("openai", models=[LIVE_ONLY]) as fake:
+        app = create_app(tmp_path, sessions={"s1": LIVE_ONLY},
+                         HERMES_PLUGIN_PROVIDERS={"prov": provider_config(fake)})
+        target = server.url + "/v1"
+        with running(app) as url:
+            for path in (f"{P}/api/catalog/{requests.utils.quote(target, safe='')}?refresh=1",
+                         f"{P}/api/catalog?refresh=1&base_url={target}&url={target}",
+                         f"{P}/api/catalog/prov?refresh=1&base_url={target}",
+                         f"{P}/api/sessions/{requests.utils.quote(target, safe='')}/model",
+                         f"/api/models/live?provider={target}"):
+                response = requests.get(url + path, headers={"X-Forwarded-Host": server.url,
+                                                             "Referer": target}, timeout=30)
+                assert response.status_code < 500
+            write = requests.post(url + "/api/session/update", timeout=30,
+                                  json={"session_id": "s1", "model": target, "base_url": target,
+                                        "provider": {"kind": "openai-compatible", "base_url": target}},
+                                  headers={"X-Hermes-Intent": "auto"})
+            assert write.status_code < 500
+            fetched = requests.get(f"{url}{P}/api/catalog?refresh=1", timeout=30).json()
+    assert [p["id"] for p in fetched["providers"]] == ["prov"]  # only the configured provider exists
+    assert fake.requests >= 1  # the configured provider was fetched ...
+    assert hits == []  # ... and the unconfigured URL never was
 
 
 # -- credentials: redacted everywhere, never to another origin, never on disk, part of the cache key --------
@@ -246,7 +240,7 @@ def hostile_provider(other_origin: str) -> Flask:
 
 
 @pytest.fixture
-def hostile(monkeypatch) -> Iterator[tuple[str, list[str]]]:
+def hostile(monkeypatch, loopback_server) -> Iterator[tuple[str, list[str]]]:
     monkeypatch.setenv("HERMES_LONG_KEY", LONG_KEY)
     other_hits: list[str] = []
     other = Flask("other-origin")
@@ -256,13 +250,9 @@ def hostile(monkeypatch) -> Iterator[tuple[str, list[str]]]:
         other_hits.append(json.dumps(dict(request.headers)))
         return {"data": [{"id": "other/model"}]}
 
-    other_server = LoopbackServer(other).start()
-    server = LoopbackServer(hostile_provider(other_server.url)).start()
-    try:
-        yield server.url, other_hits
-    finally:
-        server.stop()
-        other_server.stop()
+    other_server = loopback_server(other)
+    server = loopback_server(hostile_provider(other_server.url))
+    yield server.url, other_hits
 
 
 def hostile_providers(base: str) -> dict[str, Any]:
@@ -403,23 +393,20 @@ def test_forced_refreshes_are_throttled_and_refused_cross_site(tmp_path):
 # -- what reaches logs and terminals ------------------------------------------------------------------
 
 
-def test_provider_texts_reach_the_terminal_without_escape_sequences(tmp_path):
+def test_provider_texts_reach_the_terminal_without_escape_sequences(tmp_path, loopback_server):
     provider = Flask("escaping")
 
     @provider.get("/v1/models")
     def models() -> Any:
         return {"error": "slow down"}, 429, {"Retry-After": "\x1b]0;owned\x07\x1b[2J 30"}
 
-    server = LoopbackServer(provider).start()
-    try:
-        app = create_app(tmp_path, HERMES_PLUGIN_PROVIDERS={
-            "esc": {"kind": "openai-compatible", "base_url": server.url + "/v1"}})
-        from hermes_plugin.cli import cli
+    server = loopback_server(provider)
+    app = create_app(tmp_path, HERMES_PLUGIN_PROVIDERS={
+        "esc": {"kind": "openai-compatible", "base_url": server.url + "/v1"}})
+    from hermes_plugin.cli import cli
 
-        with app.app_context():
-            out = app.test_cli_runner().invoke(cli, ["catalog"]).output
-    finally:
-        server.stop()
+    with app.app_context():
+        out = app.test_cli_runner().invoke(cli, ["catalog"]).output
     assert "HTTP 429" in out and "Retry-After" in out  # the error really was printed
     assert "\x1b" not in out and "\x07" not in out
 
@@ -469,10 +456,9 @@ def test_allowed_hosts_refuse_a_rebound_name_on_writes_plugin_routes_and_the_web
         assert app.store.raw() == before
         for path in ROUTES.values():
             assert requests.get(url + path, headers=evil, timeout=30).status_code == 403
-        status, _ = raw_request(url, b"GET /hermes-plugin/ws HTTP/1.1\r\nHost: rebind.evil.test\r\n"
-                                     b"Origin: http://rebind.evil.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        assert status == 403
+        with pytest.raises(Refused) as refused:
+            RawWS(url, headers={"Origin": "http://rebind.evil.test"}, host_header="rebind.evil.test", timeout=30)
+        assert refused.value.status_code == 403
         fine = requests.post(f"{url}/api/session/update", json={"session_id": "s1", "model": "x/y"},
                              headers={"X-Hermes-Intent": "user"}, timeout=30)
         assert fine.status_code == 200 and app.store.get("s1")["model"] == "x/y"

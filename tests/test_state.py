@@ -135,7 +135,7 @@ def test_audit_entries_per_session_bound(stores):
     entries = audit.entries("a")
     assert [entry["new"] for entry in entries] == ["m3", "m4", "m5"]
     assert entries[-1] == {"time": 4.0, "old": "m4", "new": "m5", "proposed": "m5", "intent": "user",
-                           "outcome": "pass", "reason": "user"}
+                           "outcome": "pass", "reason": "user", "by": "user"}
     audit.record(Decision("keep", "model_present", session="b", stored="x", proposed="y", intent="auto"), "x")
     assert audit.entries("b")[0]["outcome"] == "keep"
     assert audit.entries("nobody") == []

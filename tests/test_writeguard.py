@@ -10,7 +10,7 @@ from hermes_plugin import jsonpath
 from hermes_plugin.state.memory import NamedLocks
 from hermes_plugin.writeguard import decide, needs_availability
 
-# Every row of DESIGN.md §5 (the If-Match row is covered in test_extension.py).
+# Every row of the decision table in docs/host-guide.md (the If-Match row is covered in test_extension.py).
 TABLE = [
     # stored, proposed, intent, availability, outcome, reason
     ("m", "m", "auto", None, "pass", "same"),

@@ -74,16 +74,19 @@ def test_catalog_event_when_a_provider_settles(url):
         tab.close()
 
 
-def test_a_kept_write_sends_no_model_event(url):
+def test_a_kept_write_sends_no_model_event(url, app):
     tab = connect(url)
     try:
         kept = requests.post(url + "/api/session/update", json={"session_id": "s1", "model": "other"},
                              headers={"X-Hermes-Intent": "auto"}, timeout=30)
-        assert kept.headers["X-Hermes-Decision"] == "keep"
+        assert (kept.status_code, kept.headers["X-Hermes-Decision"]) == (200, "keep"), kept.text
+        assert app.store.get("s1")["model"] == LIVE_ONLY  # kept on disk
         user = requests.post(url + "/api/session/update", json={"session_id": "s1", "model": "live/x"},
                              headers={"X-Hermes-Intent": "user"}, timeout=30)
-        assert user.headers["X-Hermes-Decision"] == "pass", user.text
-        assert next_of(tab, "model")["model"] == "live/x"  # the first model event is the user's, not the kept one
+        assert (user.status_code, user.headers["X-Hermes-Decision"]) == (200, "pass"), user.text
+        assert app.store.get("s1")["model"] == "live/x"
+        # The first model event is the user's, and the kept write did not move the version (1 -> 2 is the user's).
+        assert next_of(tab, "model") == {"type": "model", "session": "s1", "model": "live/x", "version": 2}
     finally:
         tab.close()
 

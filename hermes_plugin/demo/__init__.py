@@ -1,4 +1,4 @@
-"""The naive reference host app (``hermes-plugin demo``): run it, watch the seed bug, turn the guard on."""
+"""The naive reference host app (``hermes-plugin demo``): run it, watch the model-overwrite race, turn the guard on."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""The reference host: a small chat app whose page reproduces the seed app's naive model-picker flow.
+"""The reference host: a small chat app whose page reproduces hermes-webui's naive model-picker flow
+(before https://github.com/nesquena/hermes-webui/pull/1174).
 
 The server side is an ordinary host (JSON session store, a static model list, a live list fetched
-through a CatalogService). With ``guard=True`` it adds ModelGuard in the few lines DESIGN.md §4 shows;
-with ``guard=False`` nothing of hermes-plugin runs and the race of the seed bug shows.
+through a CatalogService). With ``guard=True`` it adds ModelGuard in the few lines the README shows;
+with ``guard=False`` nothing of hermes-plugin runs and the race of the upstream bug shows.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ OPENROUTER_STATIC = ["openrouter/claude-opus", "openrouter/gpt-4o"]
 OPENROUTER_LIVE = [*OPENROUTER_STATIC, "moonshotai/kimi-k2", "openrouter/llama-3"]
 LOCALAI_STATIC = ["qwen2.5:7b"]
 LOCALAI_LIVE = ["qwen2.5:7b", "mistral:7b"]
-# (id, title, model, provider): "kimi" is the seed's case, a model only the live catalog lists.
+# (id, title, model, provider): "kimi" is the upstream bug's case, a model only the live catalog lists.
 SEED_SESSIONS = [
     ("kimi", "Kimi K2 research", "moonshotai/kimi-k2", "openrouter"),
     ("opus", "Opus draft", "openrouter/claude-opus", "openrouter"),
@@ -74,12 +75,14 @@ def _write_body(*required: str) -> tuple[dict[str, Any] | None, tuple[Response, 
 
 def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.PathLike[str], guard: bool = True,
                static_latency_ms: int = 0, cache_ttl: float = 300, fetch_timeout: float = 10,
-               live_cache_ttl: float = 600, seed: bool = True, static_fail: bool = False) -> Flask:
+               live_cache_ttl: float = 600, seed: bool = True, static_fail: bool = False,
+               guard_config: Mapping[str, Any] | None = None) -> Flask:
     """The demo host. ``providers``: provider tables (see ``demo_providers``) pointing at loopback fakes.
 
     ``static_latency_ms``/``static_fail`` slow down or break ``GET /api/models`` (changeable later through
     ``app.config["DEMO_STATIC_LATENCY_MS"]`` / ``["DEMO_STATIC_FAIL"]``); ``cache_ttl`` is the server's
     live-catalog cache lifetime, ``live_cache_ttl`` the page's localStorage cache lifetime (0 disables it).
+    ``guard_config``: more ``HERMES_PLUGIN_*`` settings for the guard (a retirement map, a price ratio).
     """
     from ..catalog import CatalogService
     from ..plugins import make_plugin_manager
@@ -124,7 +127,7 @@ def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.Pa
 
     @app.get("/api/models")
     def static_models() -> Any:
-        # Simulates a slow host (the seed's second race): the page must not act on a half-filled picker.
+        # Simulates a slow host (the upstream bug's second race): the page must not act on a half-filled picker.
         delay = app.config["DEMO_STATIC_LATENCY_MS"]
         if delay:
             time.sleep(delay / 1000)
@@ -194,6 +197,7 @@ def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.Pa
     writes = {"update_session": ("/api/session/update", update_session),
               "new_session": ("/api/session/new", new_session),
               "chat_start": ("/api/chat/start", chat_start)}
+    app.config.update(guard_config or {})
     model_guard = _install_guard(app, store, providers, cache_ttl, fetch_timeout) if guard else None
     for endpoint, (rule, view) in writes.items():
         if model_guard is not None:
@@ -204,7 +208,7 @@ def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.Pa
 
 def _install_guard(app: Flask, store: SessionStore, providers: dict[str, Any], cache_ttl: float,
                    fetch_timeout: float) -> Any:
-    """The host-side lines DESIGN.md §4 asks of an app: config, ModelGuard(app), the stored-model reader."""
+    """The host-side lines the README asks of an app: config, ModelGuard(app), the stored-model reader."""
     from .. import ModelGuard
 
     app.config.update(
@@ -221,4 +225,9 @@ def _install_guard(app: Flask, store: SessionStore, providers: dict[str, Any], c
     )
     guard = ModelGuard(app)
     guard.session_model(store.model)
+
+    @guard.session_model_setter
+    def set_model(session_id: str, model: str) -> None:  # undo and the user's answers to the plugin's prompts
+        store.update(session_id, model=model)
+
     return guard

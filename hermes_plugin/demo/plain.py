@@ -1,4 +1,4 @@
-"""The demo host without Flask: the same API and page on ``http.server``, as the seed's hermes-webui is served.
+"""The demo host without Flask: the same API and page on ``http.server``, as hermes-webui is served.
 
 It knows nothing of hermes-plugin; put ``hermes-plugin proxy --preset demo`` in front of it to guard it.
 Reuses the Flask build's template, static files, session store and provider tables, so both builds are
@@ -64,7 +64,7 @@ class PlainDemo:
             return (200, {"session": session}) if session else (404, {"error": "not_found", "detail": "no such session"})
         if path == "/api/models":
             if self.static_latency_ms:
-                time.sleep(self.static_latency_ms / 1000)  # the simulated slow host of the seed's second race
+                time.sleep(self.static_latency_ms / 1000)  # the simulated slow host of the upstream bug's second race
             if self.static_fail:
                 return 503, {"error": "static_failed", "detail": "static model list unavailable"}
             return 200, {"groups": [{"provider": pid, "label": t.get("label") or pid,

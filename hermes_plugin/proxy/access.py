@@ -17,7 +17,7 @@ from .sessions import refusal
 if TYPE_CHECKING:
     from .relay import Proxy
 
-SESSION_ACTIONS = ("session_model", "model_log")
+SESSION_ACTIONS = ("session_model", "model_log", "session_write")
 
 
 class UpstreamAccess:

@@ -41,6 +41,8 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
         HERMES_PLUGIN_SESSION_URLS=cfg.session_urls,
         HERMES_PLUGIN_ALLOWED_HOSTS=cfg.allowed_hosts,
         HERMES_PLUGIN_MODEL_ALIASES=cfg.model_aliases,
+        HERMES_PLUGIN_MODEL_REPLACEMENTS=cfg.model_replacements,
+        HERMES_PLUGIN_MAX_PRICE_RATIO=cfg.max_price_ratio,
     )
     app.config.update(app_config or {})
     app.after_request(_access_log)  # registered first, so it runs last and logs what really goes out
@@ -49,6 +51,8 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
     state.add_browser_writes(route.browser() for route in cfg.writes)
     if proxy.models is not None:
         guard.session_model(proxy.models)
+    if cfg.session_write is not None:
+        guard.session_model_setter(proxy.write_model)
     app.extensions["hermes_plugin_proxy"] = proxy
     app.before_request(proxy.access.check)  # the upstream decides who may use the plugin's routes
     prefix = app.config["HERMES_PLUGIN_PREFIX"]

@@ -12,10 +12,12 @@ from ..config import CONFIG_ENV, load_toml, providers_table
 from ..errors import ConfigError
 from ..extension import WriteSpec, check_alias_rules
 from ..presets import preset
+from ..replacements import check_table
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
               "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
-              "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases"}
+              "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases", "session_write",
+              "model_replacements", "max_price_ratio"}
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,53 @@ class SessionRead:
     model: str
 
 
+@dataclass(frozen=True)
+class SessionWrite:
+    """How the proxy stores a session's model itself (undo, the user's answers): the upstream's own write.
+
+    ``url`` may hold ``{session}``; in ``body``, the strings ``"{session}"`` and ``"{model}"`` are filled in.
+    """
+
+    method: str
+    url: str
+    body: dict[str, Any]
+
+    def render(self, session: str, model: str) -> tuple[str, dict[str, Any]]:
+        from urllib.parse import quote
+
+        def fill(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {key: fill(item) for key, item in value.items()}
+            if isinstance(value, list):
+                return [fill(item) for item in value]
+            return {"{session}": session, "{model}": model}.get(value, value) if isinstance(value, str) else value
+
+        return self.url.replace("{session}", quote(session, safe="")), fill(self.body)
+
+
+def _session_write(value: Any) -> SessionWrite:
+    usage = '[proxy] session_write must be {method = "POST", url = "/path", body = {... "{session}", "{model}" ...}}'
+    if not isinstance(value, Mapping) or set(value) - {"method", "url", "body"}:
+        raise ConfigError(usage)
+    method, url, body = str(value.get("method", "POST")).upper(), value.get("url"), value.get("body")
+    if method not in ("POST", "PUT", "PATCH"):
+        raise ConfigError(f"[proxy] session_write: method must be POST, PUT or PATCH, got {method!r}")
+    if not isinstance(url, str) or not url.startswith("/") or url.startswith("//"):
+        raise ConfigError("[proxy] session_write: url must be a path on the upstream, starting with a single '/'")
+    if not isinstance(body, Mapping) or "{model}" not in repr(dict(body)):
+        raise ConfigError("[proxy] session_write: body must be a table that places \"{model}\"")
+    return SessionWrite(method, url, dict(body))
+
+
 @dataclass
 class ProxyConfig:
     """The ``[proxy]`` table, validated."""
 
     writes: list[WriteRoute] = field(default_factory=list)
     session_read: SessionRead | None = None
+    session_write: SessionWrite | None = None
+    model_replacements: dict[str, str] = field(default_factory=dict)
+    max_price_ratio: float = 1.0
     live_urls: list[dict[str, Any]] = field(default_factory=list)
     static_urls: list[dict[str, Any]] = field(default_factory=list)
     session_urls: list[dict[str, Any]] = field(default_factory=list)
@@ -132,6 +175,14 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
         except jsonpath.PathError as exc:
             raise ConfigError(f"[proxy] session_read model: {exc}") from None
         cfg.session_read = SessionRead(read["url"], read["model"])
+    if table.get("session_write") is not None:
+        cfg.session_write = _session_write(table["session_write"])
+    cfg.model_replacements = check_table(table.get("model_replacements", {}), "[proxy] model_replacements")
+    if "max_price_ratio" in table:
+        value = table["max_price_ratio"]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ConfigError("[proxy] max_price_ratio must be a positive number")
+        cfg.max_price_ratio = float(value)
     cfg.live_urls, cfg.static_urls = _url_list(table, "live_urls"), _url_list(table, "static_urls")
     cfg.session_urls = _url_list(table, "session_urls")
     check_alias_rules(table.get("model_aliases", []))

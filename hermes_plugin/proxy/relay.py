@@ -18,10 +18,12 @@ from requests.adapters import HTTPAdapter
 
 from .. import jsonpath
 from ..api import json_error
+from ..extension import WriteRefused
 from ..redact import printable
 from .access import UpstreamAccess
 from .config import ProxyConfig, WriteRoute
-from .sessions import SessionModels
+from .credentials import caller_headers
+from .sessions import SessionModels, refusal
 from .upstream import CHUNK, Connection, SizedBody, UpstreamPool
 from .urls import HOP_BY_HOP, client_target, upstream_base
 
@@ -187,6 +189,23 @@ class Proxy:
         if session is not None and self.models is not None:
             self.models.expire(session)
         return response
+
+    def write_model(self, session: str, model: str) -> None:
+        """The guard's setter: the upstream's own model write (``session_write``), as the caller."""
+        assert self.cfg.session_write is not None
+        path, body = self.cfg.session_write.render(session, model)
+        headers = {"Accept": "application/json", **caller_headers()}
+        try:
+            response = self.http.request(self.cfg.session_write.method, self.upstream + path, json=body,
+                                         headers=headers, allow_redirects=False, timeout=self.timeouts)
+        except requests.RequestException:
+            raise WriteRefused(502, "bad_gateway", "the upstream app did not answer the model write") from None
+        response.close()
+        if self.models is not None:
+            self.models.expire(session)
+        if not 200 <= response.status_code < 300:
+            status, error, detail = refusal(response.status_code, "this session")
+            raise WriteRefused(status, error, detail.replace("to show", "to change"))
 
     def answer(self, conn: Connection, raw: http.client.HTTPResponse, buffer: bool = False) -> Response:
         """The client's response: buffered (decoded) when the guard must read it and it is small, else streamed."""

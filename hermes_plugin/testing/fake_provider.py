@@ -232,10 +232,12 @@ class FakeProvider:
         models = _normalise(self.models)
         if self.kind == "openai":
             data = []
-            for model_id, label in models:
+            for (model_id, label), given in zip(models, self.models, strict=True):
                 item: dict[str, Any] = {"id": model_id, "object": "model", "owned_by": "fake"}
                 if label:
                     item["name"] = label
+                if isinstance(given, dict) and "pricing" in given:  # served as given: OpenRouter's shape or any
+                    item["pricing"] = given["pricing"]
                 data.append(item)
             return _json({"object": "list", "data": data})
         if self.kind == "ollama":

@@ -131,6 +131,23 @@ class DemoHost:
     def stored(self, session: str) -> str | None:
         return self.store.model(session)
 
+    def race_two_tabs(self, session: str, stored: str, pick: str) -> tuple[DemoPage, DemoPage, Any]:
+        """Two tabs on ``session``: tab 1 picks ``pick``, tab 2 follows it, then tab 2 sends its naive automatic
+        write of the model it had before (``stored``). Returns both tabs and what that write's view answered."""
+        tab1 = self.page(session)
+        tab1.finish()
+        tab2 = self.new_tab(session)
+        tab2.finish()
+        tab1.pick_native(pick)
+        self.writes.wait_for_writes(1, where=lambda w: w.model == pick and w.intent == "user")
+        tab2.wait_js("return document.getElementById('modelSelect').value === arguments[0]", pick,
+                     message="tab 2 never followed tab 1's pick")
+        answer = tab2.focus().driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "demo.persistModel(arguments[0]).then(done, e => done(String(e)));", stored)
+        tab2.finish()
+        return tab1, tab2, answer
+
     def foreign_writes_passed(self, session: str, model: str) -> list[ModelWrite]:
         """Writes that reached the view proposing another model than ``model`` and were not kept back."""
         return [w for w in self.writes.writes_for(session)

@@ -1,4 +1,4 @@
-"""Issue #5 (1): every provider fault x cache state, end to end in Chromium against the demo host.
+"""RELIABILITY.md part 1: every provider fault x cache state, end to end in Chromium against the demo host.
 
 Each cell asserts the four "must hold" of the issue: the guard's pending state clears (and it clears
 because the *server's* fetch timeout cut the upstream, not because the provider let go: hanging faults

@@ -1,6 +1,6 @@
-"""DESIGN.md §6, S1-S13: real Chromium against the demo host and FakeProviders on loopback.
+"""The reference scenarios S1-S13: real Chromium against the demo host and FakeProviders on loopback.
 
-The demo page reproduces the seed app's naive flow, so each scenario first has a bug to lose to. The
+The demo page reproduces the upstream app's naive model-picker flow, so each scenario first has a bug to lose to. The
 guard-off test proves that (the stored model of S1 really is overwritten); every other test runs with
 the guard and checks the row's "must hold". Waits are explicit: DOM state, ``hermesGuard.whenSettled()``
 and the server-side recorder of model writes. A long provider latency that the test cuts short with
@@ -190,19 +190,8 @@ def test_s8_session_switch_while_pending(demo_host):
 
 def test_s9_second_tab_follows_the_first_tabs_pick(demo_host):
     host = demo_host()
-    tab1 = host.page("opus")
-    tab1.finish()
-    tab2 = host.new_tab("opus")
-    tab2.finish()
-    tab1.pick_native(GPT4O)
-    host.writes.wait_for_writes(1, where=lambda w: w.model == GPT4O and w.intent == "user")
-    tab2.wait_js("return document.getElementById('modelSelect').value === arguments[0]", GPT4O,
-                 message="tab 2 never followed tab 1's pick")
-    # Tab 2 now writes on its own, with the model it had before (what a naive autosave would send).
-    result = tab2.focus().driver.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "demo.persistModel(arguments[0]).then(done, e => done(String(e)));", OPUS)
-    tab2.finish()
+    # Tab 2 follows tab 1's pick, then writes on its own the model it had before (a naive autosave).
+    tab1, tab2, result = host.race_two_tabs("opus", stored=OPUS, pick=GPT4O)
     stale = [w for w in host.writes.writes if w.model == OPUS]
     assert stale and all(w.decision == "keep" for w in stale), stale
     assert result["session"]["model"] == GPT4O  # the view saw the kept model
@@ -237,7 +226,7 @@ def test_s10_settings_default_model_select_is_never_retargeted(demo_host):
 def test_s11_cached_catalog_no_pending_state_and_the_right_model_at_once(demo_host):
     host = demo_host()
     page = host.page("kimi")
-    page.finish()  # fills the page's live-model cache (the seed's cache-hit path)
+    page.finish()  # fills the page's live-model cache (the upstream app's cache-hit path)
     host.openrouter.reset()
     host.writes.clear()
     # Switch to the live-only session once the page has its lists: a reload would race the *static* list (S2).

@@ -1,6 +1,7 @@
 """The real hermes-webui (a stdlib + PyYAML app nobody here wrote), started offline for end-to-end tests.
 
-The release tarball lives beside the repository (``../shared/hosts/``). ``GatedRelay`` sits between the
+The release tarball (MIT) is not in the repository: it is looked for at ``TARBALL``, a ``shared/hosts/`` folder
+beside the checkout. ``GatedRelay`` sits between the
 browser side and the app and holds the live model list until the test opens it: "a slow provider" with
 the timing in the test's hands, so each run is the same race.
 """

@@ -1,4 +1,4 @@
-"""A small host app for the tests, written only against the public API (DESIGN.md §4).
+"""A small host app for the tests, written only against the public API (README, docs/host-guide.md).
 
 Sessions live in one JSON file written atomically, so "storage byte-identical" is a plain file comparison.
 """

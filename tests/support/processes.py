@@ -3,11 +3,14 @@ in a subprocess and waited on until it is ready: its URL printed and its port ac
 
 from __future__ import annotations
 
+import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from types import TracebackType
@@ -19,6 +22,15 @@ START_DEADLINE = 120.0
 STOP_DEADLINE = 60.0
 
 
+def console_script(name: str = "hermes-plugin") -> str:
+    """The installed console script, as a user runs it: next to this interpreter (a venv used without
+    activating it), else on PATH."""
+    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    found = shutil.which(name, path=search)
+    assert found, f"the {name} console script is not installed (pip install -e .)"
+    return found
+
+
 class ServingCommand:
     """``with ServingCommand([exe, "demo", "--port", "0"]) as served: served.url`` -- ready when entered.
 
@@ -26,15 +38,20 @@ class ServingCommand:
     full pipe and the lines before the URL stay available (``banner`` is the line that carried it).
     """
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
+                 merge_stderr: bool = False) -> None:
+        """``merge_stderr``: read stderr as part of stdout (a server such as gunicorn logs its address there)."""
         self.args = args
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env, cwd=cwd,
+                                     stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE)
         self._out: list[str] = []
         self._err: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self._out, self._lines), daemon=True),
-                         threading.Thread(target=self._read, args=(self.proc.stderr, self._err, None), daemon=True)]
+        assert self.proc.stdout is not None
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, self._out, self._lines), daemon=True)]
+        if self.proc.stderr is not None:
+            self._readers.append(threading.Thread(target=self._read, args=(self.proc.stderr, self._err, None),
+                                                  daemon=True))
         for reader in self._readers:
             reader.start()
         self.banner = ""
@@ -56,10 +73,10 @@ class ServingCommand:
             try:
                 line = self._lines.get(timeout=max(end - time.monotonic(), 0))
             except queue.Empty:
-                raise AssertionError(f"{self.args[:2]} printed no URL within {deadline}s; stderr: {self.stderr}") from None
+                raise AssertionError(f"{self.args[:2]} printed no URL within {deadline}s; output: {self.stderr}{self.stdout}") from None
             if line is None:
                 raise AssertionError(f"{self.args[:2]} exited with {self.proc.wait()} before printing a URL; "
-                                     f"stderr: {self.stderr}")
+                                     f"output: {self.stderr}{self.stdout}")
             if match := URL.search(line):
                 self.banner, self.url = line, match.group(0).rstrip("/")
         port = int(URL.search(self.url).group(1))  # type: ignore[union-attr]
@@ -69,7 +86,7 @@ class ServingCommand:
                 return self.url
             except OSError:
                 if time.monotonic() > end or self.proc.poll() is not None:
-                    raise AssertionError(f"{self.url} never accepted a connection; stderr: {self.stderr}") from None
+                    raise AssertionError(f"{self.url} never accepted a connection; output: {self.stderr}{self.stdout}") from None
                 time.sleep(0.05)  # polling the port with a deadline, not a fixed delay
 
     def interrupt(self, sig: int = signal.SIGINT, deadline: float = STOP_DEADLINE) -> int:

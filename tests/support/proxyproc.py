@@ -6,61 +6,35 @@ import contextlib
 import os
 import re
 import select
+import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from support.processes import ServingCommand
+
 SERVERS = ("werkzeug", "gunicorn")
-READY_WAIT = 30.0  # upper bound on the process printing its address; met in well under a second normally
+STOP_WAIT = 15.0  # upper bound on a graceful stop; a process still running then is killed
 
 
 @contextlib.contextmanager
 def proxy_process(server: str, upstream: str, config: Path, workers: int = 1) -> Iterator[str]:
     """``hermes-plugin proxy`` under ``server``; yields its base URL once it listens, stops it afterwards."""
-    if server == "werkzeug":
+    if server == "werkzeug":  # prints "hermes-plugin proxy: http://127.0.0.1:PORT/ -> upstream"
         args = [sys.executable, "-c", "from hermes_plugin.cli import main; main()", "proxy",
                 "--upstream", upstream, "--config", str(config), "--port", "0"]
-        ready = re.compile(r"hermes-plugin proxy: (http://127\.0\.0\.1:\d+)/")
-    else:
+    else:  # logs "Listening at: http://127.0.0.1:PORT" on stderr
         factory = f'hermes_plugin.proxy:create_app(upstream="{upstream}", config="{config}")'
         args = [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:0", "-w", str(workers), "-k", "gthread",
                 "--threads", "16", "--graceful-timeout", "2", factory]
-        ready = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    output: list[str] = []
-    try:
-        url = _wait_for(proc, ready, output)
-        drain = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
-        drain.start()  # keep reading so a chatty log never blocks the process on a full pipe
-        yield url
-    finally:
-        proc.terminate()
+    with ServingCommand(args, env={**os.environ, "PYTHONUNBUFFERED": "1"}, merge_stderr=True) as served:
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_for(proc: subprocess.Popen[str], ready: re.Pattern[str], output: list[str]) -> str:
-    deadline = time.monotonic() + READY_WAIT
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        readable, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not readable:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        output.append(line)
-        if match := ready.search(line):
-            return match.group(1)
-    raise AssertionError("the proxy did not start:\n" + "".join(output))
+            yield served.url
+        finally:
+            served.interrupt(signal.SIGTERM, deadline=STOP_WAIT)  # gunicorn stops its workers on SIGTERM
 
 
 class Decoy:

@@ -1,7 +1,7 @@
-// The demo host's page: it deliberately reproduces the seed app's naive model-picker flow (hermes-webui
-// before #1169/#1174): static list first, live list in the background, and a syncTopbar() that "corrects"
+// The demo host's page: it deliberately reproduces the naive model-picker flow of hermes-webui before its
+// fix (https://github.com/nesquena/hermes-webui/pull/1174): static list first, live list in the background, and a syncTopbar() that "corrects"
 // a model it cannot find by persisting the first option. Nothing here knows about hermes-plugin except
-// one optional `hermesGuard.userIntent()` call for the /model command, as DESIGN.md asks of hosts.
+// one optional `hermesGuard.userIntent()` call for the /model command, as docs/host-guide.md asks of hosts.
 (function () {
   'use strict';
   const $ = (id) => document.getElementById(id);
@@ -78,7 +78,7 @@
         providerSel.value = S.activeProvider;
         fillModelSelect();
         fillDefaultSelect();
-        fetchLive(S.activeProvider);  // in the background, like the seed
+        fetchLive(S.activeProvider);  // in the background, like the upstream app
         syncTopbar();
       })
       .catch((err) => setStatus('Model list unavailable: ' + err.message));
@@ -100,7 +100,7 @@
 
   function fetchLive(provider) {
     const cached = readCache(provider);
-    if (cached) {  // the seed's cache-hit path: add synchronously, no fetch
+    if (cached) {  // the upstream app's cache-hit path: add synchronously, no fetch
       addLiveModels(provider, cached);
       demo.liveState[provider] = 'cached';
       return Promise.resolve();
@@ -124,7 +124,7 @@
 
   function addLiveModels(provider, models) {
     S.live[provider] = models;
-    if (provider !== S.activeProvider) return;  // like the seed: only the active provider's picker
+    if (provider !== S.activeProvider) return;  // like the upstream app: only the active provider's picker
     const have = new Set(Array.from(sel.options, (o) => o.value));
     for (const m of models) if (!have.has(m.id)) { sel.appendChild(option(m.id, m.label)); have.add(m.id); }
     const known = new Set(Array.from(defaultSel.options, (o) => o.value));
@@ -142,7 +142,7 @@
     if (Array.from(sel.options).some((o) => o.value === model)) {
       sel.value = model;
     } else if (sel.options.length) {
-      // "Correct" a model the picker does not list (yet) by persisting the first option: the seed bug.
+      // "Correct" a model the picker does not list (yet) by persisting the first option: the upstream bug.
       const first = sel.options[0].value;
       sel.value = first;
       S.session.model = first;
@@ -190,7 +190,7 @@
           fillModelSelect();
           fetchLive(provider);
         }
-        setTimeout(syncTopbar, 0);  // the seed's _resolveSessionModelForDisplaySoon
+        setTimeout(syncTopbar, 0);  // the upstream app's _resolveSessionModelForDisplaySoon
       })
       .catch((err) => setStatus(err.message));
   }
@@ -270,7 +270,7 @@
     if (!text || !S.session) return;
     const command = /^\/model\s+(\S+)$/.exec(text);
     if (command) {
-      // A command is a pick too: tell the guard, as DESIGN.md asks hosts to.
+      // A command is a pick too: tell the guard, as docs/host-guide.md asks hosts to.
       if (window.hermesGuard) window.hermesGuard.userIntent();
       const model = command[1];
       if (!Array.from(sel.options).some((o) => o.value === model)) sel.appendChild(option(model));
@@ -293,7 +293,7 @@
 
   function setStatus(text) { $('liveStatus').textContent = text; }
 
-  // -- boot: static list, session list and the current session, all at once (like the seed) ----------------
+  // -- boot: static list, session list and the current session, all at once (like the upstream app) ----------------
   loadModels();
   loadSessionList();
   if (body.dataset.initialSession) loadSession(body.dataset.initialSession);
