@@ -21,7 +21,7 @@ SAFE_TO_RETRY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Connection:
-    """One socket to the upstream; ``broken`` once it must not carry another request."""
+    """One socket to the upstream; ``fresh`` until it is reused (a new socket cannot have been closed while idle)."""
 
     __slots__ = ("sock", "fresh")
 
