@@ -99,6 +99,10 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
     def guard_script() -> Response:
         return script.response()
 
+    @bp.get("/static/" + script.SESSIONS_SCRIPT)  # session switches, models in no catalogue, picks kept
+    def guard_sessions_script() -> Response:
+        return script.response(script.SESSIONS_SCRIPT)
+
     @bp.get("/static/hermes-notices.js")  # loaded by the guard only when it has something to tell the user
     def notices_script() -> Response:
         return script.response(script.NOTICES)
@@ -132,7 +136,7 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
         availability = provider = reason = replacement = price = None
         aliases: list[str] = []
         if model is not None:
-            availability, provider, reason = guard_state.catalog.explain(model)
+            availability, provider, reason = guard_state.explain(model)  # the write guard's own verdict
             aliases = guard_state.model_aliases(model, provider)
             if availability == "absent":
                 replacement = guard_state.suggestion(model)

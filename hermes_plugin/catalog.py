@@ -40,6 +40,8 @@ WAIT_MARGIN = 1.0  # callers wait total_timeout plus this for a fetch to settle,
 MAX_WORKERS = 16
 REFRESH_INTERVAL = 10.0  # seconds: at most one forced refresh per provider (anyone can ask for one)
 MAX_OBSERVED = 64  # providers learnt from the host's responses; beyond this, new ones are not recorded
+EMPTY_LIVE = ("the live catalog answered an empty list, which is not taken as proof that no model exists "
+              "(set empty_means_none on the provider if it can really have none)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Subscriber = Callable[["ProviderCatalog"], None]
@@ -216,9 +218,11 @@ class CatalogService:
     # -- writing ---------------------------------------------------------------------------------
 
     def observe(self, provider: str, models: Any, source: str = "live", ok: bool = True,
-                error: str | None = None, *, share: bool = True) -> ProviderCatalog:
+                error: str | None = None, *, share: bool = True, empty_means_none: bool = False) -> ProviderCatalog:
         """Record a catalog the host's own endpoint served (or failed to serve) for ``provider``.
 
+        An empty live list counts as a failed fetch unless ``empty_means_none`` (here or in the provider's
+        config) says the provider really can have no models.
         A change is shared with the other workers (``share=False`` when applying one of theirs).
         """
         if not isinstance(provider, str) or not PROVIDER_ID.match(provider):
@@ -226,6 +230,11 @@ class CatalogService:
         if source not in ("live", "static"):
             raise ValueError(f"source must be 'live' or 'static', got {source!r}")
         parsed = to_models(list(models or ()), strict=False) if ok else []
+        if ok and source == "live" and not parsed and not empty_means_none:
+            with self._lock:
+                known = self._providers.get(provider)
+            if known is None or not known.spec.empty_means_none:
+                ok, error = False, EMPTY_LIVE
         failure = None if ok else _clip(redact(str(error or "the host's catalog request failed"), self.secrets()))
         with self._lock:
             prov = self._providers.get(provider)
@@ -248,7 +257,7 @@ class CatalogService:
             if source == "static":
                 if ok:
                     prov.observed_static = parsed
-            elif ok and parsed:
+            elif ok:  # a non-empty list, or an empty one the config says is real
                 _remember_prices(prov, parsed)
                 prov.live, prov.state, prov.confirmed = parsed, "fresh", True
                 prov.fetched_at, prov.error = time.time(), None
@@ -441,8 +450,10 @@ class CatalogService:
 
     def _apply_observation(self, record: dict[str, Any]) -> None:
         try:
+            # The sending worker already judged an empty list: shared as a success, it was a real one.
             self.observe(record["provider"], record.get("models") or [], record.get("source", "live"),
-                         ok=bool(record.get("ok", True)), error=record.get("error"), share=False)
+                         ok=bool(record.get("ok", True)), error=record.get("error"), share=False,
+                         empty_means_none=True)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("hermes-plugin: ignoring a malformed shared catalog observation: %s", exc)
 
@@ -463,6 +474,8 @@ class CatalogService:
                             total_timeout=self.total_timeout, secrets=secrets)
         try:
             models = _without_secrets(_validated(_call(spec.live, http)), secrets)
+            if not models and not spec.empty_means_none:
+                raise ProviderResponseError(EMPTY_LIVE)  # handled as a failed fetch: the last good copy stays
         except Exception as exc:
             http.rollback()  # keep the last good cached answer for the stale copy below and after restarts
             error = _error_text(exc, secrets)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import logging
 import os
 import re
+import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, has_app_context, make_response, request
+from flask import Flask, current_app, has_app_context, has_request_context, make_response, request
 from flask.wrappers import Response
 
 from . import api, inject, jsonpath, observe
@@ -25,7 +27,17 @@ from .plugins import make_plugin_manager
 from .prices import Price, ratio
 from .replacements import Replacements, check_table
 from .state import REDIS_SCHEMES, StateUnavailable, open_store
-from .writeguard import INTENTS, ON_KEEP, AuditLog, Decision, Versions, decide, needs_availability
+from .writeguard import (
+    INTENTS,
+    NEW_SESSION_POLICIES,
+    ON_KEEP,
+    AuditLog,
+    Decision,
+    Versions,
+    decide,
+    decide_new_session,
+    needs_availability,
+)
 from .ws import fleet_message
 
 log = logging.getLogger(__name__)
@@ -60,6 +72,8 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_ALLOWED_HOSTS": None,
     "HERMES_PLUGIN_MODEL_ALIASES": [],
     "HERMES_PLUGIN_READABLE_SCRIPT": False,
+    "HERMES_PLUGIN_NEW_SESSION_MODEL": "default",
+    "HERMES_PLUGIN_DEFAULT_MODEL": None,
     "HERMES_PLUGIN_MODEL_REPLACEMENTS": {},
     "HERMES_PLUGIN_MAX_PRICE_RATIO": 1.0,
 }
@@ -93,6 +107,17 @@ def _check_config(config: Any) -> None:
     if config["HERMES_PLUGIN_UNMARKED_INTENT"] not in UNMARKED_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
     check_alias_rules(config["HERMES_PLUGIN_MODEL_ALIASES"])
+    if config["HERMES_PLUGIN_NEW_SESSION_MODEL"] not in NEW_SESSION_POLICIES:
+        raise ConfigError(f"HERMES_PLUGIN_NEW_SESSION_MODEL must be one of {NEW_SESSION_POLICIES}")
+    default = config["HERMES_PLUGIN_DEFAULT_MODEL"]
+    if default is not None:
+        try:
+            validate_write_id(default)
+        except InvalidModelId as exc:
+            raise ConfigError(f"HERMES_PLUGIN_DEFAULT_MODEL: {exc}") from None
+    for entry in config["HERMES_PLUGIN_SESSION_URLS"]:
+        if isinstance(entry, dict):
+            observe.url_method(entry, "HERMES_PLUGIN_SESSION_URLS")  # the browser reads by this method
     for key in ("HERMES_PLUGIN_AUDIT_SIZE", "HERMES_PLUGIN_AUDIT_MAX_ENTRIES", "HERMES_PLUGIN_WS_QUEUE",
                 "HERMES_PLUGIN_MAX_OBSERVED"):
         if not isinstance(config[key], int) or config[key] < 1:
@@ -178,6 +203,11 @@ class GuardState:
         self.hub = Hub(config["HERMES_PLUGIN_WS_QUEUE"], fleet=self.store)
         self.endpoints = observe.endpoints(config["HERMES_PLUGIN_LIVE_URLS"], config["HERMES_PLUGIN_STATIC_URLS"])
         self.page_session_names: frozenset[str] | None = None  # inject.page_session
+        self.uninjected_routes: set[str] = set()  # routes already warned about (inject.warn_uninjected)
+        self.guarded_endpoints: set[str] = set()  # ModelGuard.guard_endpoint views wrapped in this app
+        self.missing_endpoints: set[str] = set()  # guard_endpoint names not registered when requests came
+        # A last source of the host's default model (the reverse proxy reads its upstream's setting).
+        self.default_model_reader: Callable[[], str | None] | None = None
         self.browser_config_json: dict[str, str] = {}  # per script root, computed on the first page
         self._browser_writes: list[dict[str, str]] = []  # write routes no view declares (the reverse proxy's)
         self.replacements = Replacements(check_table(config["HERMES_PLUGIN_MODEL_REPLACEMENTS"]), self.pm)
@@ -272,20 +302,45 @@ class GuardState:
         return model if isinstance(model, str) and model else None
 
     def availability(self, model: str) -> str:
-        """Availability of a stored model; fetch providers never fetched before calling it ``unknown``."""
-        availability = self.catalog.explain(model)[0]
-        if availability != "unknown":
-            return str(availability)
+        """Availability of a stored model, as the write guard judges it."""
+        return self.explain(model)[0]
+
+    def explain(self, model: str) -> tuple[str, str | None, str | None]:
+        """``(availability, provider, reason)`` of a stored model; providers never fetched are fetched before
+        calling it ``unknown``. The write guard and the session API both ask this, so they always agree."""
+        verdict = self.catalog.explain(model)
+        if verdict[0] != "unknown":
+            return verdict
         never_fetched = [
             provider for provider in self.catalog.provider_ids()
             if (snap := self.catalog.snapshot(provider)).fetched_at is None and snap.error is None
         ]
         if not never_fetched:
-            return "unknown"
+            return verdict
         # Only the never-fetched ones: refetching failed providers on every write would stall writes.
         for provider in never_fetched:
             self.catalog.catalog(provider)
-        return str(self.catalog.explain(model)[0])
+        return self.catalog.explain(model)  # type: ignore[no-any-return]
+
+    def default_model(self) -> str | None:
+        """The host's default model for new sessions: the ``hermes_plugin_default_model`` hook, else
+        ``HERMES_PLUGIN_DEFAULT_MODEL``, else the reader the reverse proxy sets; None when none says."""
+        sources: list[Callable[[], Any]] = [
+            lambda: self.pm.hook.hermes_plugin_default_model(request=request),
+            lambda: self.config["HERMES_PLUGIN_DEFAULT_MODEL"],
+        ]
+        if self.default_model_reader is not None:
+            sources.append(self.default_model_reader)
+        for source in sources:
+            try:
+                model = source()
+                if model is not None:
+                    return validate_write_id(model)
+            except InvalidModelId as exc:
+                log.warning("hermes-plugin: ignoring an invalid default model: %s", exc)
+            except Exception:  # a broken source must not break the host's create
+                log.exception("hermes-plugin: reading the default model failed")
+        return None
 
     def model_aliases(self, model: str, provider: str | None) -> list[str]:
         """Other spellings of a stored model the page may show: the ``resolve_model_alias`` hook's answer."""
@@ -353,6 +408,8 @@ class ModelGuard:
         self._setter: Callable[[str, str], Any] | None = None
         self._authorizers: list[Callable[[str, str | None], bool]] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        self._endpoints: dict[str, WriteSpec] = {}  # guard_endpoint(): endpoint -> where its write carries what
+        self._endpoints_lock = threading.Lock()
         self._bp, self._sock = api.make_blueprint(self._authorized)
         if app is not None:
             self.init_app(app)
@@ -366,8 +423,10 @@ class ModelGuard:
         app.register_blueprint(self._bp, url_prefix=prefix)
         self._sock.init_app(app)
         app.before_request(functools.partial(api.routing_error, prefix))
+        app.before_request(functools.partial(self._guard_endpoints, app))
         app.after_request(app.extensions[EXTENSION].after_request)
         self._apps.add(app)
+        self._guard_endpoints(app)
 
     # -- what the host registers -------------------------------------------------------------------
 
@@ -395,23 +454,43 @@ class ModelGuard:
 
     def model_write(self, session: str = "session_id", model: str = "model") -> Callable[[F], F]:
         """Guard a view that writes a session's model: ``session``/``model`` name where the write carries them."""
-        for path in (session, model):
-            jsonpath.parse(path)
-            if "[]" in path:
-                raise ValueError(f"model_write paths name one value, got {path!r}")
-        spec = WriteSpec(session, model)
+        spec = write_spec(session, model)
+        return lambda view: guarded_view(spec, view)  # type: ignore[return-value]
 
-        def decorator(view: F) -> F:
-            @functools.wraps(view)
-            def guarded(*args: Any, **kwargs: Any) -> Any:
-                if request.method in SAFE_METHODS:
-                    return view(*args, **kwargs)
-                return guard_write(spec, view, *args, **kwargs)
+    def guard_endpoint(self, endpoint: str, session: str = "session_id", model: str = "model") -> None:
+        """Guard an existing view of an app you do not own, by its endpoint name (``"chats.update"``).
 
-            guarded._hermes_write = spec  # type: ignore[attr-defined]  # found by inject.write_routes
-            return guarded  # type: ignore[return-value]
+        The registered view function is wrapped where it is called: inside the host's own decorators
+        (login checks run first) when they are ``functools.wraps`` decorators, else around the view with a
+        warning. Works before or after the view is registered, before or after ``init_app``.
+        """
+        if not isinstance(endpoint, str) or not endpoint:
+            raise ValueError("guard_endpoint needs the endpoint name of a view, e.g. 'chats.update'")
+        spec = write_spec(session, model)
+        with self._endpoints_lock:
+            self._endpoints[endpoint] = spec
+        for app in list(self._apps):
+            self._guard_endpoints(app)
 
-        return decorator
+    def _guard_endpoints(self, app: Flask) -> None:
+        """Wrap every ``guard_endpoint`` view registered by now (also runs before each request: cheap when done)."""
+        state = app.extensions.get(EXTENSION)
+        if state is None or len(state.guarded_endpoints) == len(self._endpoints):
+            return
+        with self._endpoints_lock:
+            for endpoint, spec in self._endpoints.items():
+                if endpoint in state.guarded_endpoints:
+                    continue
+                if endpoint not in app.view_functions:
+                    if has_request_context() and endpoint not in state.missing_endpoints:
+                        state.missing_endpoints.add(endpoint)  # serving requests, and still no such view: say so
+                        log.warning("hermes-plugin: guard_endpoint(%r): the app has no such endpoint (yet); its "
+                                    "writes are not guarded", endpoint)
+                    continue
+                app.view_functions[endpoint] = guard_registered_view(app.view_functions[endpoint], spec, endpoint)
+                state.guarded_endpoints.add(endpoint)
+            state.browser_config_json.clear()  # the pages' write routes and session names change
+            state.page_session_names = None
 
     # -- the current app's services ----------------------------------------------------------------
 
@@ -439,6 +518,58 @@ class ModelGuard:
 
     def _authorized(self, action: str, session_id: str | None) -> bool:
         return _state(current_app).authorized(action, session_id)
+
+
+def write_spec(session: str, model: str) -> WriteSpec:
+    for path in (session, model):
+        jsonpath.parse(path)
+        if "[]" in path:
+            raise ValueError(f"model_write paths name one value, got {path!r}")
+    return WriteSpec(session, model)
+
+
+def guarded_view(spec: WriteSpec, view: Callable[..., Any]) -> Callable[..., Any]:
+    """``view`` as a guarded write (reads pass through untouched)."""
+    @functools.wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if request.method in SAFE_METHODS:
+            return view(*args, **kwargs)
+        return guard_write(spec, view, *args, **kwargs)
+
+    guarded._hermes_write = spec  # type: ignore[attr-defined]  # found by inject.write_routes
+    return guarded
+
+
+def guard_registered_view(registered: Callable[..., Any], spec: WriteSpec, endpoint: str) -> Callable[..., Any]:
+    """The registered view with the guard around the host's own function, under the host's decorators.
+
+    A ``functools.wraps`` decorator keeps the function it calls in a closure cell and names it in
+    ``__wrapped__``: following that chain finds the host's function, and its cell gets the guarded one,
+    so the guard (which reads the session's stored model) runs only once the host's checks let the request in.
+    """
+    if getattr(registered, "_hermes_write", None) is not None:
+        return registered  # already guarded
+    outer = registered
+    while (inner := getattr(outer, "__wrapped__", None)) is not None:
+        cells = [cell for cell in getattr(outer, "__closure__", None) or () if _cell_holds(cell, inner)]
+        if len(cells) != 1:
+            break  # a decorator that keeps its function elsewhere: cannot reach inside it
+        if getattr(inner, "__wrapped__", None) is None:
+            cells[0].cell_contents = guarded_view(spec, inner)
+            registered._hermes_write = spec  # type: ignore[attr-defined]  # found by inject.write_routes
+            return registered
+        outer = inner
+    if outer is not registered or getattr(registered, "__wrapped__", None) is not None:
+        log.warning("hermes-plugin: guard_endpoint(%r): cannot reach the view inside its decorators; the guard "
+                    "runs around them, before the host's own checks", endpoint)
+    return guarded_view(spec, registered)
+
+
+def _cell_holds(cell: Any, value: Any) -> bool:
+    try:
+        return cell.cell_contents is value
+    except ValueError:  # an empty cell
+        return False
 
 
 def host_problem(host: str, allowed: Any) -> str | None:
@@ -523,11 +654,7 @@ def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
     request._cached_json = (body, body)  # type: ignore[attr-defined]  # the view need not parse it again
     on_keep = state.config["HERMES_PLUGIN_ON_KEEP"]
     if session is None:  # a new session or a message without one: nothing is stored yet
-        decision = decide(None, proposed, intent, None, on_keep)
-        state.notify(decision)
-        response = make_response(view(*args, **kwargs))
-        response.headers["X-Hermes-Decision"] = decision.outcome
-        return response
+        return _new_session_write(state, spec, view, args, kwargs, body, proposed, intent)
     try:
         with state.session_lock(session):
             return _locked_write(state, spec, view, args, kwargs, body, session, proposed, intent, on_keep)
@@ -535,6 +662,54 @@ def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
         # Refuse rather than write without the lock: a write we cannot order could silently lose another.
         raise WriteRefused(503, "state_unavailable", f"the guard's shared state is unavailable, nothing was "
                            f"written: {exc}", headers={"Retry-After": "1"}) from None
+
+
+def _new_session_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], args: tuple[Any, ...],
+                       kwargs: dict[str, Any], body: dict[str, Any], proposed: str | None, intent: str) -> Response:
+    """A write that names no session (a create): the host's new-session policy decides its model."""
+    policy = state.config["HERMES_PLUGIN_NEW_SESSION_MODEL"]
+    asks_default = policy == "default" and intent == "auto" and proposed is not None
+    decision = decide_new_session(proposed, intent, state.default_model() if asks_default else None, policy)
+    state.notify(decision)
+    if decision.default_model is not None:
+        _keep_in_request(body, spec.model, decision.default_model)
+    response = make_response(view(*args, **kwargs))
+    response.headers["X-Hermes-Decision"] = decision.outcome
+    created = created_session(response, spec) if response.status_code < 400 else None
+    if created is not None:
+        _audit_created(state, decision, created)
+    # What the browser guard needs to show the new session's model (header values must be ASCII).
+    for name, value in (("X-Hermes-Model-Default", decision.default_model), ("X-Hermes-Session", created)):
+        if value is not None and value.isascii():
+            response.headers[name] = value
+    return response
+
+
+def created_session(response: Response, spec: WriteSpec) -> str | None:
+    """The new session's id from a create's JSON answer: at the write's session path, or one level down
+    (``{"session": {"session_id": ...}}``); None when the answer does not say."""
+    if response.is_streamed or response.direct_passthrough or not response.is_json:
+        return None
+    answer = response.get_json(silent=True)
+    if not isinstance(answer, dict):
+        return None
+    places = [answer, *(value for value in answer.values() if isinstance(value, dict))]
+    for place in places:
+        try:
+            found = jsonpath.get(place, spec.session)
+        except jsonpath.PathError:
+            continue
+        if isinstance(found, (str, int)) and not isinstance(found, bool) and api.session_id_problem(str(found)) is None:
+            return str(found)
+    return None
+
+
+def _audit_created(state: GuardState, decision: Decision, session: str) -> None:
+    """The new session's first model-log entry: the model its create carried, and why (no extra read of it)."""
+    try:
+        state.audit.record(dataclasses.replace(decision, session=session), decision.default_model or decision.proposed)
+    except StateUnavailable as exc:
+        log.warning("hermes-plugin: could not log the creation of session %r: %s", session[:100], exc)
 
 
 def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], args: tuple[Any, ...],

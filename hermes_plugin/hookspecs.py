@@ -25,6 +25,11 @@ def resolve_model_alias(model_id: str, provider: str | None) -> str | None:
     """Return the canonical id for ``model_id`` (e.g. ``@nous:kimi`` -> ``kimi``), or None to leave it."""
 
 
+@hookspec(firstresult=True)
+def hermes_plugin_default_model(request: Any) -> str | None:
+    """The model a new session gets when the page creates one without a user's pick; None defers."""
+
+
 @hookspec
 def model_write_decided(decision: Any) -> None:
     """Observe a guard decision on a model write (a ``hermes_plugin.writeguard.Decision``)."""

@@ -7,6 +7,7 @@ WebSocket upgrade, not already compressed. The guard must run before the host's 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -15,7 +16,10 @@ from flask.wrappers import Response
 from markupsafe import escape
 
 from .names import EXTENSION
+from .script import SCRIPT, SESSIONS_SCRIPT
 
+log = logging.getLogger(__name__)
+MAX_FILE_PAGE = 8 * 2**20  # a bigger HTML file is not a page shell: served untouched, with a warning
 HEAD_TAG = re.compile(rb"<head(?:\s[^>]*)?>", re.IGNORECASE)
 NONCE = re.compile(r"'nonce-([A-Za-z0-9+/=_-]+)'")
 URL_VARIABLE = re.compile(r"<(?:(?P<converter>[a-zA-Z_]\w*)(?:\((?P<args>.*?)\))?:)?(?P<name>[a-zA-Z_]\w*)>")
@@ -124,6 +128,11 @@ def page_session(state: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable() else None
 
 
+def optional_scripts(config_json: str) -> list[str]:
+    """The guard's optional parts a page loads right after it: the sessions part where there are guarded writes."""
+    return [SESSIONS_SCRIPT] if '"writes":[]' not in config_json else []
+
+
 def snippet(state: Any, nonce: str | None) -> bytes:
     """The two elements to insert; the config JSON is computed once per app and script root."""
     root = request.script_root
@@ -133,16 +142,63 @@ def snippet(state: Any, nonce: str | None) -> bytes:
     nonce_attr = f' nonce="{escape(nonce)}"' if nonce else ""
     session = page_session(state)
     session_attr = f' data-session="{escape(session)}"' if session is not None else ""
-    src = escape(root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/hermes-guard.js")
+    static = root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/"
+    scripts = [SCRIPT, *optional_scripts(config)]
+    tags = "".join(f'<script src="{escape(static + name)}"{nonce_attr}></script>' for name in scripts)
     return (
         f'<script type="application/json" id="hermes-plugin-config"{session_attr}{nonce_attr}>{config}</script>'
-        f'<script src="{src}"{nonce_attr}></script>'
+        + tags
     ).encode("ascii", "xmlcharrefreplace")
+
+
+def is_page(response: Response) -> bool:
+    """A complete HTML page answer, whatever its body is made of."""
+    return (response.status_code == 200 and response.mimetype == "text/html"
+            and request.headers.get("Upgrade", "").lower() != "websocket")
+
+
+def read_file_page(response: Response) -> bool:
+    """Turn a ``send_file``/``send_static_file`` page (how single-page apps serve ``index.html``) into an
+    ordinary body we can edit; False when it cannot be read safely (too big, compressed, X-Sendfile)."""
+    if not response.direct_passthrough or "Content-Encoding" in response.headers:
+        return False
+    if "X-Sendfile" in response.headers or "X-Accel-Redirect" in response.headers:
+        return False  # the web server sends the file: there is no body here to edit
+    length = response.content_length
+    if length is None or length > MAX_FILE_PAGE:
+        return False
+    response.direct_passthrough = False
+    response.get_data()  # reads the file into memory and closes it
+    # The body is no longer the file: its validators would let a browser keep a page built for another config.
+    for header in ("ETag", "Last-Modified", "Accept-Ranges"):
+        response.headers.pop(header, None)
+    return True
+
+
+def warn_uninjected(state: Any, response: Response) -> None:
+    """Say once per route that a page goes out without the guard, instead of leaving it silently unguarded."""
+    route = request.url_rule.rule if request.url_rule is not None else request.path
+    if route in state.uninjected_routes:
+        return
+    state.uninjected_routes.add(route)
+    why = ("it is compressed" if "Content-Encoding" in response.headers
+           else "it is sent by the web server (X-Sendfile)" if "X-Sendfile" in response.headers
+           else "it is streamed" if response.is_streamed and not response.direct_passthrough
+           else f"it is a file larger than {MAX_FILE_PAGE} bytes or of unknown length")
+    log.warning("hermes-plugin: the page of route %s (endpoint %s) is served WITHOUT the browser guard: %s; "
+                "serve it as an ordinary response or include the guard script yourself (docs/host-guide.md)",
+                route, request.endpoint, why)
 
 
 def inject(state: Any, response: Response) -> Response:
     """The ``after_request`` body: returns the response, edited only when every safety check passes."""
-    if not state.config["HERMES_PLUGIN_INJECT"] or not should_inject(response):
+    if not state.config["HERMES_PLUGIN_INJECT"] or not is_page(response):
+        return response
+    if response.direct_passthrough and not read_file_page(response):
+        warn_uninjected(state, response)
+        return response
+    if not should_inject(response):
+        warn_uninjected(state, response)
         return response
     body = response.get_data()
     head = HEAD_TAG.search(body)

@@ -22,6 +22,7 @@ from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+READ_METHODS = ("GET", "POST", "PUT", "PATCH")
 MAX_BODY = 2 * 2**20  # larger bodies are not catalogs we want to parse inside the host's request
 
 
@@ -34,6 +35,8 @@ class Endpoint:
     source: str  # "live" | "static"
     provider: str | None = None  # a dotted path; else the URL's named group ``provider``
     state: str | None = None  # a dotted path to the host's own state; anything but "fresh" is not a live listing
+    method: str = "GET"  # some hosts read a catalog by POST
+    empty_means_none: bool = False  # an empty live list is real, not the host hiding an outage
 
 
 def endpoints(live: Sequence[Mapping[str, Any]], static: Sequence[Mapping[str, Any]]) -> list[Endpoint]:
@@ -52,8 +55,21 @@ def endpoints(live: Sequence[Mapping[str, Any]], static: Sequence[Mapping[str, A
                 raise ConfigError(f"HERMES_PLUGIN_{source.upper()}_URLS entry {entry!r}: {exc}") from exc
             if entry.get("provider") is None and "provider" not in url.groupindex:
                 raise ConfigError(f"{entry['url']!r}: needs a named group 'provider' or a 'provider' path")
-            compiled.append(Endpoint(url, entry["models"], source, entry.get("provider"), entry.get("state")))
+            method = url_method(entry, f"HERMES_PLUGIN_{source.upper()}_URLS")
+            empty = entry.get("empty_means_none", False)
+            if not isinstance(empty, bool):
+                raise ConfigError(f"HERMES_PLUGIN_{source.upper()}_URLS entry {entry!r}: empty_means_none must be a bool")
+            compiled.append(Endpoint(url, entry["models"], source, entry.get("provider"), entry.get("state"),
+                                     method, empty))
     return compiled
+
+
+def url_method(entry: Mapping[str, Any], where: str) -> str:
+    """The HTTP method a catalog or session URL entry is read with: ``GET`` unless it names another."""
+    method = entry.get("method", "GET")
+    if not isinstance(method, str) or method.upper() not in READ_METHODS:
+        raise ConfigError(f"{where} entry {dict(entry)!r}: method must be one of {', '.join(READ_METHODS)}")
+    return method.upper()
 
 
 def _ids(values: list[Any]) -> list[str]:
@@ -83,11 +99,13 @@ def _failure(response: Response) -> str:
 
 def observe_response(catalog: Any, points: list[Endpoint], response: Response) -> None:
     """Feed ``catalog.observe`` from one host response; never raises into the host."""
-    if request.method != "GET" or not points:
+    if not points:
         return
     target = request.full_path.rstrip("?")
     try:
         for point in points:
+            if point.method != request.method:
+                continue
             match = point.url.search(target)
             if match is not None:
                 _observe(catalog, point, match, response)
@@ -115,7 +133,12 @@ def _observe(catalog: Any, point: Endpoint, match: re.Match[str], response: Resp
         pairs = jsonpath.grouped(body, point.provider, point.models)
     else:
         pairs = [(url_provider, jsonpath.extract(body, point.models))]
+    # A flat list (``models[].provider`` with ``models[].id``) gives one pair per model: collect each
+    # provider's models across every entry, or only the last model of each provider would be recorded.
+    collected: dict[str, list[str]] = {}
     for provider, models in pairs:
         provider = provider if isinstance(provider, str) and provider else url_provider
         if provider:
-            catalog.observe(provider, _ids(models), point.source, ok=ok, error=error)
+            collected.setdefault(provider, []).extend(_ids(models))
+    for provider, ids in collected.items():
+        catalog.observe(provider, ids, point.source, ok=ok, error=error, empty_means_none=point.empty_means_none)

@@ -41,6 +41,9 @@ class ProviderSpec:
     live: Any = None
     expire_after: float | None = None
     plugin: str = "config"
+    # An empty live list is a real "no models" only when the provider says so; otherwise it is
+    # treated as a failed fetch (many hosts turn an outage into ``200 []``).
+    empty_means_none: bool = False
 
 
 def make_plugin_manager(load: str | None = None, *, entry_points: bool = True) -> pluggy.PluginManager:
@@ -129,7 +132,7 @@ def collect_kinds(pm: pluggy.PluginManager, errors: list[PluginRegistrationError
 
 
 def make_spec(provider_id: Any, static: Any = (), live: Any = None, label: Any = None,
-              expire_after: Any = None, plugin: str = "config") -> ProviderSpec:
+              expire_after: Any = None, plugin: str = "config", empty_means_none: Any = False) -> ProviderSpec:
     """Validate one ``register(...)`` call and turn it into a ProviderSpec."""
     if not isinstance(provider_id, str) or not PROVIDER_ID.match(provider_id):
         raise ValueError(f"invalid provider id {provider_id!r} (letters, digits, '.', '_', '-'; at most 64)")
@@ -139,6 +142,8 @@ def make_spec(provider_id: Any, static: Any = (), live: Any = None, label: Any =
         raise TypeError(f"provider {provider_id}: label must be a string")
     if expire_after is not None and not isinstance(expire_after, (int, float)):
         raise TypeError(f"provider {provider_id}: expire_after must be seconds")
+    if not isinstance(empty_means_none, bool):
+        raise TypeError(f"provider {provider_id}: empty_means_none must be true or false")
     if isinstance(static, (str, bytes, Mapping)):  # list("abc") would register one model per character
         raise TypeError(f"provider {provider_id}: static must be a list of model ids or Model objects")
     try:
@@ -146,7 +151,7 @@ def make_spec(provider_id: Any, static: Any = (), live: Any = None, label: Any =
     except ProviderResponseError as exc:
         raise ValueError(f"provider {provider_id}: {exc}") from exc
     return ProviderSpec(provider_id, label, models, live,
-                        float(expire_after) if expire_after is not None else None, plugin)
+                        float(expire_after) if expire_after is not None else None, plugin, empty_means_none)
 
 
 def collect_registrations(
@@ -163,8 +168,9 @@ def collect_registrations(
         pending: list[ProviderSpec] = []
 
         def register(provider_id: str, static: Any = (), live: Any = None, label: Any = None,
-                     expire_after: Any = None, _plugin: str = plugin, _into: list[ProviderSpec] = pending) -> None:
-            _into.append(make_spec(provider_id, static, live, label, expire_after, _plugin))
+                     expire_after: Any = None, empty_means_none: Any = False, _plugin: str = plugin,
+                     _into: list[ProviderSpec] = pending) -> None:
+            _into.append(make_spec(provider_id, static, live, label, expire_after, _plugin, empty_means_none))
 
         try:
             function(register=register)
@@ -189,11 +195,13 @@ def spec_from_table(provider_id: str, table: Any, kinds: Mapping[str, Callable[.
     if not isinstance(table, Mapping):
         raise ConfigError(f"provider {provider_id}: expected a table, got {type(table).__name__}")
     kind = table.get("kind", "static" if "live" not in table else None)
+    empty_means_none = table.get("empty_means_none", False)
     if kind == "static":
         declared: dict[str, Any] = {}
     elif kind in kinds:
-        try:
-            declared = dict(kinds[kind](provider_id, dict(table)) or {})
+        try:  # the catalog's own keys are not the kind's business
+            declared = dict(kinds[kind](provider_id, {k: v for k, v in table.items() if k != "empty_means_none"})
+                            or {})
         except (TypeError, ValueError, KeyError) as exc:
             raise ConfigError(f"provider {provider_id}: {exc}") from exc
     else:
@@ -205,6 +213,7 @@ def spec_from_table(provider_id: str, table: Any, kinds: Mapping[str, Callable[.
     label = table.get("label", declared.pop("label", None))
     expire_after = table.get("expire_after", declared.pop("expire_after", None))
     try:
-        return make_spec(provider_id, static, declared.pop("live", None), label, expire_after, "config")
+        return make_spec(provider_id, static, declared.pop("live", None), label, expire_after, "config",
+                         empty_means_none)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc

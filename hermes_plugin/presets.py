@@ -25,6 +25,8 @@ HERMES_WEBUI: dict[str, Any] = {
     # The raw stored model: no message payload, no display-time resolution of the id.
     "session_read": {"url": "/api/session?session_id={session}&messages=0&resolve_model=0", "model": "session.model"},
     "session_urls": [{"url": SESSION_URL, "model": "session.model", "session": "session.session_id"}],
+    # The model its config.yaml names for new conversations (a per-profile setting, read as the caller).
+    "default_model": {"url": "/api/settings", "model": "default_model"},
     # The app's own model write, replayed by the proxy for undo and the user's answers to its prompts.
     "session_write": {"method": "POST", "url": "/api/session/update",
                       "body": {"session_id": "{session}", "model": "{model}"}},

@@ -13,6 +13,8 @@ import importlib.resources
 from flask import Response, current_app, request
 
 SCRIPT = "hermes-guard.js"
+# Optional parts of the guard, each loaded only on pages (or at moments) that need them.
+SESSIONS_SCRIPT = "hermes-guard-sessions.js"  # session switches, re-apply writes, kept picks
 NOTICES = "hermes-notices.js"  # the notices and prompts, loaded by the guard only when it needs them
 
 
@@ -23,7 +25,7 @@ def source(name: str = SCRIPT) -> str:
 
 @functools.cache
 def minified(name: str = SCRIPT) -> str:
-    """The served build: the source without comments and spaces, computed once."""
+    """The served build: the source without comments and spaces, computed once per script."""
     import rjsmin  # only when a page first asks for the script
 
     return str(rjsmin.jsmin(source(name)))

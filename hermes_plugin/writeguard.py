@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from .state import StateStore, model_digest
 
-Outcome = Literal["pass", "keep", "reject", "fallback"]
+Outcome = Literal["pass", "keep", "reject", "fallback", "default"]
 Intent = Literal["user", "auto"]
 INTENTS = ("user", "auto")
 ON_KEEP = ("keep", "reject")
+NEW_SESSION_POLICIES = ("default", "inherit")
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,8 @@ class Decision:
 
     outcome: Outcome
     # same | user | no_stored_model | model_present | catalog_unknown | model_absent | replacement_suggested |
-    # price_increase | undo | replacement | price_accepted | pick (the last four: the plugin's own set API)
+    # price_increase | new_session_default | undo | replacement | price_accepted | pick (the last four: the
+    # plugin's own set API)
     reason: str
     session: str | None = None
     stored: str | None = None
@@ -33,6 +35,7 @@ class Decision:
     availability: str | None = None  # of the stored model: present | absent | unknown (None when not asked)
     replacement: str | None = None  # the retirement map's suggestion for an absent stored model
     price_ratio: float | None = None  # proposed model's price / stored model's, when both are known
+    default_model: str | None = None  # what a new session was given instead of the proposal ("default" outcome)
 
     @property
     def changes_model(self) -> bool:
@@ -81,10 +84,22 @@ def decide(stored: str | None, proposed: str | None, intent: str, availability: 
     return Decision(outcome, reason, availability=availability or "unknown", **common)  # type: ignore[arg-type]
 
 
+def decide_new_session(proposed: str | None, intent: str, default: str | None, policy: str = "default") -> Decision:
+    """A write that creates a session (nothing stored yet): under the ``default`` policy an automatic
+    proposal (the page's leftover picker value) gives way to the host's default model; a user's pick passes."""
+    if policy not in NEW_SESSION_POLICIES:
+        raise ValueError(f"policy must be one of {NEW_SESSION_POLICIES}, got {policy!r}")
+    common = {"stored": None, "proposed": proposed, "intent": intent}
+    if policy == "default" and intent == "auto" and default and proposed is not None and proposed != default:
+        return Decision("default", "new_session_default", default_model=default, **common)  # type: ignore[arg-type]
+    reason = "same" if proposed is None else "no_stored_model"
+    return Decision("pass", reason, **common)  # type: ignore[arg-type]
+
+
 def actor(decision: Decision) -> str:
     """Who made the change: ``user`` (a pick or an answer), ``page`` (an automatic write let through) or
     ``server`` (the guard kept or refused the page's proposal)."""
-    if decision.outcome in ("keep", "reject"):
+    if decision.outcome in ("keep", "reject", "default"):  # "default": a new session given the host's default
         return "server"
     return "user" if decision.intent == "user" else "page"
 

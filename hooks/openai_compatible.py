@@ -11,7 +11,7 @@ from hermes_plugin.errors import ProviderResponseError
 from hermes_plugin.hookspecs import hookimpl
 
 KIND = "openai-compatible"
-COMMON_KEYS = frozenset({"kind", "static", "label", "expire_after"})
+COMMON_KEYS = frozenset({"kind", "static", "label", "expire_after", "empty_means_none"})
 
 
 @dataclass(frozen=True)

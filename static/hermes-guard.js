@@ -8,7 +8,6 @@ const W = window, D = document, nonce = D.currentScript?.nonce;
 if (W.hermesGuard) return;
 
 const INTENT_HEADER = 'X-Hermes-Intent';
-const KEPT_HEADER = 'X-Hermes-Model-Kept';
 const PLACEHOLDER = 'data-hermes-unavailable'; // marks the option the guard adds for an unavailable model
 const NOTICE = 'hermes-notice';
 const GESTURE_MS = 1500; // how long a click or key press explains the write that follows it
@@ -365,7 +364,9 @@ function describeWrite(c, body, header) {
   const session = read(c.e.session), model = read(c.e.model), t = now();
   const recent = pointer && t - pointer.at <= GESTURE_MS;
   const named = model != null && recent && !pointer.inPicker && namesModel(pointer.target, model);
-  const choice = !header && session != null && safely(() => isChoice(session, model));
+  // A create (no session yet) made while the page shows no session (a new-chat view) carries the user's
+  // choice: there is no other chat whose model could be left over in the picker.
+  const choice = !header && (session != null ? safely(() => isChoice(session, model)) : cur == null);
   const intent = decideIntent({ header, proposed: model, pick, gestureAt, markAt, now: t, named, choice });
   if (intent === 'user') {
     markAt = undefined; // userIntent() explains one write only
@@ -392,7 +393,7 @@ const unhold = h => held.includes(h) && held.splice(held.indexOf(h), 1);
 // The server kept the stored model: the picker goes back to it, visibly, if it showed the other one.
 // A change let through without the user, or one the user must decide, goes to the notices script.
 function afterWrite(w, header) {
-  const kept = header(KEPT_HEADER), note = header('X-Hermes-Notice'), proposed = w.detail.model, s = w.session;
+  const kept = header('X-Hermes-Model-Kept'), note = header('X-Hermes-Notice'), proposed = w.detail.model, s = w.session;
   if (note) return tell({ ...w.detail, note });
   if (!kept) return;
   const showedProposal = () => selects().find(sel => sameModel(sel.value, proposed) && !sameModel(sel.value, known.get(s)));

@@ -216,7 +216,8 @@ def test_proxy_workers_share_guard_state_through_redis(tmp_path):
     upstream = GunicornHost(tmp_path, "upstream", 2, guard=False).start()  # the app itself knows nothing of the guard
     config = tmp_path / "proxy.toml"
     config.write_text(PROXY_CONFIG % (provider.base_url, cold.base_url))
-    proxies = GunicornHost(tmp_path, "proxy", 4, threads=16, health=f"{P}/api/sessions/fig1/model",
+    # Health from the model log: the session model route judges availability, which fetches never-fetched providers.
+    proxies = GunicornHost(tmp_path, "proxy", 4, threads=16, health=f"{P}/api/sessions/fig1/model-log",
                            app=f"hermes_plugin.proxy:create_app(upstream={upstream.url!r}, config={str(config)!r})",
                            env={"HERMES_PLUGIN_REDIS_URL": server.url})
     fleet = Fleet(tmp_path, [proxies], provider, server, cold=cold)

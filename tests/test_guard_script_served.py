@@ -40,9 +40,10 @@ def test_served_build_is_minified_and_within_the_gzip_budget() -> None:
 def test_served_build_is_computed_once_and_revalidated_by_etag() -> None:
     app, _ = make_app()
     client = app.test_client()
+    script.minified.cache_clear()  # other tests in this process may have built the optional parts too
     first = client.get(f"{P}/static/hermes-guard.js")
     built = script.minified.cache_info()
-    assert built.currsize <= 2  # one build per script (the guard, and the notices script if asked for)
+    assert built.currsize <= 3  # one build per script (the guard, and its optional parts if asked for)
     again = client.get(f"{P}/static/hermes-guard.js", headers={"If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304 and again.get_data() == b""
     assert script.minified.cache_info().misses == built.misses  # not built again
@@ -109,3 +110,27 @@ def test_a_page_route_naming_a_writes_session_is_handed_to_the_script() -> None:
     escaped = client.get('/chat/a"><b>').get_data(as_text=True)
     assert 'data-session="a&#34;&gt;&lt;b&gt;"' in escaped and "<b>" not in escaped  # text, never markup
     assert "data-session" not in client.get("/docs/intro").get_data(as_text=True)  # not a session's name
+
+
+def test_sessions_part_is_served_minified_and_only_on_pages_with_guarded_writes() -> None:
+    app, guard = make_app()
+    page = "<html><head></head><body></body></html>"
+    app.add_url_rule("/", "index", lambda: page)
+    client = app.test_client()
+    assert script.SESSIONS_SCRIPT not in client.get("/").get_data(as_text=True)  # nothing it could do here
+
+    app2, guard2 = make_app()
+
+    @app2.put("/v1/chats/<cid>")
+    @guard2.model_write(session="cid", model="model")
+    def update(cid: str) -> Any:
+        return {"ok": True}
+
+    app2.add_url_rule("/", "index", lambda: page)
+    client2 = app2.test_client()
+    html = client2.get("/").get_data(as_text=True)
+    core, part = html.index("/static/hermes-guard.js"), html.index("/static/" + script.SESSIONS_SCRIPT)
+    assert core < part  # right after the core, before the host's own scripts
+    served = client2.get(f"{P}/static/{script.SESSIONS_SCRIPT}")
+    assert served.status_code == 200 and served.mimetype == "text/javascript"
+    assert served.get_data(as_text=True) == script.minified(script.SESSIONS_SCRIPT) and served.headers["ETag"]

@@ -52,6 +52,12 @@ def upstream_app(seen: list[dict[str, str]]) -> Flask:
         body = b'{"session": {"session_id": "s1", "model": "p/m"}}'
         return Response(gzip.compress(body), headers={"Content-Encoding": "gzip"}, mimetype="application/json")
 
+    @app.get("/data")
+    def data() -> Response:
+        seen.append(dict(request.headers))
+        return Response(gzip.compress(b'{"rows": [1, 2, 3]}'), headers={"Content-Encoding": "gzip"},
+                        mimetype="application/json")
+
     @app.get("/folded")
     def folded() -> Response:
         return Response("ok", headers=[("X-One", "a"), ("X-Two", "b"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
@@ -82,15 +88,21 @@ def test_requests_the_guard_never_reads_skip_flask_and_the_rest_do_not(relayed):
     assert flask_saw == ["/page", "/hermes-plugin/api/catalog"]
 
 
-def test_session_reads_pass_untouched_because_the_server_guard_never_reads_them(relayed):
+def test_compressed_answers_the_guard_never_reads_pass_untouched(relayed):
     url, flask_saw, seen = relayed
-    with requests.get(f"{url}/api/session?session_id=s1", headers={"Accept-Encoding": "gzip"}, stream=True,
-                      timeout=WAIT) as response:
+    with requests.get(f"{url}/data", headers={"Accept-Encoding": "gzip"}, stream=True, timeout=WAIT) as response:
         raw = response.raw.read(decode_content=False)
     assert response.headers["Content-Encoding"] == "gzip"  # not decoded and re-sent by the proxy
-    assert gzip.decompress(raw) == b'{"session": {"session_id": "s1", "model": "p/m"}}'
+    assert gzip.decompress(raw) == b'{"rows": [1, 2, 3]}'
     assert seen[-1]["Accept-Encoding"] == "gzip"  # the client's own, not the identity the guard asks for
     assert flask_saw == []
+
+
+def test_session_reads_are_read_by_the_guard(relayed):
+    url, flask_saw, _ = relayed
+    response = requests.get(f"{url}/api/session?session_id=s1", timeout=WAIT)
+    assert response.json() == {"session": {"session_id": "s1", "model": "p/m"}}  # decoded for the guard
+    assert flask_saw == ["/api/session"]  # in a request context: the guard learns the stored model
 
 
 def test_repeated_response_headers_all_arrive(relayed):

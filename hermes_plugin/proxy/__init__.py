@@ -5,7 +5,7 @@ layer checks the request-target and ``Host`` and relays every request the guard 
 straight to the upstream (no Flask request, bodies streamed both ways, never parsed). The rest reaches
 Flask: the plugin's routes, WebSocket upgrades, configured write routes (through ``extension.guard_write``)
 and reads whose answers the guard's ``after_request`` reads (HTML pages to inject into, catalog JSON to
-learn from; buffered, capped).
+learn from, session JSON to learn stored models from; buffered, capped).
 
 Modules, each importing only those listed before it: ``urls`` (upstream origin, client path, hop-by-hop
 headers), ``config`` (the ``[proxy]`` table), ``credentials`` (the caller's, forwarded), ``sessions``

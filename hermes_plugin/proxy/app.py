@@ -13,6 +13,7 @@ from ..api import json_error
 from ..extension import ModelGuard, guard_write
 from ..redact import printable
 from .config import ProxyConfig, load_config
+from .defaults import UpstreamDefault
 from .passthrough import Passthrough
 from .relay import CHUNK, UPSTREAM_ERRORS, Proxy
 from .websocket import websocket_routes
@@ -41,6 +42,7 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
         HERMES_PLUGIN_SESSION_URLS=cfg.session_urls,
         HERMES_PLUGIN_ALLOWED_HOSTS=cfg.allowed_hosts,
         HERMES_PLUGIN_MODEL_ALIASES=cfg.model_aliases,
+        HERMES_PLUGIN_NEW_SESSION_MODEL=cfg.new_session_model,
         HERMES_PLUGIN_MODEL_REPLACEMENTS=cfg.model_replacements,
         HERMES_PLUGIN_MAX_PRICE_RATIO=cfg.max_price_ratio,
     )
@@ -51,6 +53,8 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
     state.add_browser_writes(route.browser() for route in cfg.writes)
     if proxy.models is not None:
         guard.session_model(proxy.models)
+    if cfg.default_model is not None:
+        state.default_model_reader = UpstreamDefault(proxy, cfg.default_model, cfg.session_ttl)
     if cfg.session_write is not None:
         guard.session_model_setter(proxy.write_model)
     app.extensions["hermes_plugin_proxy"] = proxy

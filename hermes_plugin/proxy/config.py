@@ -15,9 +15,9 @@ from ..presets import preset
 from ..replacements import check_table
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
-              "session_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
+              "session_ttl", "session_learn_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
               "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases", "session_write",
-              "model_replacements", "max_price_ratio"}
+              "model_replacements", "max_price_ratio", "default_model", "new_session_model"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,34 @@ class WriteRoute:
 
 @dataclass(frozen=True)
 class SessionRead:
-    """How to read a session's stored model from the upstream: ``GET url`` (``{session}`` filled in), JSON path."""
+    """How to read a session's stored model from the upstream: ``GET url`` (``{session}`` filled in), JSON path.
+
+    Hosts that load a chat by POST (``POST /load {"id": ...}``) give ``method`` and a JSON ``body`` whose
+    ``"{session}"`` strings are filled in.
+    """
+
+    url: str
+    model: str
+    method: str = "GET"
+    body: Any = None
+
+    def request_body(self, session: str) -> Any:
+        return _fill(self.body, session)
+
+
+def _fill(value: Any, session: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{session}", session)
+    if isinstance(value, dict):
+        return {key: _fill(item, session) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, session) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class UpstreamRead:
+    """A value read from the upstream: ``GET url``, then the JSON path ``model`` (the default model)."""
 
     url: str
     model: str
@@ -96,6 +123,7 @@ class ProxyConfig:
     model_select: str = "#modelSelect, [data-hermes-model]"
     picker: str | None = None
     session_ttl: float = 2.0
+    session_learn_ttl: float | None = None  # learnt stored models; None: 30 s, or 0 when session_ttl is 0
     auth_url: str = "/"  # asked as the caller before any plugin route without a session: 2xx lets it through
     auth_ttl: float = 2.0
     allowed_hosts: list[str] | None = None  # Host names the proxy answers to (DNS rebinding); None: any
@@ -108,6 +136,15 @@ class ProxyConfig:
     prefix: str = "/hermes-plugin"
     providers: dict[str, Any] = field(default_factory=dict)
     model_aliases: list[str] = field(default_factory=list)
+    default_model: UpstreamRead | None = None  # where the upstream says which model new sessions get
+    new_session_model: str = "default"
+
+    @property
+    def learn_ttl(self) -> float:
+        """Seconds a learnt stored model is used; off by default where reads are not cached (several workers)."""
+        if self.session_learn_ttl is not None:
+            return self.session_learn_ttl
+        return 30.0 if self.session_ttl > 0 else 0.0
 
 
 def _where(value: Any, what: str) -> tuple[str, bool]:
@@ -168,13 +205,17 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
     cfg = ProxyConfig(writes=[_write_route(e) for e in writes], providers=dict(providers or {}))
     read = table.get("session_read")
     if read is not None:
-        if not isinstance(read, Mapping) or not isinstance(read.get("url"), str) or "{session}" not in read["url"]:
-            raise ConfigError("[proxy] session_read must be {url = \"...{session}...\", model = \"json.path\"}")
+        method = str(read.get("method", "GET")).upper() if isinstance(read, Mapping) else "GET"
+        named = isinstance(read, Mapping) and isinstance(read.get("url"), str) and (
+            "{session}" in read["url"] or "{session}" in repr(read.get("body")))
+        if not named or method not in ("GET", "POST") or (read.get("body") is not None and method == "GET"):
+            raise ConfigError("[proxy] session_read must be {url = \"...{session}...\", model = \"json.path\"}, or "
+                              "{method = \"POST\", url, body = {id = \"{session}\"}, model}")
         try:
-            jsonpath.parse(read.get("model"))  # type: ignore[arg-type]
+            jsonpath.parse(read.get("model"))
         except jsonpath.PathError as exc:
             raise ConfigError(f"[proxy] session_read model: {exc}") from None
-        cfg.session_read = SessionRead(read["url"], read["model"])
+        cfg.session_read = SessionRead(read["url"], read["model"], method, read.get("body"))
     if table.get("session_write") is not None:
         cfg.session_write = _session_write(table["session_write"])
     cfg.model_replacements = check_table(table.get("model_replacements", {}), "[proxy] model_replacements")
@@ -185,16 +226,26 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
         cfg.max_price_ratio = float(value)
     cfg.live_urls, cfg.static_urls = _url_list(table, "live_urls"), _url_list(table, "static_urls")
     cfg.session_urls = _url_list(table, "session_urls")
+    default = table.get("default_model")
+    if default is not None:
+        if not isinstance(default, Mapping) or not isinstance(default.get("url"), str) \
+                or not default["url"].startswith("/") or default["url"].startswith("//"):
+            raise ConfigError('[proxy] default_model must be {url = "/path on the upstream", model = "json.path"}')
+        try:
+            jsonpath.parse(default.get("model"))  # type: ignore[arg-type]
+        except jsonpath.PathError as exc:
+            raise ConfigError(f"[proxy] default_model model: {exc}") from None
+        cfg.default_model = UpstreamRead(default["url"], default["model"])
     check_alias_rules(table.get("model_aliases", []))
     cfg.model_aliases = list(table.get("model_aliases", []))
-    for key in ("model_select", "picker", "cache", "on_keep", "prefix", "auth_url"):
+    for key in ("model_select", "picker", "cache", "on_keep", "prefix", "auth_url", "new_session_model"):
         if key in table:
             if not isinstance(table[key], str) or not table[key]:
                 raise ConfigError(f"[proxy] {key} must be a non-empty string")
             setattr(cfg, key, table[key])
     if not cfg.auth_url.startswith("/") or cfg.auth_url.startswith("//"):
         raise ConfigError("[proxy] auth_url must be a path on the upstream, starting with a single '/'")
-    for key in ("session_ttl", "timeout", "connect_timeout", "auth_ttl"):
+    for key in ("session_ttl", "session_learn_ttl", "timeout", "connect_timeout", "auth_ttl"):
         if key in table:
             if not isinstance(table[key], (int, float)) or isinstance(table[key], bool) or table[key] < 0:
                 raise ConfigError(f"[proxy] {key} must be a number of seconds >= 0")

@@ -1,10 +1,11 @@
 """The proxy's WSGI entry: refuse bad targets and hosts, relay what the guard never reads, hand the rest to Flask.
 
 Most requests through the proxy are ones the guard has nothing to do with (scripts, styles, API calls that
-write no model, session reads, event streams). Those are relayed here, on plain WSGI: the client's headers
+write no model, event streams). Those are relayed here, on plain WSGI: the client's headers
 copied once into the upstream request, the answer's bytes handed to the server as they arrive, no Flask
 request, no body parsed or copied. The guard's own routes, WebSocket upgrades and guarded writes go to the
-Flask app; pages (the guard script is injected) and catalog reads (the guard learns from them) are relayed
+Flask app; pages (the guard script is injected) and catalog and session reads (the guard learns from
+them) are relayed
 inside a Flask request context, so the app's hooks see their answers as they would a view's."""
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ class Passthrough:
             return "read"  # a page: the guard script is injected into it
         query = environ.get("QUERY_STRING", "")
         target = f"{path}?{query.encode('latin1').decode(errors='replace')}" if query else path
-        if any(pattern.search(target) for pattern in self.identity):
-            return "read"  # a catalog the guard learns from
+        if any(m == method and pattern.search(target) for m, pattern in self.identity):
+            return "read"  # a catalog or session read the guard learns from
         return "relay"
 
     def read_through(self, environ: dict[str, Any], start_response: StartResponse) -> Any:

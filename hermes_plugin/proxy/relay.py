@@ -100,16 +100,20 @@ class Proxy:
         self.base_path = urlsplit(self.upstream).path
         self.upstream_host = urlsplit(self.upstream).netloc
         self.timeouts = (cfg.connect_timeout, cfg.timeout)
-        self.models = SessionModels(self, cfg.session_read, cfg.session_ttl) if cfg.session_read else None
+        self.models = SessionModels(self, cfg.session_read, cfg.session_ttl, cfg.learn_ttl) \
+            if cfg.session_read else None
         self.access = UpstreamAccess(self, cfg.auth_url, cfg.auth_ttl)
-        # The catalogs the guard learns from; session URLs are only for the browser, so they pass untouched.
-        self.identity = [re.compile(e["url"]) for e in (*cfg.live_urls, *cfg.static_urls)]
+        # (method, URL) of the catalog and session reads the guard learns from; some hosts read by POST.
+        self.identity = [(str(e.get("method", "GET")).upper(), re.compile(e["url"]))
+                         for e in (*cfg.live_urls, *cfg.static_urls, *cfg.session_urls)]
+        if self.models is not None:  # the app's own raw session read is buffered and learnt
+            self.identity.append(("GET", self.models.read_url))
 
     # -- requests to the upstream -------------------------------------------------------------------
 
     def matches_catalog(self) -> bool:
         target = request.full_path.rstrip("?")
-        return any(pattern.search(target) for pattern in self.identity)
+        return any(method == request.method and pattern.search(target) for method, pattern in self.identity)
 
     def must_read(self) -> bool:
         """Responses the guard reads (pages to inject into, catalogs to learn from) are asked for uncompressed."""
@@ -170,7 +174,12 @@ class Proxy:
         except ValueError as exc:
             return json_error(400, "bad_request", str(exc))
         conn, raw = self.pool.exchange(method, head, request_body(environ, method))
-        return self.answer(conn, raw)
+        response = self.answer(conn, raw)
+        if self.models is not None and method == "GET" and response.status_code == 200 \
+                and not response.is_streamed:
+            # The app's own raw session read answers ours too: the next write need not read again.
+            self.models.learn_response(client_target(environ), response.get_data())
+        return response
 
     def forward_write(self, route: WriteRoute) -> Response:
         """The guarded write's "view": the (possibly rewritten) JSON body, then a fresh stored-model read."""
@@ -181,13 +190,18 @@ class Proxy:
             return json_error(400, "bad_request", str(exc))
         conn, raw = self.pool.exchange(request.method, head, data or None)
         response = self.answer(conn, raw, buffer=True)
+        body = request.get_json(silent=True)
+        body = body if isinstance(body, dict) else {}
         session = (request.view_args or {}).get(route.spec.session) if route.session_in_path else None
         if session is None:
-            body = request.get_json(silent=True)
-            found = jsonpath.get(body, route.spec.session) if isinstance(body, dict) else None
+            found = jsonpath.get(body, route.spec.session)
             session = found if isinstance(found, str) else None
         if session is not None and self.models is not None:
-            self.models.expire(session)
+            if response.status_code < 300:  # the model this write stored (the kept one when the guard kept it)
+                model = jsonpath.get(body, route.spec.model)
+                self.models.learn_write(session, model if isinstance(model, str) and model else None)
+            else:
+                self.models.expire(session)
         return response
 
     def write_model(self, session: str, model: str) -> None:
@@ -201,7 +215,9 @@ class Proxy:
         except requests.RequestException:
             raise WriteRefused(502, "bad_gateway", "the upstream app did not answer the model write") from None
         response.close()
-        if self.models is not None:
+        if self.models is not None and 200 <= response.status_code < 300:
+            self.models.learn_write(session, model)  # the writer knows what it stored; other callers read again
+        elif self.models is not None:
             self.models.expire(session)
         if not 200 <= response.status_code < 300:
             status, error, detail = refusal(response.status_code, "this session")
@@ -214,8 +230,8 @@ class Proxy:
         mimetype = (raw.getheader("Content-Type") or "").split(";")[0].strip().lower()
         encoding = (raw.getheader("Content-Encoding") or "identity").strip().lower()
         # Pages to inject into and the configured catalog/session JSON; any other JSON may be a stream.
-        readable = request.method == "GET" and status == 200 and (
-            mimetype == "text/html" or ("json" in mimetype and self.matches_catalog()))
+        readable = status == 200 and (
+            (mimetype == "text/html" and request.method == "GET") or ("json" in mimetype and self.matches_catalog()))
         if buffer and mimetype == "text/event-stream":  # a write answered with a stream: pass it on live
             buffer = False
         body = Body(raw, conn, self.pool)

@@ -1,17 +1,21 @@
 """The upstream's stored model per session, read through ``session_read`` with the caller's own credentials.
 
 Answers are cached ``ttl`` seconds per (session, caller): one caller's read never answers another's.
+Models are also learnt without a read of our own (``learn_ttl`` seconds): from the app's own responses to
+the very same raw read, and from the proxy's own guarded writes, so a write never waits for a slow read.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import requests
 
@@ -53,11 +57,20 @@ def refusal(status: int, what: str) -> tuple[int, str, str]:
     return 502, "bad_gateway", f"the upstream app did not answer for {what}"
 
 
+def read_pattern(url: str) -> re.Pattern[str]:
+    """``/api/session?session_id={session}&messages=0`` as a regex: the same read, for any session."""
+    before, _, after = url.partition("{session}")
+    return re.compile(re.escape(before) + r"(?P<session>[^&/?#]+)" + re.escape(after))
+
+
 class SessionModels:
     """``reader(session) -> stored model`` for the guard, plus ``answer(session)`` for the plugin's routes."""
 
-    def __init__(self, proxy: Proxy, read: SessionRead, ttl: float, max_entries: int = 10000) -> None:
+    def __init__(self, proxy: Proxy, read: SessionRead, ttl: float, learn_ttl: float = 30.0,
+                 max_entries: int = 10000) -> None:
         self.proxy, self.read, self.ttl, self.max_entries = proxy, read, ttl, max_entries
+        self.learn_ttl = learn_ttl
+        self.read_url = read_pattern(read.url)
         # (session, caller digest) -> (expires, answer); the expired answer stays as stale-if-error.
         self._cache: OrderedDict[tuple[str, str], tuple[float, SessionAnswer]] = OrderedDict()
         self._lock = threading.Lock()
@@ -92,12 +105,15 @@ class SessionModels:
                             session[:100], why)
                 return cached[1]
             return SessionAnswer(502)
+        self._put(key, now + self.ttl, answer)
+        return answer
+
+    def _put(self, key: tuple[str, str], expires: float, answer: SessionAnswer) -> None:
         with self._lock:
-            self._cache[key] = (now + self.ttl, answer)
+            self._cache[key] = (expires, answer)
             self._cache.move_to_end(key)
             while len(self._cache) > self.max_entries:
                 self._cache.popitem(last=False)
-        return answer
 
     def expire(self, session: str) -> None:
         """After a write: every caller's next read goes upstream (old values stay only as stale-if-error)."""
@@ -106,10 +122,35 @@ class SessionModels:
                 if key[0] == session:
                     self._cache[key] = (0.0, answer)
 
+    def learn(self, session: str, model: str | None) -> None:
+        """This caller's stored model, seen without asking: kept ``learn_ttl`` seconds for this caller only."""
+        if self.learn_ttl > 0:
+            self._put((session, caller_digest()), time.monotonic() + self.learn_ttl, SessionAnswer(200, model))
+
+    def learn_write(self, session: str, model: str | None) -> None:
+        """After a guarded write the upstream accepted: the writer knows the model it stored; others re-read."""
+        self.expire(session)
+        if model is not None:
+            self.learn(session, model)
+
+    def learn_response(self, target: str, body: bytes) -> None:
+        """The app's own answer to the same raw read as ours (``target`` is its path and query)."""
+        match = self.read_url.fullmatch(target)
+        if match is None:
+            return
+        try:
+            found = jsonpath.extract(json.loads(body), self.read.model)
+        except (ValueError, RecursionError, jsonpath.PathError):
+            return
+        model = found[0] if found and isinstance(found[0], str) and found[0] else None
+        self.learn(unquote(match.group("session")), model)
+
     def _fetch(self, session: str) -> SessionAnswer:
         url = self.proxy.upstream + self.read.url.replace("{session}", quote(session, safe=""))
         headers = {"Accept": "application/json", **caller_headers()}
-        response = self.proxy.http.get(url, headers=headers, allow_redirects=False, timeout=self.proxy.timeouts)
+        body = self.read.request_body(session) if self.read.body is not None else None
+        response = self.proxy.http.request(self.read.method, url, headers=headers, json=body, allow_redirects=False,
+                                           timeout=self.proxy.timeouts)
         if not 200 <= response.status_code < 300:
             response.close()
             return SessionAnswer(response.status_code)
