@@ -15,8 +15,10 @@ from werkzeug.routing import RequestRedirect
 from . import history, script
 from . import ws as ws_module
 from .errors import UnknownProviderError
+from .impact import add_impact_route
 from .names import EXTENSION
 from .state import StateUnavailable
+from .status import add_status_route
 
 MAX_SESSION_ID = 256
 ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -31,6 +33,8 @@ ACTIONS = {
     "hermes_plugin.model_set": "session_write",
     "hermes_plugin.model_undo": "session_write",
     "hermes_plugin.websocket": "ws",
+    "hermes_plugin.status": "status",
+    "hermes_plugin.impact": "impact",
 }
 
 
@@ -103,6 +107,10 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
     def guard_sessions_script() -> Response:
         return script.response(script.SESSIONS_SCRIPT)
 
+    @bp.get("/static/hermes-picker.js")  # custom model pickers: loaded only by pages that declare an adapter
+    def picker_script() -> Response:
+        return script.response(script.PICKER_SCRIPT)
+
     @bp.get("/static/hermes-notices.js")  # loaded by the guard only when it has something to tell the user
     def notices_script() -> Response:
         return script.response(script.NOTICES)
@@ -169,6 +177,9 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
     @bp.post("/api/sessions/<session_id>/model/undo")
     def model_undo(session_id: str) -> Response:
         return history.undo(session_id)
+
+    add_status_route(bp)
+    add_impact_route(bp)
 
     @sock.route("/ws", bp=bp, endpoint="websocket")
     def websocket(ws: Any) -> None:

@@ -408,3 +408,15 @@ def proxy(ctx: click.Context, upstream: str, host: str, port: int, proxy_config_
 def main(argv: list[str] | None = None) -> None:
     """Console script entry point (``hermes-plugin``)."""
     cli.main(args=argv, prog_name="hermes-plugin")
+
+
+def _add_commands() -> None:
+    """Commands that live in their own packages."""
+    from .impact_command import impact_command
+    from .scan.command import scan_command
+
+    cli.add_command(impact_command)
+    cli.add_command(scan_command)
+
+
+_add_commands()

@@ -11,7 +11,7 @@ import os
 import re
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,14 +19,18 @@ from flask import Flask, current_app, has_app_context, has_request_context, make
 from flask.wrappers import Response
 
 from . import api, inject, jsonpath, observe
+from .catalog_changes import CatalogChanges
 from .config import load_providers
 from .errors import ConfigError, InvalidModelId
+from .impact import DefaultModels, Impact, SessionIds
 from .models import validate_write_id
 from .names import EXTENSION
+from .picker import check_picker_adapter
 from .plugins import make_plugin_manager
 from .prices import Price, ratio
 from .replacements import Replacements, check_table
 from .state import REDIS_SCHEMES, StateUnavailable, open_store
+from .writefields import FieldError, FieldValue, Models, WriteFields
 from .writeguard import (
     INTENTS,
     NEW_SESSION_POLICIES,
@@ -35,6 +39,7 @@ from .writeguard import (
     Decision,
     Versions,
     decide,
+    decide_models,
     decide_new_session,
     needs_availability,
 )
@@ -54,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_FETCH_TIMEOUT": 15,
     "HERMES_PLUGIN_MODEL_SELECT": "#modelSelect, [data-hermes-model]",
     "HERMES_PLUGIN_PICKER": None,
+    "HERMES_PLUGIN_PICKER_ADAPTER": None,
     "HERMES_PLUGIN_LIVE_URLS": [],
     "HERMES_PLUGIN_STATIC_URLS": [],
     "HERMES_PLUGIN_SESSION_URLS": [],
@@ -84,10 +90,19 @@ NOTICES = {"model_absent": "changed", "replacement_suggested": "ask", "price_inc
 
 @dataclass(frozen=True)
 class WriteSpec:
-    """Where a guarded write carries its session id and its model (dotted JSON paths or a URL variable)."""
+    """Where a guarded write carries its session id and its model (dotted JSON paths or a URL variable).
+
+    ``model`` is one path or several (every field of the write that names the model, ``[]`` for lists).
+    """
 
     session: str
-    model: str
+    model: str | tuple[str, ...]
+    session_match: str | None = None  # a regex a session id must match in full; other ids are no session
+
+
+    @functools.cached_property
+    def fields(self) -> WriteFields:
+        return WriteFields.of(self.model)
 
 
 class WriteRefused(Exception):
@@ -107,6 +122,7 @@ def _check_config(config: Any) -> None:
     if config["HERMES_PLUGIN_UNMARKED_INTENT"] not in UNMARKED_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
     check_alias_rules(config["HERMES_PLUGIN_MODEL_ALIASES"])
+    check_picker_adapter(config["HERMES_PLUGIN_PICKER_ADAPTER"])
     if config["HERMES_PLUGIN_NEW_SESSION_MODEL"] not in NEW_SESSION_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_NEW_SESSION_MODEL must be one of {NEW_SESSION_POLICIES}")
     default = config["HERMES_PLUGIN_DEFAULT_MODEL"]
@@ -214,6 +230,8 @@ class GuardState:
         # Last known price of every model seen: a retired model's price outlives its catalog entry.
         self.prices: dict[str, Price] = {}
         self.catalog.subscribe(self._catalog_changed)
+        self.changes = CatalogChanges(self.catalog)  # the status page's "changed since the last refresh"
+        self.impact = Impact(self)  # after each refresh: sessions and defaults on a model now gone
 
     def add_browser_writes(self, routes: Iterable[dict[str, str]]) -> None:
         """Declare write routes that no guarded view serves (``{"method", "url", "session", "model"}``), so the
@@ -281,13 +299,13 @@ class GuardState:
 
     def session_version(self, session: str) -> tuple[str | None, int]:
         """The stored model and its version, read as one step (never a new version paired with an old model)."""
-        model = self.read_model(session)
-        version = self.versions.peek(session, model, self.host_version(session))
-        if version is not None:
-            return model, version
-        with self.session_lock(session):  # the record lags the model: bring it up to date under the lock
-            model = self.read_model(session)
-            return model, self.versions.current(session, model, self.host_version(session))
+        models = self.read_models(session)
+        version = self.versions.peek(session, model_key(models), self.host_version(session))
+        if version is None:
+            with self.session_lock(session):  # the record lags the model: bring it up to date under the lock
+                models = self.read_models(session)
+                version = self.versions.current(session, model_key(models), self.host_version(session))
+        return (models[0] if models else None), version
 
     def host_version(self, session: str) -> str | None:
         """The host's own version of a session (``@guard.session_version``), as text; None when it has none."""
@@ -296,10 +314,27 @@ class GuardState:
         return None if value is None else str(value)
 
     def read_model(self, session: str) -> str | None:
-        """The host's stored model for a session; anything but a non-empty string counts as none."""
+        """The host's stored model for a session (the first of a multi-model session's list), or None."""
+        models = self.read_models(session)
+        return models[0] if models else None
+
+    def read_models(self, session: str) -> Models | None:
+        """The host's stored model list: a string is one model; anything but non-empty strings counts as none."""
         reader = self.guard._reader
-        model = reader(session) if reader is not None else None
-        return model if isinstance(model, str) and model else None
+        value = reader(session) if reader is not None else None
+        if isinstance(value, str):
+            return (value,) if value else None
+        if isinstance(value, (list, tuple)) and value and all(isinstance(m, str) and m for m in value):
+            return tuple(value)
+        return None
+
+    def unservable(self, models: Models) -> str | None:
+        """Why the host could not serve ``models`` now (``@guard.servable``), or None when it can or nobody asks."""
+        for check in self.guard._servable:
+            problem = check(models)
+            if problem:
+                return str(problem)
+        return None
 
     def availability(self, model: str) -> str:
         """Availability of a stored model, as the write guard judges it."""
@@ -403,10 +438,13 @@ class ModelGuard:
     """Guard a Flask app's model writes: ``guard = ModelGuard(app)`` or ``ModelGuard()`` + ``init_app``."""
 
     def __init__(self, app: Flask | None = None) -> None:
-        self._reader: Callable[[str], str | None] | None = None
+        self._reader: Callable[[str], Any] | None = None
         self._version_reader: Callable[[str], Any] | None = None
         self._setter: Callable[[str, str], Any] | None = None
         self._authorizers: list[Callable[[str, str | None], bool]] = []
+        self._servable: list[Callable[[Models], str | None]] = []
+        self._session_ids: list[SessionIds] = []
+        self._default_models: list[DefaultModels] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._endpoints: dict[str, WriteSpec] = {}  # guard_endpoint(): endpoint -> where its write carries what
         self._endpoints_lock = threading.Lock()
@@ -430,8 +468,8 @@ class ModelGuard:
 
     # -- what the host registers -------------------------------------------------------------------
 
-    def session_model(self, reader: Callable[[str], str | None]) -> Callable[[str], str | None]:
-        """Register ``reader(session_id) -> stored model or None``."""
+    def session_model(self, reader: Callable[[str], Any]) -> Callable[[str], Any]:
+        """Register ``reader(session_id) -> stored model or None`` (a list of models for a multi-model session)."""
         self._reader = reader
         return reader
 
@@ -441,23 +479,40 @@ class ModelGuard:
         self._version_reader = reader
         return reader
 
+    def servable(self, check: Callable[[Models], str | None]) -> Callable[[Models], str | None]:
+        """Register ``check(models) -> None or why not``: asked before a kept model is forwarded, so the guard
+        answers 409 instead of sending the host a model it would refuse."""
+        self._servable.append(check)
+        return check
+
     def session_model_setter(self, setter: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
         """Register ``setter(session_id, model)`` that stores a session's model: the plugin's undo and the
         user's answers to its prompts write through it, under the session's lock, audited like any write."""
         self._setter = setter
         return setter
 
+    def session_ids(self, source: SessionIds) -> SessionIds:
+        """Register ``source() -> iterable of session ids`` (or ``(id, stored model)`` pairs) for the impact report."""
+        self._session_ids.append(source)
+        return source
+
+    def default_models(self, source: DefaultModels) -> DefaultModels:
+        """Register ``source() -> {name: model}``: the host's default models, for the impact report."""
+        self._default_models.append(source)
+        return source
+
     def authorize(self, check: Callable[[str, str | None], bool]) -> Callable[[str, str | None], bool]:
         """Register ``check(action, session_id) -> bool`` for the plugin's own routes (False -> 403)."""
         self._authorizers.append(check)
         return check
 
-    def model_write(self, session: str = "session_id", model: str = "model") -> Callable[[F], F]:
-        """Guard a view that writes a session's model: ``session``/``model`` name where the write carries them."""
+    def model_write(self, session: str = "session_id", model: str | Sequence[str] = "model") -> Callable[[F], F]:
+        """Guard a view that writes a session's model: ``session``/``model`` name where the write carries them
+        (``model`` may list every field that names it, ``[]`` marking lists: ``["model", "models[]"]``)."""
         spec = write_spec(session, model)
         return lambda view: guarded_view(spec, view)  # type: ignore[return-value]
 
-    def guard_endpoint(self, endpoint: str, session: str = "session_id", model: str = "model") -> None:
+    def guard_endpoint(self, endpoint: str, session: str = "session_id", model: str | Sequence[str] = "model") -> None:
         """Guard an existing view of an app you do not own, by its endpoint name (``"chats.update"``).
 
         The registered view function is wrapped where it is called: inside the host's own decorators
@@ -520,12 +575,14 @@ class ModelGuard:
         return _state(current_app).authorized(action, session_id)
 
 
-def write_spec(session: str, model: str) -> WriteSpec:
-    for path in (session, model):
-        jsonpath.parse(path)
-        if "[]" in path:
-            raise ValueError(f"model_write paths name one value, got {path!r}")
-    return WriteSpec(session, model)
+def write_spec(session: str, model: str | Sequence[str]) -> WriteSpec:
+    """A checked ``WriteSpec``: the session names one value; the model one path or several (``[]`` for lists)."""
+    jsonpath.parse(session)
+    if "[]" in session:
+        raise ValueError(f"model_write's session names one value, got {session!r}")
+    spec = WriteSpec(session, model if isinstance(model, str) else tuple(model))
+    spec.fields  # noqa: B018  # a malformed model path fails here, at import time, not on the first write
+    return spec
 
 
 def guarded_view(spec: WriteSpec, view: Callable[..., Any]) -> Callable[..., Any]:
@@ -600,8 +657,8 @@ def guard_write(spec: WriteSpec, view: Callable[..., Any], *args: Any, **kwargs:
         return refused.response
 
 
-def _parse_write(spec: WriteSpec) -> tuple[dict[str, Any], str | None, str | None]:
-    """The JSON body, session id and proposed model of a write; WriteRefused before anything is touched."""
+def _parse_write(spec: WriteSpec) -> tuple[dict[str, Any], str | None, list[FieldValue]]:
+    """The JSON body, session id and model fields of a write; WriteRefused before anything is touched."""
     if not request.is_json:
         raise WriteRefused(415, "unsupported_media_type", "a guarded write must send a JSON body (application/json)")
     try:
@@ -616,29 +673,31 @@ def _parse_write(spec: WriteSpec) -> tuple[dict[str, Any], str | None, str | Non
             session: Any = str(view_args[spec.session])
         else:
             session = jsonpath.get(body, spec.session)
-        model = jsonpath.get(body, spec.model)
-    except jsonpath.PathError as exc:
+        found = spec.fields.read(body)
+    except (jsonpath.PathError, FieldError) as exc:
         raise WriteRefused(400, "bad_request", str(exc)[:200]) from None
     session = None if session is jsonpath.MISSING else session
+    if session is not None and spec.session_match and not (
+            isinstance(session, str) and re.fullmatch(spec.session_match, session)):
+        session = None  # e.g. a temporary chat the host never stores: judged like a write without a session
     if session is not None:
         problem = api.session_id_problem(session)
         if problem:
             raise WriteRefused(400, "bad_request", problem)
-    if model is jsonpath.MISSING:
-        model = None
-    else:
-        try:
-            model = validate_write_id(model)
-        except InvalidModelId as exc:
-            raise WriteRefused(400, "bad_request", f"{spec.model}: {exc}") from None
-    return body, session, model
+    return body, session, found
 
 
-def _keep_in_request(body: dict[str, Any], path: str, model: str) -> None:
-    jsonpath.set_value(body, path, model)
+def _keep_in_request(body: dict[str, Any]) -> None:
     # The view may read get_json() or get_data(): both caches must show the kept model, not the proposal.
     request._cached_json = (body, body)  # type: ignore[attr-defined]
     request._cached_data = json.dumps(body).encode()  # type: ignore[attr-defined]
+
+
+def model_key(models: Models | None) -> str | None:
+    """What a session's version is tied to: its one model, or its whole list when it has several."""
+    if not models:
+        return None
+    return models[0] if len(models) == 1 else json.dumps(list(models))
 
 
 def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
@@ -649,15 +708,16 @@ def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
     refused = state.cross_origin()
     if refused:
         raise WriteRefused(403, "cross_origin", refused)
-    body, session, proposed = _parse_write(spec)
+    body, session, found = _parse_write(spec)
     intent = state.intent()
     request._cached_json = (body, body)  # type: ignore[attr-defined]  # the view need not parse it again
     on_keep = state.config["HERMES_PLUGIN_ON_KEEP"]
     if session is None:  # a new session or a message without one: nothing is stored yet
+        proposed = WriteFields.proposal(found, None)
         return _new_session_write(state, spec, view, args, kwargs, body, proposed, intent)
     try:
         with state.session_lock(session):
-            return _locked_write(state, spec, view, args, kwargs, body, session, proposed, intent, on_keep)
+            return _locked_write(state, spec, view, args, kwargs, body, session, found, intent, on_keep)
     except StateUnavailable as exc:
         # Refuse rather than write without the lock: a write we cannot order could silently lose another.
         raise WriteRefused(503, "state_unavailable", f"the guard's shared state is unavailable, nothing was "
@@ -665,14 +725,19 @@ def _guarded_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any],
 
 
 def _new_session_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], args: tuple[Any, ...],
-                       kwargs: dict[str, Any], body: dict[str, Any], proposed: str | None, intent: str) -> Response:
+                       kwargs: dict[str, Any], body: dict[str, Any], proposals: Models | None,
+                       intent: str) -> Response:
     """A write that names no session (a create): the host's new-session policy decides its model."""
     policy = state.config["HERMES_PLUGIN_NEW_SESSION_MODEL"]
-    asks_default = policy == "default" and intent == "auto" and proposed is not None
+    proposed = proposals[0] if proposals else None
+    # Only a one-model write can take the default in every field; a multi-model create keeps its models.
+    asks_default = policy == "default" and intent == "auto" and proposals is not None and len(proposals) == 1
     decision = decide_new_session(proposed, intent, state.default_model() if asks_default else None, policy)
+    if decision.default_model is not None and not spec.fields.rewrite(body, (decision.default_model,)):
+        decision = decide_new_session(proposed, intent, None, policy)  # the fields cannot all say it
     state.notify(decision)
     if decision.default_model is not None:
-        _keep_in_request(body, spec.model, decision.default_model)
+        _keep_in_request(body)
     response = make_response(view(*args, **kwargs))
     response.headers["X-Hermes-Decision"] = decision.outcome
     created = created_session(response, spec) if response.status_code < 400 else None
@@ -713,32 +778,46 @@ def _audit_created(state: GuardState, decision: Decision, session: str) -> None:
 
 
 def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], args: tuple[Any, ...],
-                  kwargs: dict[str, Any], body: dict[str, Any], session: str, proposed: str | None, intent: str,
-                  on_keep: str) -> Response:
+                  kwargs: dict[str, Any], body: dict[str, Any], session: str, found: list[FieldValue],
+                  intent: str, on_keep: str) -> Response:
     """A guarded write of ``session``; the caller holds the session's lock."""
-    stored = state.read_model(session)
-    version = state.versions.current(session, stored, state.host_version(session))
+    stored = state.read_models(session)
+    version = state.versions.current(session, model_key(stored), state.host_version(session))
     if_match = request.headers.get("If-Match")
     if if_match is not None and not state.versions.matches(if_match, version):
         response = api.json_error(412, "stale_version", "the session's model changed since you read it",
                                   version=version)
         response.set_etag(str(version))
         return response
-    availability = state.availability(stored) if stored and needs_availability(stored, proposed, intent) else None
-    replacement = price_ratio = None
-    if availability == "absent":  # only an automatic switch away from a gone model looks at the map and prices
-        assert stored is not None and proposed is not None
-        replacement = state.suggestion(stored)
-        price_ratio = ratio(state.price_of(stored), state.price_of(proposed))
-    decision = decide(stored, proposed, intent, availability, on_keep, session, replacement=replacement,
+    proposed = WriteFields.proposal(found, stored)
+
+    def decide_entry(old: str | None, new: str | None) -> Decision:
+        availability = state.availability(old) if old and needs_availability(old, new, intent) else None
+        replacement = price_ratio = None
+        if availability == "absent":  # only an automatic switch away from a gone model looks at the map and prices
+            assert old is not None and new is not None
+            replacement = state.suggestion(old)
+            price_ratio = ratio(state.price_of(old), state.price_of(new))
+        return decide(old, new, intent, availability, on_keep, session, replacement=replacement,
                       price_ratio=price_ratio, max_price_ratio=float(state.config["HERMES_PLUGIN_MAX_PRICE_RATIO"]))
+
+    decision, kept = decide_models(stored, proposed, intent, state.availability, on_keep, session, decide_entry)
+    problem = None
+    if kept is not None:
+        # Keep only what the host can serve, and only when every field of the body can say so.
+        problem = state.unservable(kept)
+        if problem is not None:
+            decision = dataclasses.replace(decision, outcome="reject", reason="model_unservable")
+        elif not spec.fields.rewrite(body, kept):
+            decision = dataclasses.replace(decision, outcome="reject", reason="fields_differ")
+            problem = "the write names models in a list the kept models cannot fill entry by entry"
+        else:
+            _keep_in_request(body)
     state.notify(decision)
     if decision.outcome == "reject":
-        state.audit.record(decision, stored)
-        response = refusal(decision)
+        state.audit.record(decision, decision.stored)
+        response = refusal(decision, problem)
     else:
-        if decision.outcome == "keep":
-            _keep_in_request(body, spec.model, stored)  # type: ignore[arg-type]
         response = make_response(view(*args, **kwargs))
         if response.status_code < 400:
             version = _record(state, decision, stored, version)
@@ -752,8 +831,8 @@ def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], 
     return response
 
 
-def refusal(decision: Decision) -> Response:
-    """The 409 for a refused automatic write: a stable error code and why, in words."""
+def refusal(decision: Decision, problem: str | None = None) -> Response:
+    """The 409 for a refused automatic write: a stable error code and why, in words (``problem`` when known)."""
     stored, proposed = decision.stored, decision.proposed
     extra: dict[str, Any] = {"reason": decision.reason, "stored_model": stored, "proposed_model": proposed}
     if decision.replacement is not None:
@@ -764,27 +843,31 @@ def refusal(decision: Decision) -> Response:
                               "and an automatic switch may not raise the price; the user must choose it",
                               price_ratio=None if decision.price_ratio == float("inf") else decision.price_ratio,
                               **extra)
-    return api.json_error(409, "model_write_rejected", f"kept the stored model {stored!r}: {decision.reason}",
+    return api.json_error(409, "model_write_rejected", f"kept the stored model {stored!r}: {problem or decision.reason}",
                           **extra)
 
 
-def _record(state: GuardState, decision: Decision, stored: str | None, version: int) -> int:
+def _record(state: GuardState, decision: Decision, stored: str | Models | None, version: int) -> int:
     """After a successful view: version, audit and WebSocket event if the stored model changed; the new version.
 
     All three are stored in one step (one transaction, one Redis round trip).
     """
     session = decision.session
     assert session is not None
-    after = state.read_model(session)
+    if isinstance(stored, str):  # the plugin's own set API passes the one stored model
+        stored = (stored,)
+    after_models = state.read_models(session)
+    after = (after_models[0] if len(after_models) == 1 else ", ".join(after_models)) if after_models else None
     event = None
     try:
-        version, record = state.versions.next(session, after, state.host_version(session))
+        version, record = state.versions.next(session, model_key(after_models), state.host_version(session))
         entry = None
-        if after != stored:
+        if after_models != stored:
             entry = state.audit.entry(decision, after)
-            event = {"type": "model", "session": session, "model": after, "version": version}
+            event = {"type": "model", "session": session, "model": after_models[0] if after_models else None,
+                     "version": version}
         elif decision.outcome == "keep":
-            entry = state.audit.entry(decision, stored)
+            entry = state.audit.entry(decision, decision.stored)
         shared = state.hub.fleet is not None
         state.store.record(session, record, entry, fleet_message(event) if event and shared else None)
         if event and not shared:

@@ -41,6 +41,18 @@ def authorize_request(request: Any, action: str, session_id: str | None) -> bool
 
 
 @hookspec
+def hermes_plugin_session_ids() -> Any:
+    """Return the host's session ids (an iterable; items may be ``(session_id, stored_model)`` pairs) for the
+    impact report; every implementation's sessions are judged."""
+
+
+@hookspec
+def hermes_plugin_default_models() -> Any:
+    """Return ``{name: model}``: default models the host falls back to (e.g. ``{"default_model": "gpt-4.1"}``),
+    reported when their model is gone."""
+
+
+@hookspec
 def hermes_plugin_model_replacements() -> dict[str, str] | None:
     """Map retired model ids to suggested replacements (``{"openai/gpt-4o": "openai/gpt-4.1"}``); the
     page offers the suggestion when a session's stored model is confirmed absent. None adds nothing."""

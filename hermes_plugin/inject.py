@@ -16,7 +16,7 @@ from flask.wrappers import Response
 from markupsafe import escape
 
 from .names import EXTENSION
-from .script import SCRIPT, SESSIONS_SCRIPT
+from .script import PICKER_SCRIPT, SCRIPT, SESSIONS_SCRIPT
 
 log = logging.getLogger(__name__)
 MAX_FILE_PAGE = 8 * 2**20  # a bigger HTML file is not a page shell: served untouched, with a warning
@@ -59,7 +59,7 @@ def write_routes(app: Flask, script_root: str = "") -> list[dict[str, str]]:
         regex = "^" + re.escape(script_root) + regex[1:]
         session = f"path:{spec.session}" if spec.session in names else f"body:{spec.session}"
         for method in sorted((rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}):
-            routes.append({"method": method, "url": regex, "session": session, "model": f"body:{spec.model}"})
+            routes.append({"method": method, "url": regex, "session": session, "model": f"body:{spec.fields.primary}"})
     state = app.extensions.get(EXTENSION)
     if state is not None:
         routes.extend(state.browser_writes())  # routes declared without a view, e.g. the reverse proxy's
@@ -80,6 +80,7 @@ def browser_config(app: Flask, script_root: str = "") -> dict[str, Any]:
         "static": [dict(entry) for entry in cfg["HERMES_PLUGIN_STATIC_URLS"]],
         "sessions": [dict(entry) for entry in cfg["HERMES_PLUGIN_SESSION_URLS"]],
         "aliases": list(cfg["HERMES_PLUGIN_MODEL_ALIASES"]),
+        "pickerAdapter": cfg["HERMES_PLUGIN_PICKER_ADAPTER"],
         # The script's own give-up time: the server's fetch timeout plus room for the host's round trip.
         "fetchTimeoutMs": int((float(cfg["HERMES_PLUGIN_FETCH_TIMEOUT"]) + 5) * 1000),
     }
@@ -144,6 +145,8 @@ def snippet(state: Any, nonce: str | None) -> bytes:
     session_attr = f' data-session="{escape(session)}"' if session is not None else ""
     static = root + state.config["HERMES_PLUGIN_PREFIX"] + "/static/"
     scripts = [SCRIPT, *optional_scripts(config)]
+    if state.config["HERMES_PLUGIN_PICKER_ADAPTER"]:  # only pages with a custom picker load its adapter
+        scripts.append(PICKER_SCRIPT)
     tags = "".join(f'<script src="{escape(static + name)}"{nonce_attr}></script>' for name in scripts)
     return (
         f'<script type="application/json" id="hermes-plugin-config"{session_attr}{nonce_attr}>{config}</script>'

@@ -62,6 +62,36 @@ def set_value(doc: dict[str, Any], path: str, new: Any) -> None:
     target[steps[-1].key] = new
 
 
+def slots(doc: Any, path: str | tuple[Step, ...]) -> list[tuple[Any, Any]]:
+    """``(container, key)`` of every value a path reaches, in order: where a rewrite puts a new value.
+
+    A list item is ``(the list, its index)``; wrong types and missing keys on the way are skipped.
+    """
+    steps = parse(path) if isinstance(path, str) else path
+    return list(_slots(doc, steps))
+
+
+def _slots(value: Any, steps: tuple[Step, ...]) -> Iterator[tuple[Any, Any]]:
+    step, rest = steps[0], steps[1:]
+    if step.key:
+        if not isinstance(value, dict) or step.key not in value:
+            return
+        if not step.walk:
+            if rest:
+                yield from _slots(value[step.key], rest)
+            else:
+                yield value, step.key
+            return
+        value = value[step.key]
+    if not step.walk or not isinstance(value, list):
+        return
+    for index, item in enumerate(value):
+        if rest:
+            yield from _slots(item, rest)
+        else:
+            yield value, index
+
+
 def extract(doc: Any, path: str | tuple[Step, ...]) -> list[Any]:
     """Every value a path reaches; wrong types and missing keys on the way are skipped, not raised."""
     steps = parse(path) if isinstance(path, str) else path

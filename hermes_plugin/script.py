@@ -1,7 +1,10 @@
-"""The browser guard as the package serves it: the readable source, minified once per process.
+"""The browser scripts as the package serves them: the readable sources, minified once per process.
 
-The readable ``static/hermes-guard.js`` is the only source; rjsmin turns it into the served build at the
-first request (no Node build step). ``app.debug`` or ``HERMES_PLUGIN_READABLE_SCRIPT`` serve the source.
+The readable ``static/hermes-guard.js`` (the core guard), ``static/hermes-notices.js`` (notices and prompts,
+loaded by the guard when needed) and ``static/hermes-picker.js`` (custom model pickers, served only to
+pages that declare one) are the only sources; rjsmin turns each into its served
+build at the first request (no Node build step). ``app.debug`` or ``HERMES_PLUGIN_READABLE_SCRIPT`` serve
+the sources.
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ SCRIPT = "hermes-guard.js"
 # Optional parts of the guard, each loaded only on pages (or at moments) that need them.
 SESSIONS_SCRIPT = "hermes-guard-sessions.js"  # session switches, re-apply writes, kept picks
 NOTICES = "hermes-notices.js"  # the notices and prompts, loaded by the guard only when it needs them
+PICKER_SCRIPT = "hermes-picker.js"  # custom model pickers, loaded only by pages that declare an adapter
+SCRIPTS = (SCRIPT, NOTICES, SESSIONS_SCRIPT, PICKER_SCRIPT)
 
 
 def source(name: str = SCRIPT) -> str:
     """A readable script as shipped in the package."""
+    if name not in SCRIPTS:
+        raise ValueError(f"not a served script: {name!r}")
     return (importlib.resources.files("hermes_plugin.static") / name).read_text(encoding="utf-8")
 
 
@@ -37,6 +44,7 @@ def _etag(text: str) -> str:
 
 
 def served(readable: bool) -> str:
+    """The guard script as served: its source, or its minified build."""
     return source() if readable else minified()
 
 

@@ -7,6 +7,7 @@ versions and the log live in a ``StateStore`` that every worker shares.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ class Decision:
     # same | user | no_stored_model | model_present | catalog_unknown | model_absent | replacement_suggested |
     # price_increase | new_session_default | undo | replacement | price_accepted | pick (the last four: the
     # plugin's own set API)
+    # | model_unservable | fields_differ (a reject after a keep: the host cannot serve it, the fields cannot say it)
     reason: str
     session: str | None = None
     stored: str | None = None
@@ -110,6 +112,55 @@ def last_change(entries: list[dict[str, Any]], current: str | None) -> dict[str,
         if entry.get("new") != entry.get("old"):
             return entry if entry.get("new") == current else None
     return None
+
+
+STRENGTH = {"pass": 0, "fallback": 1, "keep": 2, "reject": 3}
+
+
+def decide_models(stored: tuple[str, ...] | None, proposed: tuple[str, ...] | None, intent: str,
+                  availability: Callable[[str], str], on_keep: str = "keep", session: str | None = None,
+                  decide_entry: Callable[[str | None, str | None], Decision] | None = None
+                  ) -> tuple[Decision, tuple[str, ...] | None]:
+    """The decision table per entry of a model list, and the list to forward when the decision is keep.
+
+    One model is the plain table. Lists of one length are judged entry by entry (the strongest outcome
+    answers for the write, the entries kept go back to their stored model); a list of another length is
+    judged whole, since no entry lines up with a stored one. ``decide_entry(stored, proposed)`` decides
+    one model (the host's full table: availability, replacements, prices); by default the plain table.
+    """
+    if decide_entry is None:
+        def decide_entry(old: str | None, new: str | None) -> Decision:
+            asked = availability(old) if old and needs_availability(old, new, intent) else None
+            return decide(old, new, intent, asked, on_keep, session)
+    if stored and proposed and len(stored) != len(proposed):
+        one_stored, one_proposed = _list_name(stored), _list_name(proposed)
+        asked = needs_availability(one_stored, one_proposed, intent)
+        availability_of = _whole_availability(stored, proposed, availability) if asked else None
+        decision = decide(one_stored, one_proposed, intent, availability_of, on_keep, session)
+        return decision, (stored if decision.outcome == "keep" else None)
+    if not stored or not proposed or len(stored) == 1:
+        decision = decide_entry(stored[0] if stored else None, proposed[0] if proposed else None)
+        return decision, (stored if decision.outcome == "keep" and stored else None)
+    decisions = [decide_entry(old, new) for old, new in zip(stored, proposed, strict=True)]
+    strongest = max(decisions, key=lambda d: STRENGTH[d.outcome])
+    if strongest.outcome != "keep":
+        return strongest, None
+    return strongest, tuple(d.stored if d.outcome == "keep" else d.proposed for d in decisions)  # type: ignore[misc]
+
+
+def _list_name(models: tuple[str, ...]) -> str:
+    """A model list as one text for the log and the headers: ``a, b``."""
+    return ", ".join(models)
+
+
+def _whole_availability(stored: tuple[str, ...] | None, proposed: tuple[str, ...] | None,
+                        availability: Callable[[str], str]) -> str:
+    """A whole list is gone only when every stored entry the write drops is confirmed absent."""
+    dropped = [model for model in stored or () if model not in (proposed or ())]
+    verdicts = [availability(model) for model in dropped] or ["present"]
+    if all(verdict == "absent" for verdict in verdicts):
+        return "absent"
+    return "unknown" if "unknown" in verdicts else "present"
 
 
 class Versions:

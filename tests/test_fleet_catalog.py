@@ -22,7 +22,7 @@ from hermes_plugin.plugins import make_spec
 from hermes_plugin.state import open_store
 from hermes_plugin.testing.fake_provider import FakeProvider
 
-WAIT = 10
+WAIT = 10  # seconds a waiting worker allows the fetch: generous, as CI machines run loaded
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def worker(folder: Path, fake: FakeProvider, **kwargs: Any) -> CatalogService:
     spec = make_spec("p", live=OpenAICompatible(fake.base_url))
     store = open_store("sqlite", folder)
     return CatalogService(specs=[spec], cache="sqlite", cache_dir=folder, fleet=store,
-                          **{"timeout": (1.0, 2.0), "total_timeout": 3.0, **kwargs})
+                          **{"timeout": (1.0, 2.0), "total_timeout": WAIT, **kwargs})
 
 
 def test_workers_fetching_together_make_one_upstream_request(tmp_path, provider):

@@ -148,7 +148,9 @@ def test_single_page_app_shell_gets_the_guard(tmp_path, served, caplog):
         assert page.text.startswith(
             '<!doctype html><html lang=en><head><script type="application/json" id="hermes-plugin-config"'
         )
-        assert '<script src="/hermes-plugin/static/hermes-guard.js"></script><meta charset=utf-8>' in page.text
+        guard_tag = '<script src="/hermes-plugin/static/hermes-guard.js"></script>'
+        assert guard_tag in page.text
+        assert page.text.index(guard_tag) < page.text.index("<meta charset=utf-8>")  # before the host's own head
         assert int(page.headers["Content-Length"]) == len(page.content)
         assert "ETag" not in page.headers  # the file's validators do not describe the injected page
     assert "WITHOUT the browser guard" not in caplog.text

@@ -140,7 +140,10 @@ def test_guard_endpoint_needs_an_endpoint_name_and_single_value_paths():
     with pytest.raises(ValueError):
         guard.guard_endpoint("")
     with pytest.raises(ValueError):
-        guard.guard_endpoint("x.y", model="models[].id")
+        guard.guard_endpoint("x.y", session="ids[]")
+    with pytest.raises(ValueError):
+        guard.guard_endpoint("x.y", model=["model", "model"])
+    guard.guard_endpoint("x.y", model=["models[].id", "model"])  # a model list is named with []
 
 
 def test_an_endpoint_that_never_registers_is_named_in_a_warning(tmp_path, caplog):

@@ -300,3 +300,14 @@ def test_record_stores_version_entry_and_event_in_one_step(shared_stores):
     assert version >= message["event"]["n"] + 1  # the event never arrives before the version it announces
     assert [entry["new"] for entry in reader.audit_entries("s")][: message["event"]["n"] + 1] == \
         [f"m{k}" for k in range(message["event"]["n"] + 1)]
+
+
+def test_audit_sessions_newest_first_across_workers(stores, kind):
+    """The status page's "latest model changes": every worker's writes, the most recently changed first."""
+    first = stores()
+    second = stores() if kind != "memory" else first  # two workers on one backing (memory: one process)
+    assert first.audit_sessions(10) == []
+    for store, session in ((first, "a"), (second, "b"), (first, "c"), (second, "a")):
+        AuditLog(store).record(Decision("pass", "user", session=session, stored="m1", proposed="m2"), "m2")
+    assert first.audit_sessions(10) == second.audit_sessions(10) == ["a", "c", "b"]
+    assert first.audit_sessions(2) == ["a", "c"]

@@ -198,7 +198,7 @@ def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.Pa
               "new_session": ("/api/session/new", new_session),
               "chat_start": ("/api/chat/start", chat_start)}
     app.config.update(guard_config or {})
-    model_guard = _install_guard(app, store, providers, cache_ttl, fetch_timeout) if guard else None
+    model_guard = _install_guard(app, store, providers, cache_ttl, fetch_timeout, settings) if guard else None
     for endpoint, (rule, view) in writes.items():
         if model_guard is not None:
             view = model_guard.model_write(session="session_id", model="model")(view)
@@ -207,7 +207,7 @@ def create_app(providers: Mapping[str, Mapping[str, Any]], data_dir: str | os.Pa
 
 
 def _install_guard(app: Flask, store: SessionStore, providers: dict[str, Any], cache_ttl: float,
-                   fetch_timeout: float) -> Any:
+                   fetch_timeout: float, settings: dict[str, str]) -> Any:
     """The host-side lines the README asks of an app: config, ModelGuard(app), the stored-model reader."""
     from .. import ModelGuard
 
@@ -225,6 +225,9 @@ def _install_guard(app: Flask, store: SessionStore, providers: dict[str, Any], c
     )
     guard = ModelGuard(app)
     guard.session_model(store.model)
+    # For the impact report: every session with its stored model, and the default a new session gets.
+    guard.session_ids(lambda: ((s["session_id"], s["model"]) for s in store.all()))
+    guard.default_models(lambda: {"default_model": settings["default_model"]})
 
     @guard.session_model_setter
     def set_model(session_id: str, model: str) -> None:  # undo and the user's answers to the plugin's prompts

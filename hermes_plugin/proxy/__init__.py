@@ -9,10 +9,10 @@ learn from, session JSON to learn stored models from; buffered, capped).
 
 Modules, each importing only those listed before it: ``urls`` (upstream origin, client path, hop-by-hop
 headers), ``config`` (the ``[proxy]`` table), ``credentials`` (the caller's, forwarded), ``sessions``
-(stored-model reads as the caller), ``access`` (the upstream authorises the plugin's routes), ``upstream``
-(kept-alive connections to the upstream), ``relay`` (HTTP forwarding), ``passthrough`` (the WSGI entry:
-checks, and the relay without Flask), ``websocket`` (the WebSocket bridge), ``serving`` (the CLI's
-server), ``app`` (the factory).
+(stored-model reads as the caller), ``servable`` (a kept model checked against the upstream's own list, as
+the caller), ``access`` (the upstream authorises the plugin's routes), ``upstream`` (kept-alive connections
+to the upstream), ``relay`` (HTTP forwarding), ``passthrough`` (the WSGI entry: checks, and the relay
+without Flask), ``websocket`` (the WebSocket bridge), ``serving`` (the CLI's server), ``app`` (the factory).
 """
 
 from .app import ALL_METHODS, create_app

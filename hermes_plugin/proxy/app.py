@@ -14,8 +14,10 @@ from ..extension import ModelGuard, guard_write
 from ..redact import printable
 from .config import ProxyConfig, load_config
 from .defaults import UpstreamDefault
+from .listing import defaults_source, session_source
 from .passthrough import Passthrough
 from .relay import CHUNK, UPSTREAM_ERRORS, Proxy
+from .servable import UpstreamModels
 from .websocket import websocket_routes
 
 access_log = logging.getLogger("hermes_plugin.proxy.access")
@@ -42,6 +44,7 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
         HERMES_PLUGIN_SESSION_URLS=cfg.session_urls,
         HERMES_PLUGIN_ALLOWED_HOSTS=cfg.allowed_hosts,
         HERMES_PLUGIN_MODEL_ALIASES=cfg.model_aliases,
+        HERMES_PLUGIN_PICKER_ADAPTER=cfg.picker_adapter,
         HERMES_PLUGIN_NEW_SESSION_MODEL=cfg.new_session_model,
         HERMES_PLUGIN_MODEL_REPLACEMENTS=cfg.model_replacements,
         HERMES_PLUGIN_MAX_PRICE_RATIO=cfg.max_price_ratio,
@@ -53,6 +56,12 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
     state.add_browser_writes(route.browser() for route in cfg.writes)
     if proxy.models is not None:
         guard.session_model(proxy.models)
+    if cfg.upstream_models is not None:
+        guard.servable(UpstreamModels(proxy, cfg.upstream_models))
+    if cfg.session_list is not None:
+        guard.session_ids(session_source(proxy, cfg.session_list))
+    if cfg.defaults:
+        guard.default_models(defaults_source(proxy, cfg.defaults))
     if cfg.default_model is not None:
         state.default_model_reader = UpstreamDefault(proxy, cfg.default_model, cfg.session_ttl)
     if cfg.session_write is not None:

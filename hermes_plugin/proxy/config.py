@@ -11,13 +11,16 @@ from .. import jsonpath
 from ..config import CONFIG_ENV, load_toml, providers_table
 from ..errors import ConfigError
 from ..extension import WriteSpec, check_alias_rules
+from ..picker import check_picker_adapter
 from ..presets import preset
 from ..replacements import check_table
+from ..writefields import WriteFields
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
               "session_ttl", "session_learn_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
               "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases", "session_write",
-              "model_replacements", "max_price_ratio", "default_model", "new_session_model"}
+              "model_replacements", "max_price_ratio", "default_model", "new_session_model", "upstream_models",
+              "picker_adapter", "session_list", "defaults"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class WriteRoute:
     def browser(self) -> dict[str, str]:
         where = "path" if self.session_in_path else "body"
         return {"method": self.method, "url": self.url.pattern, "session": f"{where}:{self.spec.session}",
-                "model": f"body:{self.spec.model}"}
+                "model": f"body:{self.spec.fields.primary}"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,25 @@ class UpstreamRead:
 
     url: str
     model: str
+
+
+@dataclass(frozen=True)
+class SessionList:
+    """How to list the upstream's sessions: ``GET url``, the list at ``sessions``, each item's id (and model)."""
+
+    url: str
+    sessions: str
+    session: str
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class DefaultRead:
+    """A default model of the upstream: ``GET url``, the model at ``model``, reported under ``name``."""
+
+    url: str
+    model: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -108,6 +130,14 @@ def _session_write(value: Any) -> SessionWrite:
     return SessionWrite(method, url, dict(body))
 
 
+@dataclass(frozen=True)
+class UpstreamModelsRead:
+    """``GET url`` on the upstream lists the models it serves now; ``models`` is the JSON path of their ids."""
+
+    url: str
+    models: str
+
+
 @dataclass
 class ProxyConfig:
     """The ``[proxy]`` table, validated."""
@@ -136,6 +166,10 @@ class ProxyConfig:
     prefix: str = "/hermes-plugin"
     providers: dict[str, Any] = field(default_factory=dict)
     model_aliases: list[str] = field(default_factory=list)
+    upstream_models: UpstreamModelsRead | None = None  # asked before a kept model is forwarded
+    picker_adapter: dict[str, str] | None = None  # how the page's custom (non-<select>) model picker works
+    session_list: SessionList | None = None  # the impact report's sessions
+    defaults: list[DefaultRead] = field(default_factory=list)  # the impact report's default models
     default_model: UpstreamRead | None = None  # where the upstream says which model new sessions get
     new_session_model: str = "default"
 
@@ -158,15 +192,13 @@ def _where(value: Any, what: str) -> tuple[str, bool]:
         jsonpath.parse(name)
     except jsonpath.PathError as exc:
         raise ConfigError(f"[proxy] writes: {what}: {exc}") from None
-    if "[]" in name:
-        raise ConfigError(f"[proxy] writes: {what} {value!r} must name one value, not walk a list")
     return name, kind == "path"
 
 
 def _write_route(entry: Any) -> WriteRoute:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"[proxy] writes: each entry must be a table, got {entry!r}")
-    unknown = set(entry) - {"method", "url", "session", "model"}
+    unknown = set(entry) - {"method", "url", "session", "model", "session_match"}
     if unknown:
         raise ConfigError(f"[proxy] writes: unknown keys {sorted(unknown)} in {dict(entry)!r}")
     method = str(entry.get("method", "POST")).upper()
@@ -177,12 +209,35 @@ def _write_route(entry: Any) -> WriteRoute:
     except (KeyError, TypeError, re.error) as exc:
         raise ConfigError(f"[proxy] writes: bad url in {dict(entry)!r}: {exc}") from None
     session, in_path = _where(entry.get("session", "session_id"), "session")
-    model, model_in_path = _where(entry.get("model", "model"), "model")
-    if model_in_path:
-        raise ConfigError("[proxy] writes: the model must come from the JSON body ('body:<path>')")
+    if "[]" in session:
+        raise ConfigError(f"[proxy] writes: session {entry.get('session')!r} must name one value, not walk a list")
     if in_path and session not in url.groupindex:
         raise ConfigError(f"[proxy] writes: {entry['url']!r} has no named group {session!r}")
-    return WriteRoute(method, url, WriteSpec(session, model), in_path)
+    match = entry.get("session_match")
+    if match is not None:
+        try:
+            re.compile(match)
+        except (TypeError, re.error) as exc:
+            raise ConfigError(f"[proxy] writes: bad session_match in {dict(entry)!r}: {exc}") from None
+    return WriteRoute(method, url, WriteSpec(session, _model_paths(entry.get("model", "model")), match), in_path)
+
+
+def _model_paths(value: Any) -> str | tuple[str, ...]:
+    """A write's ``model``: one body path or a list of them (every field naming the model, ``[]`` for lists)."""
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"[proxy] writes: model must be a path or a non-empty list of paths, got {value!r}")
+    paths = []
+    for item in values:
+        path, in_path = _where(item, "model")
+        if in_path:
+            raise ConfigError("[proxy] writes: the model must come from the JSON body ('body:<path>')")
+        paths.append(path)
+    try:
+        WriteFields.of(paths)
+    except jsonpath.PathError as exc:
+        raise ConfigError(f"[proxy] writes: model: {exc}") from None
+    return paths[0] if isinstance(value, str) else tuple(paths)
 
 
 def _url_list(table: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
@@ -216,6 +271,18 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
         except jsonpath.PathError as exc:
             raise ConfigError(f"[proxy] session_read model: {exc}") from None
         cfg.session_read = SessionRead(read["url"], read["model"], method, read.get("body"))
+    read = table.get("upstream_models")
+    if read is not None:
+        if not isinstance(read, Mapping) or not isinstance(read.get("url"), str) or not read["url"].startswith("/") \
+                or read["url"].startswith("//") or not isinstance(read.get("models"), str):
+            raise ConfigError("[proxy] upstream_models must be {url = \"/path\", models = \"json.path[].id\"}")
+        try:
+            jsonpath.parse(read["models"])
+        except jsonpath.PathError as exc:
+            raise ConfigError(f"[proxy] upstream_models models: {exc}") from None
+        cfg.upstream_models = UpstreamModelsRead(read["url"], read["models"])
+    if table.get("picker_adapter") is not None:
+        cfg.picker_adapter = check_picker_adapter(table["picker_adapter"], "[proxy] picker_adapter")
     if table.get("session_write") is not None:
         cfg.session_write = _session_write(table["session_write"])
     cfg.model_replacements = check_table(table.get("model_replacements", {}), "[proxy] model_replacements")
@@ -264,9 +331,53 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
         if not isinstance(table["pool_size"], int) or isinstance(table["pool_size"], bool) or table["pool_size"] < 1:
             raise ConfigError("[proxy] pool_size must be a positive integer")
         cfg.pool_size = table["pool_size"]
+    cfg.session_list = _session_list(table.get("session_list"))
+    cfg.defaults = _defaults(table.get("defaults", []))
     if cfg.writes and cfg.session_read is None:
         raise ConfigError("[proxy] writes need session_read: the guard must know a session's stored model")
     return cfg
+
+
+def _upstream_path(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        raise ConfigError(f"[proxy] {key} url must be a path on the upstream, starting with a single '/'")
+    return value
+
+
+def _path(value: Any, key: str) -> str:
+    try:
+        jsonpath.parse(value)
+    except jsonpath.PathError as exc:
+        raise ConfigError(f"[proxy] {key}: {exc}") from None
+    return str(value)
+
+
+def _session_list(table: Any) -> SessionList | None:
+    if table is None:
+        return None
+    if not isinstance(table, Mapping) or set(table) - {"url", "sessions", "session", "model"}:
+        raise ConfigError('[proxy] session_list must be {url = "/api/sessions", sessions = "sessions[]", '
+                          'session = "session_id", model = "model"}')
+    model = table.get("model")
+    return SessionList(_upstream_path(table.get("url"), "session_list"),
+                       _path(table.get("sessions", "[]"), "session_list sessions"),
+                       _path(table.get("session", "session_id"), "session_list session"),
+                       None if model is None else _path(model, "session_list model"))
+
+
+def _defaults(entries: Any) -> list[DefaultRead]:
+    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+        raise ConfigError("[proxy] defaults must be a list of tables {url, model, name}")
+    out = []
+    for entry in entries:
+        if set(entry) - {"url", "model", "name"}:
+            raise ConfigError(f"[proxy] defaults: unknown keys in {dict(entry)!r}")
+        model = _path(entry.get("model"), "defaults model")
+        name = entry.get("name", model)
+        if not isinstance(name, str) or not name:
+            raise ConfigError("[proxy] defaults name must be a non-empty string")
+        out.append(DefaultRead(_upstream_path(entry.get("url"), "defaults"), model, name))
+    return out
 
 
 def load_config(path: str | None = None, preset_name: str | None = None) -> ProxyConfig:

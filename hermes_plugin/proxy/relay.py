@@ -20,6 +20,7 @@ from .. import jsonpath
 from ..api import json_error
 from ..extension import WriteRefused
 from ..redact import printable
+from ..writefields import FieldError
 from .access import UpstreamAccess
 from .config import ProxyConfig, WriteRoute
 from .credentials import caller_headers
@@ -120,13 +121,16 @@ class Proxy:
         return "text/html" in request.headers.get("Accept", "") or self.matches_catalog()
 
     def request_head(self, environ: dict[str, Any], method: str, identity: bool = False,
-                     body_length: int | None = None) -> bytes:
+                     body_length: int | None = None, keep_if_match: bool = False) -> bytes:
         """The upstream request line and headers: the client's minus hop-by-hop ones, plus X-Forwarded-*.
 
         ``identity`` asks for an uncompressed answer; ``body_length`` is the length of a body the guard
-        rewrote (its Content-Length replaces the client's). ValueError for what cannot be forwarded.
+        rewrote or read whole (its Content-Length replaces the client's; the guard's If-Match is dropped
+        unless ``keep_if_match``). ValueError for what cannot be forwarded.
         """
         skip = REQUEST_SKIP if body_length is None else REWRITTEN_SKIP
+        if keep_if_match:  # a relay that rewrites nothing (the scanner) forwards the client's own If-Match
+            skip = skip - {"if-match"}
         if identity:
             skip = skip | {"accept-encoding"}
         connection = environ.get("HTTP_CONNECTION")
@@ -198,11 +202,23 @@ class Proxy:
             session = found if isinstance(found, str) else None
         if session is not None and self.models is not None:
             if response.status_code < 300:  # the model this write stored (the kept one when the guard kept it)
-                model = jsonpath.get(body, route.spec.model)
-                self.models.learn_write(session, model if isinstance(model, str) and model else None)
+                self.models.learn_write(session, self.stored_by(route, body))
             else:
                 self.models.expire(session)
         return response
+
+    def stored_by(self, route: WriteRoute, body: dict[str, Any]) -> str | list[str] | None:
+        """What a write stores, in the shape ``session_read`` reads it; None (read again) when unsure."""
+        assert self.models is not None
+        try:
+            fields = route.spec.fields.read(body)
+        except FieldError:
+            return None
+        if not fields:
+            return None
+        if self.models.reads_lists:  # only a list field says the whole list; one id may be its first entry only
+            return list(fields[0].models) if fields[0].many else None
+        return fields[0].models[0]
 
     def write_model(self, session: str, model: str) -> None:
         """The guard's setter: the upstream's own model write (``session_write``), as the caller."""

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import requests
@@ -35,7 +35,7 @@ class SessionAnswer:
     """What the upstream said when asked for a session on the caller's behalf."""
 
     status: int  # the upstream's HTTP status (502 when it did not answer)
-    model: str | None = None
+    model: str | list[str] | None = None  # a list when ``session_read``'s path walks one
 
     @property
     def allowed(self) -> bool:
@@ -75,7 +75,7 @@ class SessionModels:
         self._cache: OrderedDict[tuple[str, str], tuple[float, SessionAnswer]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, session: str) -> str | None:
+    def __call__(self, session: str) -> str | list[str] | None:
         """The guard's reader: the model, None for a session the upstream does not have, else WriteRefused."""
         answer = self.answer(session)
         if answer.allowed:
@@ -122,12 +122,12 @@ class SessionModels:
                 if key[0] == session:
                     self._cache[key] = (0.0, answer)
 
-    def learn(self, session: str, model: str | None) -> None:
+    def learn(self, session: str, model: str | list[str] | None) -> None:
         """This caller's stored model, seen without asking: kept ``learn_ttl`` seconds for this caller only."""
         if self.learn_ttl > 0:
             self._put((session, caller_digest()), time.monotonic() + self.learn_ttl, SessionAnswer(200, model))
 
-    def learn_write(self, session: str, model: str | None) -> None:
+    def learn_write(self, session: str, model: str | list[str] | None) -> None:
         """After a guarded write the upstream accepted: the writer knows the model it stored; others re-read."""
         self.expire(session)
         if model is not None:
@@ -142,8 +142,7 @@ class SessionModels:
             found = jsonpath.extract(json.loads(body), self.read.model)
         except (ValueError, RecursionError, jsonpath.PathError):
             return
-        model = found[0] if found and isinstance(found[0], str) and found[0] else None
-        self.learn(unquote(match.group("session")), model)
+        self.learn(unquote(match.group("session")), self.model_of(found))
 
     def _fetch(self, session: str) -> SessionAnswer:
         url = self.proxy.upstream + self.read.url.replace("{session}", quote(session, safe=""))
@@ -154,6 +153,16 @@ class SessionModels:
         if not 200 <= response.status_code < 300:
             response.close()
             return SessionAnswer(response.status_code)
-        model = jsonpath.extract(response.json(), self.read.model)
-        return SessionAnswer(response.status_code, model[0] if model and isinstance(model[0], str) and model[0]
-                             else None)
+        return SessionAnswer(response.status_code, self.model_of(jsonpath.extract(response.json(), self.read.model)))
+
+    @property
+    def reads_lists(self) -> bool:
+        """Whether ``session_read`` walks a model list (a multi-model chat's)."""
+        return "[]" in self.read.model
+
+    def model_of(self, found: list[Any]) -> str | list[str] | None:
+        """The stored model as read: every entry of a list (all of them ids), else the one id."""
+        if self.reads_lists:
+            models = [model for model in found if isinstance(model, str) and model]
+            return models if models and len(models) == len(found) else None
+        return found[0] if found and isinstance(found[0], str) and found[0] else None

@@ -100,6 +100,10 @@ class StateStore:
         """Entries kept for all sessions together (bounded by ``audit_max_entries``)."""
         raise NotImplementedError
 
+    def audit_sessions(self, limit: int) -> list[str]:
+        """Up to ``limit`` sessions with the newest model-log entries, newest first (the status page's list)."""
+        return []
+
     def record(self, session: str, version: tuple[int, str] | None = None, entry: dict[str, Any] | None = None,
                message: dict[str, Any] | None = None) -> None:
         """After a write, in one step where the backend allows: the new version record, a model-log entry and a

@@ -79,6 +79,11 @@ class MemoryStore(StateStore):
         with self._mutex:
             return len(self._audit)
 
+    def audit_sessions(self, limit: int) -> list[str]:
+        with self._mutex:
+            owners = [owner for owner, _ in reversed(self._audit)]
+        return list(dict.fromkeys(owners))[:limit]
+
     def put(self, key: str, value: dict[str, Any]) -> None:
         with self._mutex:
             self._values[key] = copy.deepcopy(value)

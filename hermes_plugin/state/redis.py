@@ -128,6 +128,13 @@ class RedisStore(StateStore):
         with self._errors():
             return int(self.client.llen(self._key("audit-order", "all")))
 
+    def audit_sessions(self, limit: int) -> list[str]:
+        # The global order list names each entry's session, oldest first: its tail is the newest activity.
+        with self._errors():
+            rows = self.client.lrange(self._key("audit-order", "all"), -50 * limit, -1)
+        owners = [row.decode() if isinstance(row, bytes) else str(row) for row in reversed(rows)]
+        return list(dict.fromkeys(owners))[:limit]
+
     def put(self, key: str, value: dict[str, Any]) -> None:
         with self._errors():
             self.client.set(self._key("kv", key), json.dumps(value))

@@ -198,6 +198,12 @@ class SQLiteStore(StateStore):
         with self._db() as db:
             return int(db.execute("SELECT count(*) FROM audit").fetchone()[0])
 
+    def audit_sessions(self, limit: int) -> list[str]:
+        with self._db() as db:
+            rows = db.execute("SELECT session FROM audit GROUP BY session ORDER BY MAX(id) DESC LIMIT ?",
+                              (limit,)).fetchall()
+        return [str(row[0]) for row in rows]
+
     # -- values ----------------------------------------------------------------------------------------
     def put(self, key: str, value: dict[str, Any]) -> None:
         with self._db() as db:

@@ -7,8 +7,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 CHROMIUM_FLAGS = (
     "--headless=new",
     "--no-sandbox",
@@ -30,16 +28,20 @@ def chromium_paths() -> tuple[str | None, str | None]:
     return binary, driver
 
 
-def make_chromium(extra_args: tuple[str, ...] = ()) -> Any:
-    """A headless Selenium Chrome driver on the system chromium; fails or skips when it is missing."""
+class BrowserMissing(RuntimeError):
+    """No Chromium, no chromedriver or no selenium on this machine."""
+
+
+def launch_chromium(extra_args: tuple[str, ...] = ()) -> Any:
+    """A headless Selenium Chrome driver on the system chromium; BrowserMissing when it cannot start one."""
     binary, driver_path = chromium_paths()
     if binary is None or driver_path is None:
         missing = " and ".join(n for n, p in (("chromium", binary), ("chromedriver", driver_path)) if p is None)
-        message = f"hermes-plugin: {missing} not found (install chromium + chromium-driver for browser tests)"
-        if os.environ.get("CI") or os.environ.get(REQUIRE_BROWSER_ENV):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    from selenium import webdriver
+        raise BrowserMissing(f"hermes-plugin: {missing} not found (install chromium + chromium-driver)")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        raise BrowserMissing("hermes-plugin: selenium is not installed (pip install 'hermes-plugin[browser]')") from None
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -51,6 +53,19 @@ def make_chromium(extra_args: tuple[str, ...] = ()) -> Any:
     driver.set_script_timeout(30)
     driver.set_page_load_timeout(30)
     return driver
+
+
+def make_chromium(extra_args: tuple[str, ...] = ()) -> Any:
+    """``launch_chromium`` for tests: fails (CI, or $HERMES_PLUGIN_REQUIRE_BROWSER) or skips when it is missing."""
+    import pytest  # only the test helpers need pytest; the scanner launches Chromium without it
+
+    try:
+        return launch_chromium(extra_args)
+    except BrowserMissing as exc:
+        message = f"{exc} for browser tests"
+        if os.environ.get("CI") or os.environ.get(REQUIRE_BROWSER_ENV):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
 
 
 def reset_chromium(driver: Any) -> None:
