@@ -50,7 +50,8 @@ function classify(method, url) {
   let m;
   for (const e of cfg.writes)
     if (String(e.method || 'POST').toUpperCase() === method && (m = e.re.exec(target))) return { kind: 'write', e, m };
-  for (const e of cfg.sessions) if ((m = e.re.exec(target))) return { kind: 'session', e, m };
+  for (const e of cfg.sessions)
+    if (String(e.method || 'GET').toUpperCase() === method && (m = e.re.exec(target))) return { kind: 'session', e, m };
 }
 
 // A write's session and model (from the body or the URL), and a setter for a body model.
@@ -256,8 +257,22 @@ function send(inner, self, input, init, w) {
   return inner.call(self, input, init).then(r => {
     const passed = r.ok && r.headers.get('X-Hermes-Decision') && !r.headers.get('X-Hermes-Model-Kept');
     if (passed && w.session != null && typeof w.model === 'string' && w.model) safely(() => G.learn(w.session, w.model));
+    safely(() => created(w, h => r.headers.get(h)));
     return r;
   });
+}
+
+// A create the server gave the host's default model: the page shows the new session from now on, with that
+// model, also where the host leaves its picker as it was. Shown silently: the host still holds the previous
+// session when this runs, and its change handler would write the default into that one.
+function created(w, header) {
+  const s = header('X-Hermes-Session'), m = header('X-Hermes-Model-Default');
+  if (w.session != null || !s || !m) return;
+  for (const sel of selects()) {
+    const o = optionFor(sel, m);
+    if (o) sel.value = o.value;
+  }
+  G.learn(s, m, undefined, true); // the core re-applies it from now on (nothing to change on screen now)
 }
 
 const inner = W.fetch;
@@ -277,12 +292,15 @@ W.fetch = function (input, init) {
   return inner.apply(this, arguments);
 };
 
-// ---- XMLHttpRequest: a session read starts a switch too ----
+// ---- XMLHttpRequest: a session read starts a switch too, a create shows its default ----
 
 const XP = W.XMLHttpRequest?.prototype, open = XP?.open;
 if (open) XP.open = function (method, url) {
   safely(() => {
     const c = classify(method, url), s = c?.kind === 'session' && group(c.m, 'session'), at = switches;
+    // A create by XHR: its session is in the URL or nowhere (the body is not read here).
+    if (c?.kind === 'write') this.addEventListener('load', () => safely(() =>
+      created(parts(c, null), h => this.getResponseHeader(h))), { once: true });
     if (!s) return;
     beginSwitch(s);
     this.addEventListener('loadend', () => safely(() => readEnded(s, this.status > 199 && this.status < 300, at)), { once: true });
