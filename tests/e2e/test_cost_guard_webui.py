@@ -1,0 +1,163 @@
+"""The cost guard through ``hermes-plugin proxy --preset hermes-webui`` in front of the real hermes-webui v0.50.227.
+
+The app "corrects" a session whose model no list offers to its first model, without the user. The proxy's own
+provider (OpenRouter-shaped ``pricing``) once listed the saved model and still lists that fallback, at a higher
+price: the proxy refuses the app's write, the page asks with both prices, and the user's answer is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+from webui_host import DEFAULT, GatedRelay, WebUI
+
+from hermes_plugin.presets import preset
+from hermes_plugin.proxy import create_app, proxy_config
+from hermes_plugin.testing.fake_provider import FakeProvider
+from hermes_plugin.testing.recorder import ModelWriteRecorder
+
+pytestmark = pytest.mark.e2e
+
+WAIT = 30  # upper bound on a loaded 2-core machine; every wait ends as soon as its condition holds
+RETIRED = "deepseek-coder-retired"  # in no list the app serves; the proxy's provider listed it once
+BOX = ".hermes-notice-box"
+P = "/hermes-plugin"
+
+
+def per_token(per_million: float) -> str:
+    return str(per_million / 1e6)  # OpenRouter: dollars per token, as a string
+
+
+PRICED = [
+    {"id": RETIRED, "pricing": {"prompt": per_token(2), "completion": per_token(8)}},
+    {"id": DEFAULT, "pricing": {"prompt": per_token(15), "completion": per_token(75)}},
+]
+
+
+@pytest.fixture(scope="module")
+def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUI]:
+    app = WebUI(tmp_path_factory.mktemp("hermes-webui-cost")).start()
+    try:
+        yield app
+    finally:
+        app.stop()
+
+
+@pytest.fixture
+def priced_provider() -> Iterator[FakeProvider]:
+    with FakeProvider("openai", models=PRICED) as fake:
+        yield fake
+
+
+def until(driver: Any, condition: Callable[[Any], Any], message: str) -> Any:
+    return WebDriverWait(driver, WAIT).until(condition, message)
+
+
+def notice(driver: Any) -> str | None:
+    return driver.execute_script(f"const b = document.querySelector('{BOX}'); return b && b.textContent")  # type: ignore[no-any-return]
+
+
+def proxied(
+    webui: WebUI,
+    provider: FakeProvider,
+    loopback_server: Callable[[Any], Any],
+    writes: ModelWriteRecorder,
+    **table: Any,
+) -> tuple[GatedRelay, str]:
+    """The proxy (hermes-webui preset plus ``table``) whose provider listed RETIRED with its price, then dropped it."""
+    relay = GatedRelay(webui.url)
+    relay.gate.set()  # no slow provider here: the subject is what happens after the lists landed
+    providers = {"priced": {"kind": "openai-compatible", "base_url": provider.base_url, "static": []}}
+    cfg = proxy_config({**preset("hermes-webui"), **table}, providers)
+    app = create_app(loopback_server(relay).url, cfg=cfg, app_config={"HERMES_PLUGIN_REFRESH_INTERVAL": 0})
+    writes.attach(app, read_model=webui.stored, routes=[r"/api/session/update"])  # what the page's writes got
+    base = loopback_server(app).url
+    assert requests.get(f"{base}{P}/api/catalog?refresh=1", timeout=30).ok  # RETIRED's price is learnt
+    provider.configure(models=PRICED[1:])  # the provider retires RETIRED
+    catalog = requests.get(f"{base}{P}/api/catalog?refresh=1", timeout=30).json()
+    assert RETIRED not in {m["id"] for p in catalog["providers"] for m in p["models"]}
+    return relay, base
+
+
+def open_session(chromium: Any, base: str, session: str) -> None:
+    chromium.get(base + "/api/settings")
+    chromium.execute_script("localStorage.setItem('hermes-webui-session', arguments[0])", session)
+    chromium.get(base + "/")
+
+
+def settled(driver: Any) -> bool:
+    return not driver.execute_script("return hermesGuard.pending().length + hermesGuard.state().held")
+
+
+def test_webui_pricier_fallback_is_refused_and_the_user_is_asked(
+    webui: WebUI,
+    chromium: Any,
+    loopback_server: Callable[[Any], Any],
+    priced_provider: FakeProvider,
+    model_writes: ModelWriteRecorder,
+) -> None:
+    relay, base = proxied(webui, priced_provider, loopback_server, model_writes)
+    session = webui.new_session(RETIRED)
+    open_session(chromium, base, session)
+    text = until(chromium, notice, "the page never asked")
+    assert f"Your saved model {RETIRED} is no longer offered." in text
+    assert f"The page tried to switch to {DEFAULT}, which costs more; it was not saved." in text
+    assert "It costs more: $15 in / $75 out per million tokens instead of $2 in / $8 out" in text
+    choice = Select(chromium.find_element(By.CSS_SELECTOR, f"{BOX} select"))
+    assert choice.first_selected_option.get_attribute("value") == DEFAULT  # the page's own choice, preselected
+    until(chromium, settled, "the page never settled")
+    model_writes.wait_idle()
+    page_writes = model_writes.writes_for(session)
+    assert page_writes and all((w.model, w.status, w.kept) == (DEFAULT, 409, "price_increase") for w in page_writes)
+    assert not any(w.changed for w in page_writes)
+    assert webui.stored(session) == RETIRED  # refused: the app's file still has the saved model
+    assert not [body for path, body in relay.posts if path == "/api/session/update"]  # it never reached the app
+    # The same write again, to read the refusal's JSON: 409 price_increase with a clear reason.
+    refused = requests.post(
+        f"{base}/api/session/update",
+        json={"session_id": session, "model": DEFAULT},
+        headers={"X-Hermes-Intent": "auto", "Origin": base},
+        timeout=30,
+    )
+    assert refused.status_code == 409, refused.text
+    body = refused.json()
+    assert (body["error"], body["stored_model"], body["proposed_model"]) == ("price_increase", RETIRED, DEFAULT)
+    assert body["price_ratio"] == pytest.approx(9.0)
+    assert webui.stored(session) == RETIRED
+    log = requests.get(f"{base}{P}/api/sessions/{session}/model-log", timeout=10).json()
+    assert any(e["by"] == "server" and e["reason"] == "price_increase" for e in log["entries"])
+    # The user accepts the price: the proxy replays the app's own write, and the log says who chose.
+    chromium.find_element(By.CSS_SELECTOR, f'{BOX} [data-hermes-action="switch"]').click()
+    until(chromium, lambda d: (notice(d) or "").startswith(f"Model changed to {DEFAULT}."), "the switch never finished")
+    assert webui.stored(session) == DEFAULT
+    log = requests.get(f"{base}{P}/api/sessions/{session}/model-log", timeout=10).json()
+    last = log["entries"][-1]
+    assert (last["old"], last["new"], last["by"], last["reason"]) == (RETIRED, DEFAULT, "user", "price_accepted")
+    until(
+        chromium,
+        lambda d: d.execute_script("return document.getElementById('modelSelect').value") == DEFAULT,
+        "the app's picker never showed the answer",
+    )
+
+
+def test_webui_fallback_passes_when_the_ratio_allows_it(
+    webui: WebUI,
+    chromium: Any,
+    loopback_server: Callable[[Any], Any],
+    priced_provider: FakeProvider,
+    model_writes: ModelWriteRecorder,
+) -> None:
+    """The control: the same prices with ``max_price_ratio`` above 9 let the app's correction through, told."""
+    _, base = proxied(webui, priced_provider, loopback_server, model_writes, max_price_ratio=10)
+    session = webui.new_session(RETIRED)
+    open_session(chromium, base, session)
+    text = until(chromium, notice, "the page never said the model was changed")
+    assert text.startswith(f"Model changed to {DEFAULT} because {RETIRED} is no longer offered — Undo")
+    assert "costs more" not in text
+    assert webui.stored(session) == DEFAULT
+    assert any((w.model, w.status) == (DEFAULT, 200) and w.changed for w in model_writes.writes_for(session))
