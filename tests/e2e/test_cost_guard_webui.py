@@ -67,12 +67,13 @@ def proxied(
     provider: FakeProvider,
     loopback_server: Callable[[Any], Any],
     writes: ModelWriteRecorder,
+    provider_id: str = "priced",
     **table: Any,
 ) -> tuple[GatedRelay, str]:
     """The proxy (hermes-webui preset plus ``table``) whose provider listed RETIRED with its price, then dropped it."""
     relay = GatedRelay(webui.url)
     relay.gate.set()  # no slow provider here: the subject is what happens after the lists landed
-    providers = {"priced": {"kind": "openai-compatible", "base_url": provider.base_url, "static": []}}
+    providers = {provider_id: {"kind": "openai-compatible", "base_url": provider.base_url, "static": []}}
     cfg = proxy_config({**preset("hermes-webui"), **table}, providers)
     app = create_app(loopback_server(relay).url, cfg=cfg, app_config={"HERMES_PLUGIN_REFRESH_INTERVAL": 0})
     writes.attach(app, read_model=webui.stored, routes=[r"/api/session/update"])  # what the page's writes got
@@ -94,14 +95,17 @@ def settled(driver: Any) -> bool:
     return not driver.execute_script("return hermesGuard.pending().length + hermesGuard.state().held")
 
 
+# The proxy's provider under its own name, and under the app's own provider name (one catalog, two sources).
+@pytest.mark.parametrize("provider_id", ["priced", "deepseek"])
 def test_webui_pricier_fallback_is_refused_and_the_user_is_asked(
+    provider_id: str,
     webui: WebUI,
     chromium: Any,
     loopback_server: Callable[[Any], Any],
     priced_provider: FakeProvider,
     model_writes: ModelWriteRecorder,
 ) -> None:
-    relay, base = proxied(webui, priced_provider, loopback_server, model_writes)
+    relay, base = proxied(webui, priced_provider, loopback_server, model_writes, provider_id)
     session = webui.new_session(RETIRED)
     open_session(chromium, base, session)
     text = until(chromium, notice, "the page never asked")
