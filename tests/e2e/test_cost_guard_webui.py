@@ -1,13 +1,16 @@
 """The cost guard through ``hermes-plugin proxy --preset hermes-webui`` in front of the real hermes-webui v0.50.227.
 
-The app "corrects" a session whose model no list offers to its first model, without the user. The proxy's own
-provider (OpenRouter-shaped ``pricing``) once listed the saved model and still lists that fallback, at a higher
-price: the proxy refuses the app's write, the page asks with both prices, and the user's answer is stored.
+The app "corrects" a session whose model no list offers to its first model, without the user. The proxy is
+configured as an operator would: a file whose ``[proxy]`` table starts from the preset (``preset = "hermes-webui"``)
+next to a provider whose catalog carries OpenRouter-shaped ``pricing``. That provider once listed the saved model
+and still lists the app's fallback, at a higher price: the proxy refuses the app's write, the page asks with both
+prices, and the user's answer is stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from webui_host import DEFAULT, GatedRelay, WebUI
 
-from hermes_plugin.presets import preset
-from hermes_plugin.proxy import create_app, proxy_config
+from hermes_plugin.proxy import create_app, load_config
 from hermes_plugin.testing.fake_provider import FakeProvider
 from hermes_plugin.testing.recorder import ModelWriteRecorder
 
@@ -67,15 +69,23 @@ def proxied(
     provider: FakeProvider,
     loopback_server: Callable[[Any], Any],
     writes: ModelWriteRecorder,
+    config_dir: Path,
     provider_id: str = "priced",
-    **table: Any,
+    extra: str = "",
 ) -> tuple[GatedRelay, str]:
-    """The proxy (hermes-webui preset plus ``table``) whose provider listed RETIRED with its price, then dropped it."""
+    """The proxy as an operator configures it (a file starting from the hermes-webui preset, with a priced
+    provider and ``extra`` [proxy] lines), whose provider listed RETIRED with its price, then dropped it."""
     relay = GatedRelay(webui.url)
     relay.gate.set()  # no slow provider here: the subject is what happens after the lists landed
-    providers = {provider_id: {"kind": "openai-compatible", "base_url": provider.base_url, "static": []}}
-    cfg = proxy_config({**preset("hermes-webui"), **table}, providers)
-    app = create_app(loopback_server(relay).url, cfg=cfg, app_config={"HERMES_PLUGIN_REFRESH_INTERVAL": 0})
+    path = config_dir / "hermes.toml"
+    path.write_text(
+        f'[proxy]\npreset = "hermes-webui"\n{extra}\n'
+        f'[providers.{provider_id}]\nkind = "openai-compatible"\nbase_url = "{provider.base_url}"\n',
+        encoding="utf-8",
+    )
+    app = create_app(
+        loopback_server(relay).url, cfg=load_config(str(path)), app_config={"HERMES_PLUGIN_REFRESH_INTERVAL": 0}
+    )
     writes.attach(app, read_model=webui.stored, routes=[r"/api/session/update"])  # what the page's writes got
     base = loopback_server(app).url
     assert requests.get(f"{base}{P}/api/catalog?refresh=1", timeout=30).ok  # RETIRED's price is learnt
@@ -104,8 +114,9 @@ def test_webui_pricier_fallback_is_refused_and_the_user_is_asked(
     loopback_server: Callable[[Any], Any],
     priced_provider: FakeProvider,
     model_writes: ModelWriteRecorder,
+    tmp_path: Path,
 ) -> None:
-    relay, base = proxied(webui, priced_provider, loopback_server, model_writes, provider_id)
+    relay, base = proxied(webui, priced_provider, loopback_server, model_writes, tmp_path, provider_id)
     session = webui.new_session(RETIRED)
     open_session(chromium, base, session)
     text = until(chromium, notice, "the page never asked")
@@ -155,9 +166,10 @@ def test_webui_fallback_passes_when_the_ratio_allows_it(
     loopback_server: Callable[[Any], Any],
     priced_provider: FakeProvider,
     model_writes: ModelWriteRecorder,
+    tmp_path: Path,
 ) -> None:
     """The control: the same prices with ``max_price_ratio`` above 9 let the app's correction through, told."""
-    _, base = proxied(webui, priced_provider, loopback_server, model_writes, max_price_ratio=10)
+    _, base = proxied(webui, priced_provider, loopback_server, model_writes, tmp_path, extra="max_price_ratio = 10")
     session = webui.new_session(RETIRED)
     open_session(chromium, base, session)
     text = until(chromium, notice, "the page never said the model was changed")
