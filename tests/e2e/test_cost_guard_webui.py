@@ -27,6 +27,7 @@ pytestmark = pytest.mark.e2e
 
 WAIT = 30  # upper bound on a loaded 2-core machine; every wait ends as soon as its condition holds
 RETIRED = "deepseek-coder-retired"  # in no list the app serves; the proxy's provider listed it once
+CHEAP = "deepseek-lite"  # only the proxy's provider lists it, cheaper than the saved model
 BOX = ".hermes-notice-box"
 P = "/hermes-plugin"
 
@@ -38,6 +39,7 @@ def per_token(per_million: float) -> str:
 PRICED = [
     {"id": RETIRED, "pricing": {"prompt": per_token(2), "completion": per_token(8)}},
     {"id": DEFAULT, "pricing": {"prompt": per_token(15), "completion": per_token(75)}},
+    {"id": CHEAP, "pricing": {"prompt": per_token(1), "completion": per_token(2)}},
 ]
 
 
@@ -177,3 +179,42 @@ def test_webui_fallback_passes_when_the_ratio_allows_it(
     assert "costs more" not in text
     assert webui.stored(session) == DEFAULT
     assert any((w.model, w.status) == (DEFAULT, 200) and w.changed for w in model_writes.writes_for(session))
+
+
+def test_webui_cost_prompt_pick_and_keep_are_the_users(
+    webui: WebUI,
+    chromium: Any,
+    loopback_server: Callable[[Any], Any],
+    priced_provider: FakeProvider,
+    model_writes: ModelWriteRecorder,
+    tmp_path: Path,
+) -> None:
+    """A Selenium ``Select`` pick of a cheaper model in the prompt is stored as the user's; Keep writes nothing."""
+    relay, base = proxied(webui, priced_provider, loopback_server, model_writes, tmp_path)
+    kept, picked = webui.new_session(RETIRED), webui.new_session(RETIRED)
+    open_session(chromium, base, kept)
+    until(chromium, lambda d: "costs more" in (notice(d) or ""), "the page never asked")
+    chromium.find_element(By.CSS_SELECTOR, f'{BOX} [data-hermes-action="keep"]').click()
+    until(chromium, lambda d: notice(d) is None, "the prompt never closed")
+    until(chromium, settled, "the page never settled")
+    model_writes.wait_idle()
+    assert webui.stored(kept) == RETIRED
+    assert not [body for path, body in relay.posts if path == "/api/session/update"]  # nothing reached the app
+    open_session(chromium, base, picked)
+    until(chromium, lambda d: "costs more" in (notice(d) or ""), "the page never asked")
+    choice = Select(chromium.find_element(By.CSS_SELECTOR, f"{BOX} select"))
+    assert any(CHEAP in option.text and "$1 in / $2 out" in option.text for option in choice.options)
+    choice.select_by_value(CHEAP)  # cheaper than the saved model: the cost line goes away
+    until(
+        chromium,
+        lambda d: d.execute_script(f"return document.querySelector('{BOX} .hermes-notice-cost').textContent") == "",
+        "the cost line stayed",
+    )
+    chromium.find_element(By.CSS_SELECTOR, f'{BOX} [data-hermes-action="switch"]').click()
+    until(chromium, lambda d: (notice(d) or "").startswith(f"Model changed to {CHEAP}."), "the switch never finished")
+    assert webui.stored(picked) == CHEAP
+    last = requests.get(f"{base}{P}/api/sessions/{picked}/model-log", timeout=10).json()["entries"][-1]
+    assert (last["old"], last["new"], last["by"], last["reason"]) == (RETIRED, CHEAP, "user", "pick")
+    until(chromium, settled, "the page never settled")
+    model_writes.wait_idle()
+    assert webui.stored(picked) == CHEAP  # the app did not "correct" the user's answer afterwards
