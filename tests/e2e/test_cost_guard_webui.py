@@ -200,7 +200,15 @@ def test_webui_cost_prompt_pick_and_keep_are_the_users(
     model_writes.wait_idle()
     assert webui.stored(kept) == RETIRED
     assert not [body for path, body in relay.posts if path == "/api/session/update"]  # nothing reached the app
+    until(
+        chromium,
+        lambda d: d.execute_script("return !!navigator.serviceWorker.controller"),
+        "the app's service worker never took over",
+    )
+    # The second visit is served by the app's service worker from the shell it pre-cached (asked without
+    # text/html in Accept): that copy carries the guard too, so the app's correction is asked about again.
     open_session(chromium, base, picked)
+    assert chromium.execute_script("return !!navigator.serviceWorker.controller && typeof hermesGuard") == "object"
     until(chromium, lambda d: "costs more" in (notice(d) or ""), "the page never asked")
     choice = Select(chromium.find_element(By.CSS_SELECTOR, f"{BOX} select"))
     assert any(CHEAP in option.text and "$1 in / $2 out" in option.text for option in choice.options)
