@@ -226,3 +226,11 @@ def test_webui_cost_prompt_pick_and_keep_are_the_users(
     until(chromium, settled, "the page never settled")
     model_writes.wait_idle()
     assert webui.stored(picked) == CHEAP  # the app did not "correct" the user's answer afterwards
+    # The app's service worker stores every GET it serves, but never the plugin's answers (stale ones would
+    # show an old model, version or catalog).
+    cached = chromium.execute_async_script(
+        "const done = arguments[0]; caches.keys().then(names => Promise.all(names.map(n => caches.open(n)"
+        ".then(c => c.keys())))).then(lists => done(lists.flat().map(r => r.url)))"
+    )
+    assert any(url.endswith("/static/ui.js") for url in cached)  # it does cache what it serves
+    assert not [url for url in cached if f"{P}/api/" in url]
