@@ -285,10 +285,11 @@ def test_xhr_send_during_a_slow_switch_waits_and_carries_the_new_chats_model(chr
         convos.slow_gate.set()
         return
     convos.slow_gate.set()
-    until(driver, lambda d: js(d, "return turns") == 1 and js(d, "return window.opened") == "slow",
+    until(driver, lambda d: convos.turns and js(d, "return window.opened") == "slow",
           "the send or the switch never finished")
     assert during == ""  # the pending option: not the previous chat's model
     assert convos.turns == [("slow", "beta-2")]  # it waited for the stored model and carried it
+    until(driver, lambda d: js(d, "return turns") == 1, "the page's success callback never ran")
     assert convos.stored["slow"] == "beta-2" and convos.writes == []
     until(driver, lambda d: shown(d) == "beta-2", "the picker never showed the new chat's model")
 
