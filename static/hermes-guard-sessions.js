@@ -340,6 +340,7 @@ if (open) Object.assign(XP, {
       if (absorbing && w.session === session && model != null && sameModel(w.model, model)) {
         // The host's own handler answering a re-apply: answered here, with the events a real answer fires.
         D.dispatchEvent(new CustomEvent('hermes:write-absorbed', { detail: { session, model: w.model } }));
+        x.dispatchEvent(new ProgressEvent('loadstart')); // as send() does
         answerLocally(x, i.url);
         return true;
       }

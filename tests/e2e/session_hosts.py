@@ -147,7 +147,9 @@ window.turns = 0;
 window.saves = [];
 const $ = {ajax(o) {
   return new Promise((resolve, reject) => {
-    const xhr = new XMLHttpRequest();
+    const xhr = new XMLHttpRequest(), events = [];
+    for (const t of ['loadstart', 'readystatechange', 'load', 'loadend'])
+      xhr.addEventListener(t, () => events.push(t === 'readystatechange' ? 'state ' + xhr.readyState : t));
     xhr.open(o.type || 'GET', o.url, true);
     if (o.contentType) xhr.setRequestHeader('Content-Type', o.contentType);
     xhr.onreadystatechange = () => {
@@ -159,7 +161,7 @@ const $ = {ajax(o) {
       }
       const ok = xhr.status >= 200 && xhr.status < 300;
       const data = ok && /json/.test(headers['content-type'] || '') ? JSON.parse(xhr.responseText) : xhr.responseText;
-      if (ok) { o.success && o.success(data, 'success', xhr, headers); resolve(data); }
+      if (ok) { o.success && o.success(data, 'success', xhr, headers, events); resolve(data); }
       else { o.error && o.error(xhr, 'error'); reject(xhr); }
     };
     xhr.send(o.data === undefined ? null : o.data);
@@ -184,8 +186,8 @@ function openConv(id) {
 }
 sel.onchange = () => {
   conv.model_id = sel.value;
-  json('PATCH', '/api/v2/conversations/' + convId, {model_id: sel.value}, (data, status, xhr, headers) =>
-    saves.push({status: xhr.status, data, answered: headers['x-hermes-answered'] || null}));
+  json('PATCH', '/api/v2/conversations/' + convId, {model_id: sel.value}, (data, status, xhr, headers, events) =>
+    saves.push({status: xhr.status, data, answered: headers['x-hermes-answered'] || null, events}));
 };
 document.getElementById('send').addEventListener('click', () => {
   json('POST', '/api/v2/conversations/' + convId + '/turns', {model_id: sel.value, text: 'hi'}, () => turns++);
