@@ -341,7 +341,7 @@ if (open) Object.assign(XP, {
         // The host's own handler answering a re-apply: answered here, with the events a real answer fires.
         D.dispatchEvent(new CustomEvent('hermes:write-absorbed', { detail: { session, model: w.model } }));
         x.dispatchEvent(new ProgressEvent('loadstart')); // as send() does
-        answerLocally(x, i.url);
+        answerLocally(x, i);
         return true;
       }
       if (switching == null || (w.session !== switching && w.model !== '')) return;
@@ -356,16 +356,18 @@ if (open) Object.assign(XP, {
   },
 });
 
-function answerLocally(x, url) {
+function answerLocally(x, i) {
   const text = '{}', headers = { 'content-type': 'application/json', 'x-hermes-answered': 'locally' };
   const set = (k, value) => Object.defineProperty(x, k, { value, configurable: true });
-  set('status', 200);
-  set('statusText', 'OK');
-  set('responseURL', url);
-  set('getResponseHeader', h => headers[String(h).toLowerCase()] ?? null);
-  set('getAllResponseHeaders', () => Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join(''));
-  // As a real answer does, in a later task: headers, body, done, then load and loadend.
+  // As a real answer does, in a later task: headers (status with them), body, done, then load and loadend.
+  // Nothing fires when the page aborted or re-opened the XHR meanwhile.
   setTimeout(() => safely(() => {
+    if (i.dropped) return;
+    set('status', 200);
+    set('statusText', 'OK');
+    set('responseURL', i.url);
+    set('getResponseHeader', h => headers[String(h).toLowerCase()] ?? null);
+    set('getAllResponseHeaders', () => Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join(''));
     for (const n of [2, 3, 4]) {
       set('readyState', n);
       if (n > 2) {
@@ -374,7 +376,7 @@ function answerLocally(x, url) {
       }
       x.dispatchEvent(new Event('readystatechange'));
     }
-    for (const t of ['load', 'loadend']) x.dispatchEvent(new ProgressEvent(t, { loaded: text.length, total: text.length, lengthComputable: true }));
+    for (const t of ['load', 'loadend']) x.dispatchEvent(new ProgressEvent(t, { loaded: 2, total: 2, lengthComputable: true }));
   }));
 }
 })();

@@ -165,6 +165,7 @@ const $ = {ajax(o) {
       else { o.error && o.error(xhr, 'error'); reject(xhr); }
     };
     xhr.send(o.data === undefined ? null : o.data);
+    events.push('sent ' + xhr.readyState + '/' + xhr.status);  // nothing answered yet
   });
 }};
 const json = (type, url, body, success) => $.ajax({type, url, contentType: 'application/json',
