@@ -467,6 +467,26 @@ def test_config_file_with_proxy_and_providers(tmp_path):
                                        "model": "body:settings.model"}
 
 
+def test_config_file_starts_from_a_preset(tmp_path):
+    """``preset = NAME`` in a file: the built-in routes, plus the file's providers and keys (a price ratio)."""
+    path = tmp_path / "hermes.toml"
+    path.write_text('[providers.priced]\nkind = "openai-compatible"\nbase_url = "http://127.0.0.1:9/v1"\n'
+                    '[proxy]\npreset = "hermes-webui"\nmax_price_ratio = 1.5\npicker = "#mine"\n', encoding="utf-8")
+    cfg = load_config(str(path))
+    builtin = load_config(preset_name="hermes-webui")
+    assert list(cfg.providers) == ["priced"] and cfg.max_price_ratio == 1.5
+    assert cfg.picker == "#mine"  # the file's own key replaces the preset's
+    assert [w.browser() for w in cfg.writes] == [w.browser() for w in builtin.writes]
+    assert cfg.session_read == builtin.session_read and cfg.session_write == builtin.session_write
+    assert builtin.max_price_ratio == 1.0 and builtin.providers == {}
+
+
+@pytest.mark.parametrize("value, message", [("nope", "unknown preset 'nope'"), (3, "preset must be the name")])
+def test_bad_preset_key_is_a_config_error(value, message):
+    with pytest.raises(ConfigError, match=message):
+        proxy_config({"preset": value})
+
+
 @pytest.mark.parametrize("table, message", [
     ({"writes": [{"url": "^/x$"}]}, "need session_read"),
     ({"nope": 1}, "unknown keys"),
