@@ -348,6 +348,19 @@ def test_guard_is_injected_into_proxied_html(proxied, compressed):
     assert '/hermes-plugin/static/hermes-guard.js' in html
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_html_asked_without_text_html_is_injected_too(proxied, compressed):
+    """A service worker pre-caching the app's shell asks for the page with ``Accept: */*``; its cached copy
+    later opens the app, so it must carry the guard as a navigation's does."""
+    url, _, _ = proxied
+    response = requests.get(f"{url}/page" + ("?gzip=1" if compressed else ""),
+                            headers={"Accept": "*/*", "Accept-Encoding": "gzip"}, timeout=WAIT)
+    assert response.status_code == 200 and "Content-Encoding" not in response.headers
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    assert '/hermes-plugin/static/hermes-guard.js' in response.text
+    assert response.text.index('id="hermes-plugin-config"') < response.text.index("<title>")
+
+
 def test_streams_are_not_injected(proxied, upstream):
     url, _, _ = proxied
     upstream.go_on.set()

@@ -181,7 +181,7 @@ def test_webui_fallback_passes_when_the_ratio_allows_it(
     assert any((w.model, w.status) == (DEFAULT, 200) and w.changed for w in model_writes.writes_for(session))
 
 
-def test_webui_cost_prompt_keep_writes_nothing(
+def test_webui_cost_prompt_pick_and_keep_are_the_users(
     webui: WebUI,
     chromium: Any,
     loopback_server: Callable[[Any], Any],
@@ -189,30 +189,26 @@ def test_webui_cost_prompt_keep_writes_nothing(
     model_writes: ModelWriteRecorder,
     tmp_path: Path,
 ) -> None:
+    """A Selenium ``Select`` pick of a cheaper model in the prompt is stored as the user's; Keep writes nothing."""
     relay, base = proxied(webui, priced_provider, loopback_server, model_writes, tmp_path)
-    session = webui.new_session(RETIRED)
-    open_session(chromium, base, session)
+    kept, picked = webui.new_session(RETIRED), webui.new_session(RETIRED)
+    open_session(chromium, base, kept)
     until(chromium, lambda d: "costs more" in (notice(d) or ""), "the page never asked")
     chromium.find_element(By.CSS_SELECTOR, f'{BOX} [data-hermes-action="keep"]').click()
     until(chromium, lambda d: notice(d) is None, "the prompt never closed")
     until(chromium, settled, "the page never settled")
     model_writes.wait_idle()
-    assert webui.stored(session) == RETIRED
+    assert webui.stored(kept) == RETIRED
     assert not [body for path, body in relay.posts if path == "/api/session/update"]  # nothing reached the app
-
-
-def test_webui_cost_prompt_select_pick_is_the_users(
-    webui: WebUI,
-    chromium: Any,
-    loopback_server: Callable[[Any], Any],
-    priced_provider: FakeProvider,
-    model_writes: ModelWriteRecorder,
-    tmp_path: Path,
-) -> None:
-    """A Selenium ``Select`` pick of a cheaper model in the prompt is stored as the user's pick."""
-    _, base = proxied(webui, priced_provider, loopback_server, model_writes, tmp_path)
-    session = webui.new_session(RETIRED)
-    open_session(chromium, base, session)
+    until(
+        chromium,
+        lambda d: d.execute_script("return !!navigator.serviceWorker.controller"),
+        "the app's service worker never took over",
+    )
+    # The second visit is served by the app's service worker from the shell it pre-cached (asked without
+    # text/html in Accept): that copy carries the guard too, so the app's correction is asked about again.
+    open_session(chromium, base, picked)
+    assert chromium.execute_script("return !!navigator.serviceWorker.controller && typeof hermesGuard") == "object"
     until(chromium, lambda d: "costs more" in (notice(d) or ""), "the page never asked")
     choice = Select(chromium.find_element(By.CSS_SELECTOR, f"{BOX} select"))
     assert any(CHEAP in option.text and "$1 in / $2 out" in option.text for option in choice.options)
@@ -224,9 +220,17 @@ def test_webui_cost_prompt_select_pick_is_the_users(
     )
     chromium.find_element(By.CSS_SELECTOR, f'{BOX} [data-hermes-action="switch"]').click()
     until(chromium, lambda d: (notice(d) or "").startswith(f"Model changed to {CHEAP}."), "the switch never finished")
-    assert webui.stored(session) == CHEAP
-    last = requests.get(f"{base}{P}/api/sessions/{session}/model-log", timeout=10).json()["entries"][-1]
+    assert webui.stored(picked) == CHEAP
+    last = requests.get(f"{base}{P}/api/sessions/{picked}/model-log", timeout=10).json()["entries"][-1]
     assert (last["old"], last["new"], last["by"], last["reason"]) == (RETIRED, CHEAP, "user", "pick")
     until(chromium, settled, "the page never settled")
     model_writes.wait_idle()
-    assert webui.stored(session) == CHEAP  # the app did not "correct" the user's answer afterwards
+    assert webui.stored(picked) == CHEAP  # the app did not "correct" the user's answer afterwards
+    # The app's service worker stores every GET it serves, but never the plugin's answers (stale ones would
+    # show an old model, version or catalog).
+    cached = chromium.execute_async_script(
+        "const done = arguments[0]; caches.keys().then(names => Promise.all(names.map(n => caches.open(n)"
+        ".then(c => c.keys())))).then(lists => done(lists.flat().map(r => r.url)))"
+    )
+    assert any(url.endswith("/static/ui.js") for url in cached)  # it does cache what it serves
+    assert not [url for url in cached if f"{P}/api/" in url]
