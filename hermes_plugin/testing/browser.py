@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 CHROMIUM_FLAGS = (
     "--headless=new",
@@ -68,6 +69,18 @@ def make_chromium(extra_args: tuple[str, ...] = ()) -> Any:
         pytest.skip(message)
 
 
+def forget_origin(driver: Any) -> None:
+    """Drop the shown origin's service workers, their caches and every other store it has.
+
+    A service worker and its caches outlive cookies and localStorage, and a later test's server may get the
+    same loopback port (the same origin): its pages would then come from an earlier test's cache.
+    """
+    parts = urlsplit(driver.current_url)
+    if parts.scheme in ("http", "https") and hasattr(driver, "execute_cdp_cmd"):
+        driver.execute_cdp_cmd("Storage.clearDataForOrigin",
+                               {"origin": f"{parts.scheme}://{parts.netloc}", "storageTypes": "all"})
+
+
 def reset_chromium(driver: Any) -> None:
     """Leave the browser as a new test expects it: one window, no storage or cookies, about:blank."""
     handles = list(driver.window_handles)
@@ -75,6 +88,7 @@ def reset_chromium(driver: Any) -> None:
         driver.switch_to.window(handle)
         try:
             driver.execute_script("try { localStorage.clear(); sessionStorage.clear(); } catch (e) {}")
+            forget_origin(driver)
         except Exception:  # a page that is gone or hung: closing or blanking it below is enough
             pass
         if handle != handles[0]:
