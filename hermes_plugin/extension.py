@@ -32,6 +32,7 @@ from .replacements import Replacements, check_table
 from .state import REDIS_SCHEMES, StateUnavailable, open_store
 from .writefields import FieldError, FieldValue, Models, WriteFields
 from .writeguard import (
+    ABSENT_POLICIES,
     INTENTS,
     NEW_SESSION_POLICIES,
     ON_KEEP,
@@ -82,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_DEFAULT_MODEL": None,
     "HERMES_PLUGIN_MODEL_REPLACEMENTS": {},
     "HERMES_PLUGIN_MAX_PRICE_RATIO": 1.0,
+    "HERMES_PLUGIN_ABSENT_MODEL": "fallback",
 }
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 # Decisions the page must show the user: a change made without them (with Undo), or a choice to ask them.
@@ -123,6 +125,8 @@ def _check_config(config: Any) -> None:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
     check_alias_rules(config["HERMES_PLUGIN_MODEL_ALIASES"])
     check_picker_adapter(config["HERMES_PLUGIN_PICKER_ADAPTER"])
+    if config["HERMES_PLUGIN_ABSENT_MODEL"] not in ABSENT_POLICIES:
+        raise ConfigError(f"HERMES_PLUGIN_ABSENT_MODEL must be one of {ABSENT_POLICIES}")
     if config["HERMES_PLUGIN_NEW_SESSION_MODEL"] not in NEW_SESSION_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_NEW_SESSION_MODEL must be one of {NEW_SESSION_POLICIES}")
     default = config["HERMES_PLUGIN_DEFAULT_MODEL"]
@@ -790,6 +794,7 @@ def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], 
         response.set_etag(str(version))
         return response
     proposed = WriteFields.proposal(found, stored)
+    absent = state.config["HERMES_PLUGIN_ABSENT_MODEL"]
 
     def decide_entry(old: str | None, new: str | None) -> Decision:
         availability = state.availability(old) if old and needs_availability(old, new, intent) else None
@@ -799,9 +804,11 @@ def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], 
             replacement = state.suggestion(old)
             price_ratio = ratio(state.price_of(old), state.price_of(new))
         return decide(old, new, intent, availability, on_keep, session, replacement=replacement,
-                      price_ratio=price_ratio, max_price_ratio=float(state.config["HERMES_PLUGIN_MAX_PRICE_RATIO"]))
+                      price_ratio=price_ratio, max_price_ratio=float(state.config["HERMES_PLUGIN_MAX_PRICE_RATIO"]),
+                      absent=absent)
 
-    decision, kept = decide_models(stored, proposed, intent, state.availability, on_keep, session, decide_entry)
+    decision, kept = decide_models(stored, proposed, intent, state.availability, on_keep, session, decide_entry,
+                                   absent)
     problem = None
     if kept is not None:
         # Keep only what the host can serve, and only when every field of the body can say so.
