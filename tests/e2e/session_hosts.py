@@ -134,7 +134,25 @@ document.getElementById('refresh').addEventListener('click', async () => {
 })();
 """
 
-PAGES = {"switch": SWITCH_JS, "persist": PERSIST_JS, "batched": BATCHED_JS}
+# A chat whose model is in no list is "corrected" to the first option at once, and the correction is saved
+# (the later lists are merged in when they land); sends carry the chat's model as the page holds it.
+CORRECTING_JS = r"""
+picker.addEventListener('change', () => { conv.model_id = picker.value; persist(picker.value); });
+(async () => {
+  conv = (await (await fetch('/api/v2/conversations/' + convId)).json()).conversation;
+  fill(await catalog());
+  const livePromise = fetch('/api/v2/providers/acme/models').then(r => r.json());
+  if (![...picker.options].some(o => o.value === conv.model_id)) {
+    conv.model_id = picker.value = picker.options[0].value;
+    persist(conv.model_id);
+  } else picker.value = conv.model_id;
+  const live = await livePromise;
+  for (const m of live.items) if (![...picker.options].some(o => o.value === m.id)) picker.add(new Option(m.id, m.id));
+  window.booted = true;
+})();
+"""
+
+PAGES = {"switch": SWITCH_JS, "persist": PERSIST_JS, "batched": BATCHED_JS, "correcting": CORRECTING_JS}
 
 
 @dataclass
