@@ -131,7 +131,7 @@ def test_proxy_key_is_checked_and_the_hermes_webui_preset_keeps():
 # -- composed with the cost guard and the retirement map (a provider that retired RETIRED, with prices) --------
 
 
-def test_keep_policy_still_refuses_a_pricier_switch_and_keeps_a_cheaper_one(host):
+def test_keep_policy_still_refuses_a_pricier_switch_and_keeps_a_cheaper_one(host):  # noqa: F811  (the fixture)
     app, base = host(HERMES_PLUGIN_ABSENT_MODEL="keep")
     pricier = auto_write(base, PRICEY)
     assert (pricier.status_code, pricier.json()["reason"]) == (409, "price_increase")  # the cost guard answers first
@@ -142,7 +142,7 @@ def test_keep_policy_still_refuses_a_pricier_switch_and_keeps_a_cheaper_one(host
     assert [entry["reason"] for entry in log_of(base)] == ["price_increase", "model_absent_kept"]
 
 
-def test_keep_policy_still_prompts_for_a_suggested_replacement(host):
+def test_keep_policy_still_prompts_for_a_suggested_replacement(host):  # noqa: F811  (the fixture)
     app, base = host(HERMES_PLUGIN_ABSENT_MODEL="keep", HERMES_PLUGIN_MODEL_REPLACEMENTS={RETIRED: CHEAP})
     written = auto_write(base, CHEAP)
     assert written.headers["X-Hermes-Model-Kept"] == "replacement_suggested"

@@ -9,8 +9,7 @@ Selenium's ``Select`` (the user's) is still stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from selenium.webdriver.common.by import By
