@@ -7,7 +7,7 @@ versions and the log live in a ``StateStore`` that every worker shares.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -92,6 +92,27 @@ def decide(stored: str | None, proposed: str | None, intent: str, availability: 
     reason = "model_present" if availability == "present" else "catalog_unknown"
     outcome: Outcome = "keep" if on_keep == "keep" else "reject"
     return Decision(outcome, reason, availability=availability or "unknown", **common)  # type: ignore[arg-type]
+
+
+def absent_policy(model: str, default: str, by_provider: Mapping[str, str]) -> str:
+    """The absent-model policy for a stored id: the override of the provider its id names as a prefix
+    (``custom:acme/x`` names ``custom``, ``openai/gpt-x`` names ``openai``), else ``default``."""
+    for separator in (":", "/"):
+        prefix, found, _ = model.partition(separator)
+        if found and prefix in by_provider:
+            return by_provider[prefix]
+    return default
+
+
+def check_absent_policies(table: Any, where: str) -> dict[str, str]:
+    """A ``{provider id: "fallback" | "keep"}`` table; ValueError naming the bad entry."""
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{where} must be a table of provider id -> one of {ABSENT_POLICIES}")
+    for provider, policy in table.items():
+        if not isinstance(provider, str) or not provider or policy not in ABSENT_POLICIES:
+            raise ValueError(f"{where}: {str(provider)[:100]!r} -> {str(policy)[:100]!r}: the provider must be a "
+                             f"non-empty id and the policy one of {ABSENT_POLICIES}")
+    return dict(table)
 
 
 def decide_new_session(proposed: str | None, intent: str, default: str | None, policy: str = "default") -> Decision:

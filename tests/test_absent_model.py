@@ -24,6 +24,7 @@ from hermes_plugin.proxy import proxy_config
 
 P = "/hermes-plugin"
 PREVIEW = "nova-3-preview"  # stored by the thread, listed by no engine list
+CUSTOM = "custom:acme/nova-tuned"  # a custom provider's model, named by its prefix: listed by none either
 # One flat live list of engines, each naming its vendor: the thread's engine is in none of them.
 ENGINES = {"engines": [{"name": "nova-2", "vendor": "nv"}, {"name": "lumen-1", "vendor": "lm"}]}
 
@@ -33,7 +34,8 @@ def threads_host(tmp_path: Path, **config: Any) -> Flask:
     app = Flask("threads", instance_path=str(tmp_path / "instance"))
     app.config.update(HERMES_PLUGIN_CACHE="memory", HERMES_PLUGIN_LIVE_URLS=[
         {"url": r"^/engines$", "models": "engines[].name", "provider": "engines[].vendor"}], **config)
-    threads: dict[str, dict[str, Any]] = {"t1": {"engine": PREVIEW, "topic": "draft"}}
+    threads: dict[str, dict[str, Any]] = {"t1": {"engine": PREVIEW, "topic": "draft"},
+                                          "t2": {"engine": CUSTOM, "topic": "notes"}}
     app.threads = threads  # type: ignore[attr-defined]
     guard = ModelGuard()
 
@@ -66,8 +68,8 @@ def served(loopback_server: Callable[[Any], Any], tmp_path: Path) -> Callable[..
     return start
 
 
-def put_engine(base: str, engine: str, intent: str = "auto") -> requests.Response:
-    return requests.put(f"{base}/threads/t1/settings", json={"engine": engine}, headers={"X-Hermes-Intent": intent},
+def put_engine(base: str, engine: str, intent: str = "auto", thread: str = "t1") -> requests.Response:
+    return requests.put(f"{base}/threads/{thread}/settings", json={"engine": engine}, headers={"X-Hermes-Intent": intent},
                         timeout=30)
 
 
@@ -112,6 +114,23 @@ def test_keep_policy_with_on_keep_reject_refuses_and_stores_nothing(served):
     written = put_engine(base, "nova-2")
     assert written.status_code == 409 and written.json()["reason"] == "model_absent_kept"
     assert app.threads["t1"]["engine"] == PREVIEW
+
+
+def test_a_per_provider_override_keeps_only_that_providers_models(served):
+    app, base = served(HERMES_PLUGIN_ABSENT_MODEL_PROVIDERS={"custom": "keep"})
+    answer = lambda tid: requests.get(f"{base}{P}/api/sessions/{tid}/model", timeout=10).json()  # noqa: E731
+    assert (answer("t1")["absent_model"], answer("t2")["absent_model"]) == ("fallback", "keep")
+    assert put_engine(base, "nova-2", thread="t2").headers["X-Hermes-Model-Kept"] == "model_absent_kept"
+    assert put_engine(base, "nova-2", thread="t1").headers["X-Hermes-Decision"] == "fallback"
+    assert (app.threads["t1"]["engine"], app.threads["t2"]["engine"]) == ("nova-2", CUSTOM)
+
+
+@pytest.mark.parametrize("table", [{"custom": "drop"}, {"": "keep"}, "keep"])
+def test_a_bad_override_fails_at_startup(tmp_path, table):
+    with pytest.raises(ConfigError, match="HERMES_PLUGIN_ABSENT_MODEL_PROVIDERS"):
+        threads_host(tmp_path, HERMES_PLUGIN_ABSENT_MODEL_PROVIDERS=table)
+    with pytest.raises(ConfigError, match="absent_model_providers"):
+        proxy_config({"absent_model_providers": table})
 
 
 @pytest.mark.parametrize("value", ["maybe", "", None, 1])

@@ -8,7 +8,7 @@ import pytest
 
 from hermes_plugin import jsonpath
 from hermes_plugin.state.memory import NamedLocks
-from hermes_plugin.writeguard import decide, decide_models, needs_availability
+from hermes_plugin.writeguard import absent_policy, check_absent_policies, decide, decide_models, needs_availability
 
 # Every row of the decision table in docs/host-guide.md (the If-Match row is covered in test_extension.py).
 TABLE = [
@@ -166,3 +166,15 @@ def test_absent_model_policy_is_checked_and_reaches_lists():
     assert (whole.outcome, whole.reason, models) == ("keep", "model_absent_kept", ("m", "n"))
     fell, models = decide_models(("m", "n"), ("p",), "auto", gone)
     assert (fell.outcome, fell.reason, models) == ("fallback", "model_absent", None)
+
+
+def test_absent_policy_per_provider_the_stored_id_names():
+    overrides = {"custom": "keep", "openai": "fallback"}
+    assert absent_policy("custom:acme/preview-1", "fallback", overrides) == "keep"
+    assert absent_policy("openai/gpt-x-preview", "keep", overrides) == "fallback"
+    assert absent_policy("nova-3-preview", "fallback", overrides) == "fallback"  # names no provider
+    assert absent_policy("customer:x", "fallback", overrides) == "fallback"  # a whole prefix, not a part of one
+    assert check_absent_policies({"custom": "keep"}, "t") == {"custom": "keep"}
+    for bad in ({"custom": "drop"}, {"": "keep"}, ["custom"]):
+        with pytest.raises(ValueError, match="t"):
+            check_absent_policies(bad, "t")

@@ -15,13 +15,14 @@ from ..picker import check_picker_adapter
 from ..presets import preset
 from ..replacements import check_table
 from ..writefields import WriteFields
-from ..writeguard import ABSENT_POLICIES
+from ..writeguard import ABSENT_POLICIES, check_absent_policies
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
               "session_ttl", "session_learn_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
               "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases", "session_write",
               "model_replacements", "max_price_ratio", "default_model", "new_session_model", "upstream_models",
-              "picker_adapter", "session_list", "defaults", "absent_model"}
+              "picker_adapter", "session_list", "defaults", "absent_model",
+              "absent_model_providers"}
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class ProxyConfig:
     default_model: UpstreamRead | None = None  # where the upstream says which model new sessions get
     new_session_model: str = "default"
     absent_model: str = "fallback"  # an automatic write over a stored model no catalogue lists: fallback | keep
+    absent_model_providers: dict[str, str] = field(default_factory=dict)  # per provider the stored id names
 
     @property
     def learn_ttl(self) -> float:
@@ -315,6 +317,11 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
             setattr(cfg, key, table[key])
     if cfg.absent_model not in ABSENT_POLICIES:
         raise ConfigError(f"[proxy] absent_model must be one of {ABSENT_POLICIES}, got {cfg.absent_model!r}")
+    try:
+        cfg.absent_model_providers = check_absent_policies(table.get("absent_model_providers", {}),
+                                                           "[proxy] absent_model_providers")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not cfg.auth_url.startswith("/") or cfg.auth_url.startswith("//"):
         raise ConfigError("[proxy] auth_url must be a path on the upstream, starting with a single '/'")
     for key in ("session_ttl", "session_learn_ttl", "timeout", "connect_timeout", "auth_ttl"):
