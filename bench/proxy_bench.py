@@ -1,20 +1,25 @@
 """Overhead of ``hermes-plugin proxy``: latency p50/p99 and throughput, proxy vs direct, in one run.
 
 One upstream app on a real loopback server; the proxy (``--preset hermes-webui`` routes) in front of it
-on another. For a JSON route, a 100 KB HTML page (the proxy injects the guard into it) and a streamed
-response (10 chunks of 10 KB), the same client measures both paths in interleaved rounds (A B B A ...)
-so drift in machine load hits both alike.
+on another. For a JSON route (a session read, which the proxy relays untouched), a 100 KB HTML page (the
+proxy injects the guard into it), a streamed response (10 chunks of 10 KB) and the static model catalog
+(the guard learns from it), the same http.client client measures every target in the same rounds, in
+rotating order, so drift in machine load hits them alike.
 
 ``--work-ms 5`` makes every upstream request wait 5 ms (a chat app's database or disk), and
 ``--gunicorn 4`` runs the upstream and the proxy each under ``gunicorn -w 4 -k gthread`` in their own
-processes instead of in this one; the proxy's CPU time per request is then read from ``/proc``.
+processes instead of in this one; the CPU time per request of each server (master + workers, from
+``/proc``) is then printed, the median over rounds (other jobs on a shared machine inflate single rounds).
+``--baseline CHECKOUT`` adds the proxy of another checkout (e.g. the main branch) as a third target.
 
     python bench/proxy_bench.py [--rounds 6] [--requests 200] [--threads 8] [--work-ms 5] [--gunicorn 4]
+                                [--proxy-threads T] [--baseline /work/main]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import re
 import statistics
@@ -24,8 +29,8 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
-import requests
 from flask import Flask, Response
 
 from hermes_plugin.proxy import create_app
@@ -33,7 +38,8 @@ from hermes_plugin.testing.servers import LoopbackServer
 
 PAGE = ("<!doctype html><html><head><title>chat</title></head><body><div class=msg>"
         + "lorem ipsum " * 8500 + "</div></body></html>")  # about 100 KB
-ROUTES = {"json": "/api/session?session_id=s1", "html": "/", "stream": "/stream"}
+ROUTES = {"json": "/api/session?session_id=s1", "html": "/", "stream": "/stream", "catalog": "/api/models"}
+GROUPS = [{"provider_id": f"p{p}", "models": [{"id": f"p{p}/model-{m}"} for m in range(20)]} for p in range(5)]
 
 
 def make_upstream(work_ms: float = 0.0) -> Flask:
@@ -48,6 +54,11 @@ def make_upstream(work_ms: float = 0.0) -> Flask:
     def session() -> dict[str, object]:
         do_work()
         return {"session": {"session_id": "s1", "model": "live/kimi-k2", "messages": list(range(20))}}
+
+    @app.get("/api/models")
+    def models() -> dict[str, object]:
+        do_work()
+        return {"groups": GROUPS}  # the static catalog: the guard reads it through the proxy
 
     @app.get("/")
     def page() -> Response:
@@ -69,12 +80,16 @@ def make_upstream(work_ms: float = 0.0) -> Flask:
 class Gunicorn:
     """``gunicorn -w N -k gthread`` serving ``app`` (a ``module:factory(...)`` string) on a free loopback port."""
 
-    def __init__(self, app: str, workers: int, threads: int) -> None:
+    def __init__(self, app: str, workers: int, threads: int, code: str | None = None) -> None:
         here = os.path.dirname(os.path.abspath(__file__))
+        env = dict(os.environ)
+        if code:  # another checkout's hermes_plugin (the baseline) shadows the installed one
+            env["PYTHONPATH"] = os.pathsep.join([code, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:0", "-w", str(workers), "-k", "gthread",
              "--threads", str(threads), "--chdir", here, "--keep-alive", "30", app],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+            cwd=here)  # "python -m" puts the working directory first on sys.path: it must not hold a checkout
         assert self.proc.stderr is not None
         booted, self.url = 0, ""
         for line in self.proc.stderr:
@@ -88,16 +103,16 @@ class Gunicorn:
         threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()  # type: ignore[union-attr]
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the master and its workers so far (Linux /proc)."""
-        tick = os.sysconf("SC_CLK_TCK")
+        """CPU time of the master and its workers so far: every thread's time on a CPU, in nanoseconds, from
+        ``/proc/<pid>/task/<tid>/schedstat`` (exact), else user + system clock ticks from ``/proc/<pid>/stat``
+        (sampled at each tick, which makes short bursts of work noisy)."""
         total = 0.0
         for pid in [self.proc.pid, *self._children()]:
             try:
-                with open(f"/proc/{pid}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
+                tasks = os.listdir(f"/proc/{pid}/task")
+                total += sum(_schedstat_seconds(f"/proc/{pid}/task/{tid}/schedstat") for tid in tasks)
             except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / tick
+                total += _stat_seconds(pid)
         return total
 
     def _children(self) -> list[int]:
@@ -112,18 +127,42 @@ class Gunicorn:
         self.proc.wait(timeout=30)
 
 
+def _schedstat_seconds(path: str) -> float:
+    try:
+        with open(path) as handle:
+            return int(handle.read().split()[0]) / 1e9
+    except FileNotFoundError:  # a thread that ended meanwhile
+        return 0.0
+
+
+def _stat_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_round(base: str, path: str, n: int, threads: int) -> tuple[list[float], float]:
-    """n GETs over ``threads`` keep-alive sessions: per-request latencies (s) and requests per second."""
+    """n GETs over ``threads`` keep-alive connections: per-request latencies (s) and requests per second.
+
+    The client is http.client (a few tens of microseconds a request, the same for every target): on a small
+    machine the client shares the CPU with both servers, and a heavy client would hide the proxy's cost.
+    """
     local = threading.local()
-    headers = {"Accept": "text/html"} if path == "/" else {}
+    host = urlsplit(base)
+    headers = {"Accept": "text/html"} if path == "/" else {"Accept": "*/*"}
 
     def one(_: int) -> float:
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
         start = time.perf_counter()
-        response = session.get(base + path, headers=headers, timeout=30)
-        response.content  # noqa: B018  (read the whole body: the stream's last chunk is part of the latency)
-        assert response.status_code == 200, response.status_code
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()  # the whole body: the stream's last chunk is part of the latency
+        assert response.status == 200, response.status
         return time.perf_counter() - start
 
     with ThreadPoolExecutor(threads) as pool:
@@ -146,60 +185,69 @@ def main() -> None:
     parser.add_argument("--work-ms", type=float, default=0.0, help="upstream work per request (ms)")
     parser.add_argument("--gunicorn", type=int, default=0, metavar="N",
                         help="run upstream and proxy under gunicorn -w N (0: in this process)")
+    parser.add_argument("--proxy-threads", type=int, default=0, metavar="T",
+                        help="gunicorn --threads of the proxy (default: as many as client threads, at least 4)")
+    parser.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated, of {', '.join(ROUTES)}")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also measure the proxy of another checkout (e.g. /work/main), same run, same client")
     args = parser.parse_args()
-    servers: list[Gunicorn] = []
+    if args.baseline and not args.gunicorn:
+        parser.error("--baseline needs --gunicorn N (the baseline runs in its own processes)")
     if args.gunicorn:
-        upstream_url = _start(servers, f"proxy_bench:make_upstream(work_ms={args.work_ms})", args)
-        proxy_url = _start(servers, f'hermes_plugin.proxy:create_app(upstream="{upstream_url}", '
-                                    f'preset="hermes-webui")', args)
-        bench(args, upstream_url, proxy_url, servers[1], servers[0])
-        for server in servers:
-            server.stop()
+        threads = max(4, args.threads)
+        upstream = Gunicorn(f"proxy_bench:make_upstream(work_ms={args.work_ms})", args.gunicorn, threads)
+        factory = f'hermes_plugin.proxy:create_app(upstream="{upstream.url}", preset="hermes-webui")'
+        servers = {"direct": upstream,
+                   "proxy": Gunicorn(factory, args.gunicorn, args.proxy_threads or threads)}
+        if args.baseline:
+            servers["baseline"] = Gunicorn(factory, args.gunicorn, args.proxy_threads or threads,
+                                           code=os.path.abspath(args.baseline))
+        try:
+            bench(args, {side: server.url for side, server in servers.items()}, servers)
+        finally:
+            for server in servers.values():
+                server.stop()
         return
     with LoopbackServer(make_upstream(args.work_ms)) as upstream, \
             LoopbackServer(create_app(upstream.url, preset="hermes-webui")) as proxy:
-        bench(args, upstream.url, proxy.url, None, None)
+        bench(args, {"direct": upstream.url, "proxy": proxy.url}, {})
 
 
-def _start(servers: list[Gunicorn], app: str, args: argparse.Namespace) -> str:
-    servers.append(Gunicorn(app, args.gunicorn, max(4, args.threads)))
-    return servers[-1].url
-
-
-def bench(args: argparse.Namespace, upstream: str, proxy: str, proxy_server: Gunicorn | None,
-          upstream_server: Gunicorn | None) -> None:
-    targets = {"direct": upstream, "proxy": proxy}
-    where = f"gunicorn -w {args.gunicorn} each" if args.gunicorn else "one process"
+def bench(args: argparse.Namespace, targets: dict[str, str], servers: dict[str, Gunicorn]) -> None:
+    """Every target measured in the same rounds, in rotating order; CPU per request read from /proc."""
+    where = f"gunicorn -w {args.gunicorn} -k gthread each" if args.gunicorn else "one process"
     print(f"proxy bench: {args.rounds} rounds x {args.requests} requests, {args.threads} client threads, "
-          f"upstream work {args.work_ms:g} ms, {where}")
-    print(f"{'route':7} {'path':7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}   proxy/direct req/s"
-          + ("   CPU ms/req (upstream's own on direct rows)" if proxy_server else ""))
-    for name, path in ROUTES.items():
+          f"upstream work {args.work_ms:g} ms, {where}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}" + (f", baseline {args.baseline}" if args.baseline else ""))
+    print(f"{'route':7} {'target':8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}   /direct req/s  added p50 ms"
+          + ("   CPU ms/req (direct: the upstream's own)" if servers else ""))
+    sides = list(targets)
+    for name in args.routes.split(","):
+        path = ROUTES[name]
         for target in targets.values():
-            run_round(target, path, args.threads * 4, args.threads)  # warm the pools
-        latencies: dict[str, list[float]] = {"direct": [], "proxy": []}
-        rates: dict[str, list[float]] = {"direct": [], "proxy": []}
-        cpu = {"direct": 0.0, "proxy": 0.0}
-        measured = {"direct": upstream_server, "proxy": proxy_server}
+            run_round(target, path, args.requests, args.threads)  # warm every worker, thread and pool
+        latencies: dict[str, list[float]] = {side: [] for side in sides}
+        rates: dict[str, list[float]] = {side: [] for side in sides}
+        cpu: dict[str, list[float]] = {side: [] for side in sides}
         for r in range(args.rounds):
-            order = ["direct", "proxy"] if r % 2 == 0 else ["proxy", "direct"]
-            for side in order:
-                server = measured[side]
+            for side in sides[r % len(sides):] + sides[:r % len(sides)]:  # rotate who goes first
+                server = servers.get(side)
                 before = server.cpu_seconds() if server else 0.0
                 lat, rate = run_round(targets[side], path, args.requests, args.threads)
                 if server:
-                    cpu[side] += server.cpu_seconds() - before
+                    cpu[side].append((server.cpu_seconds() - before) / args.requests)
                 latencies[side].extend(lat)
                 rates[side].append(rate)
-        for side in ("direct", "proxy"):
-            extra = f"   {statistics.median(rates['proxy']) / statistics.median(rates['direct']):18.2f}" \
-                if side == "proxy" else " " * 21
-            if proxy_server:
-                extra += f"   {cpu[side] * 1000 / (args.rounds * args.requests):8.2f}"
-            print(f"{name:7} {side:7} {percentile(latencies[side], 0.5) * 1000:8.2f} "
-                  f"{percentile(latencies[side], 0.99) * 1000:8.2f} {statistics.median(rates[side]):8.0f}{extra}")
-        added = percentile(latencies["proxy"], 0.5) - percentile(latencies["direct"], 0.5)
-        print(f"{name:7} added p50 latency: {added * 1000:.2f} ms")
+        direct_rate, direct_p50 = statistics.median(rates["direct"]), percentile(latencies["direct"], 0.5)
+        for side in sides:
+            p50 = percentile(latencies[side], 0.5)
+            extra = "" if side == "direct" else \
+                f"{statistics.median(rates[side]) / direct_rate:14.2f}{(p50 - direct_p50) * 1000:14.2f}"
+            line = (f"{name:7} {side:8} {p50 * 1000:8.2f} {percentile(latencies[side], 0.99) * 1000:8.2f} "
+                    f"{statistics.median(rates[side]):8.0f}   {extra:28}")
+            if servers:
+                line += f"   {statistics.median(cpu[side]) * 1000:8.2f}"
+            print(line.rstrip(), flush=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ class Model:
 
 
 def _has_control(value: str) -> bool:
+    if value.isascii():  # the usual id, checked in C: the only unprintable ASCII characters are controls (Cc)
+        return not value.isprintable()
     # Cc = control characters, Cf = format characters (bidi overrides, zero-width joiners...)
     return any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value)
 

@@ -1,15 +1,18 @@
 """Reverse-proxy mode: the same guard in front of a chat app that is not a Flask app (docs/proxy.md).
 
-The proxy is a Flask app that hosts ``ModelGuard`` like any other host: its catch-all view forwards every
-request to the upstream, configured write routes go through ``extension.guard_write``, and the guard's
-``after_request`` (catalog observation, HTML injection) sees the proxied responses. Bodies stream both
-ways; only responses the guard must read (HTML pages, catalog JSON, guarded writes) are buffered, capped.
+The proxy is a Flask app that hosts ``ModelGuard`` like any other host. In front of it, a plain WSGI
+layer checks the request-target and ``Host`` and relays every request the guard takes no part in
+straight to the upstream (no Flask request, bodies streamed both ways, never parsed). The rest reaches
+Flask: the plugin's routes, WebSocket upgrades, configured write routes (through ``extension.guard_write``)
+and reads whose answers the guard's ``after_request`` reads (HTML pages to inject into, catalog JSON to
+learn from, session JSON to learn stored models from; buffered, capped).
 
 Modules, each importing only those listed before it: ``urls`` (upstream origin, client path, hop-by-hop
 headers), ``config`` (the ``[proxy]`` table), ``credentials`` (the caller's, forwarded), ``sessions``
 (stored-model reads as the caller), ``servable`` (a kept model checked against the upstream's own list, as
-the caller), ``access`` (the upstream authorises the plugin's routes), ``relay``
-(HTTP forwarding), ``websocket`` (the WebSocket bridge), ``serving`` (the CLI's server), ``app`` (the factory).
+the caller), ``access`` (the upstream authorises the plugin's routes), ``upstream`` (kept-alive connections
+to the upstream), ``relay`` (HTTP forwarding), ``passthrough`` (the WSGI entry: checks, and the relay
+without Flask), ``websocket`` (the WebSocket bridge), ``serving`` (the CLI's server), ``app`` (the factory).
 """
 
 from .app import ALL_METHODS, create_app

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..api import json_error
-from ..extension import ModelGuard, guard_write, host_problem
+from ..extension import ModelGuard, guard_write
 from ..redact import printable
 from .config import ProxyConfig, load_config
 from .defaults import UpstreamDefault
 from .listing import defaults_source, session_source
+from .passthrough import Passthrough
 from .relay import CHUNK, UPSTREAM_ERRORS, Proxy
 from .servable import UpstreamModels
-from .urls import target_problem
 from .websocket import websocket_routes
 
 access_log = logging.getLogger("hermes_plugin.proxy.access")
@@ -94,8 +92,8 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
     app.add_url_rule("/", "proxy_root", view, methods=ALL_METHODS, provide_automatic_options=False)
     app.add_url_rule("/<path:path>", "proxy", view, methods=ALL_METHODS, provide_automatic_options=False)
     websocket_routes(app, proxy, prefix)
-    app.wsgi_app = RequestGate(app.wsgi_app,  # type: ignore[method-assign]
-                               lambda: app.config["HERMES_PLUGIN_ALLOWED_HOSTS"])
+    # Target and Host checks first, then what the guard never reads is relayed without Flask.
+    app.wsgi_app = Passthrough(app, proxy)  # type: ignore[method-assign]
     return app
 
 
@@ -113,33 +111,6 @@ def read_bounded_body(limit: int) -> bool:
         return False
     request._cached_data = bytes(data)  # type: ignore[attr-defined]  # what get_data() returns from now on
     return True
-
-
-class RequestGate:
-    """WSGI middleware, before any routing: a request-target that could name another host is a 400, a
-    ``Host`` outside ``HERMES_PLUGIN_ALLOWED_HOSTS`` (a rebound DNS name) a 403."""
-
-    def __init__(self, wsgi_app: Callable[..., Any], allowed_hosts: Callable[[], Any]) -> None:
-        self.wsgi_app, self.allowed_hosts = wsgi_app, allowed_hosts
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        problem = target_problem(environ)
-        if problem is not None:
-            return self.refuse(environ, start_response, 400, "bad_request", problem)
-        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
-        problem = host_problem(host, self.allowed_hosts())
-        if problem is not None:
-            return self.refuse(environ, start_response, 403, "host_not_allowed", problem)
-        return self.wsgi_app(environ, start_response)
-
-    @staticmethod
-    def refuse(environ: dict[str, Any], start_response: Callable[..., Any], status: int, error: str,
-               detail: str) -> Any:
-        access_log.info("%s refused: %s", environ.get("REMOTE_ADDR"), printable(detail))
-        body = json.dumps({"error": error, "detail": detail}).encode()
-        response = WerkzeugResponse(body, status=status, mimetype="application/json",
-                                    headers={"Cache-Control": "no-store", "Connection": "close"})
-        return response(environ, start_response)
 
 
 def _access_log(response: Response) -> Response:

@@ -1,20 +1,20 @@
-"""The HTTP relay: a urllib3 pool to the upstream, request headers out, the answer streamed or buffered back."""
+"""The HTTP relay: the client's request as one upstream request head, the answer streamed or buffered back."""
 
 from __future__ import annotations
 
+import http.client
 import http.cookiejar
 import logging
 import re
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
 from flask import Response, request
 from markupsafe import escape
 from requests.adapters import HTTPAdapter
-from urllib3 import BaseHTTPResponse
 
 from .. import jsonpath
 from ..api import json_error
@@ -25,11 +25,11 @@ from .access import UpstreamAccess
 from .config import ProxyConfig, WriteRoute
 from .credentials import caller_headers
 from .sessions import SessionModels, refusal
-from .urls import client_target, hop_by_hop, join, upstream_base
+from .upstream import CHUNK, Connection, SizedBody, UpstreamPool
+from .urls import HOP_BY_HOP, client_target, upstream_base
 
 log = logging.getLogger("hermes_plugin.proxy")
 
-CHUNK = 64 * 1024
 MAX_BUFFER = 8 * 2**20  # larger HTML/JSON bodies stream through untouched instead of being held in memory
 
 
@@ -70,26 +70,36 @@ def make_session(pool_size: int) -> requests.Session:
 
 
 # What the relay raises when the upstream does not answer (the views turn them into a 502).
-UPSTREAM_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
-TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+UPSTREAM_ERRORS = (requests.RequestException, http.client.HTTPException, OSError)
+TIMEOUTS = (requests.Timeout, TimeoutError)
+# The serving WSGI server writes its own Date, Server and framing; forwarding them would send each twice.
+RESPONSE_SKIP = HOP_BY_HOP | {"content-length", "date", "server"}
+# X-Forwarded-For is rewritten with the client appended; a rewritten body gets its own length, and the
+# guard's If-Match is its own, not the upstream's.
+REQUEST_SKIP = HOP_BY_HOP | {"x-forwarded-for"}
+REWRITTEN_SKIP = REQUEST_SKIP | {"content-length", "if-match"}
+_NAMES: dict[str, str] = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
 
 
-def make_pool(upstream: str, pool_size: int, connect_timeout: float, read_timeout: float) -> Any:
-    """urllib3's pool for the upstream's origin: ``pool_size`` kept-alive connections, more opened when busy."""
-    return urllib3.connection_from_url(upstream, maxsize=pool_size, block=False, retries=False,
-                                       timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
+def header_name(key: str) -> str | None:
+    """``HTTP_X_FORWARDED_FOR`` -> ``X-Forwarded-For``; None for environ keys that are no header (memoised)."""
+    name = _NAMES.get(key)
+    if name is None and key.startswith("HTTP_") and key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+        name = _NAMES[key] = key[5:].replace("_", "-").title()
+    return name
 
 
 class Proxy:
-    """Forwarding state of one proxy app: upstream, pooled session, the config's compiled routes."""
+    """Forwarding state of one proxy app: upstream, connection pool, the config's compiled routes."""
 
     def __init__(self, upstream: str, cfg: ProxyConfig) -> None:
         self.upstream = upstream_base(upstream)
         self.ws_upstream = "ws" + self.upstream[4:]
         self.cfg = cfg
         self.http = make_session(cfg.pool_size)  # for the guard's own small JSON reads (sessions, access)
-        self.pool = make_pool(self.upstream, cfg.pool_size, cfg.connect_timeout, cfg.timeout)  # the relay's
+        self.pool = UpstreamPool(self.upstream, cfg.pool_size, cfg.connect_timeout, cfg.timeout)  # the relay's
         self.base_path = urlsplit(self.upstream).path
+        self.upstream_host = urlsplit(self.upstream).netloc
         self.timeouts = (cfg.connect_timeout, cfg.timeout)
         self.models = SessionModels(self, cfg.session_read, cfg.session_ttl, cfg.learn_ttl) \
             if cfg.session_read else None
@@ -102,10 +112,6 @@ class Proxy:
 
     # -- requests to the upstream -------------------------------------------------------------------
 
-    def target(self) -> str:
-        """The upstream URL of this request, path and query as the client sent them."""
-        return join(self.upstream, client_target(request.environ))
-
     def matches_catalog(self) -> bool:
         target = request.full_path.rstrip("?")
         return any(method == request.method and pattern.search(target) for method, pattern in self.identity)
@@ -114,52 +120,80 @@ class Proxy:
         """Responses the guard reads (pages to inject into, catalogs to learn from) are asked for uncompressed."""
         return "text/html" in request.headers.get("Accept", "") or self.matches_catalog()
 
-    def headers_out(self, body_rewritten: bool = False) -> dict[str, str]:
-        skip = hop_by_hop(request.headers)
-        if body_rewritten:  # requests sets the new length; our If-Match is the guard's, not the upstream's
-            skip |= {"content-length", "if-match"}
-        headers: dict[str, str] = {}
-        for name, value in request.headers.items():
-            if name.lower() in skip or name.lower().startswith("proxy-"):
-                continue
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        if self.must_read():
-            headers["Accept-Encoding"] = "identity"
-        forwarded = request.headers.get("X-Forwarded-For")
-        remote = request.remote_addr or ""
-        headers["X-Forwarded-For"] = f"{forwarded}, {remote}" if forwarded else remote
-        headers.setdefault("X-Forwarded-Proto", request.scheme)
-        return headers
+    def request_head(self, environ: dict[str, Any], method: str, identity: bool = False,
+                     body_length: int | None = None, keep_if_match: bool = False) -> bytes:
+        """The upstream request line and headers: the client's minus hop-by-hop ones, plus X-Forwarded-*.
 
-    def send(self, data: Any, headers: dict[str, str]) -> BaseHTTPResponse:
-        """The request to the upstream through urllib3 directly: the relay needs none of requests' extras."""
-        path = self.base_path + client_target(request.environ)
-        return self.pool.urlopen(request.method, path, body=data, headers=headers, redirect=False, retries=False,
-                                 preload_content=False, decode_content=False, release_conn=False,
-                                 assert_same_host=False, chunked=isinstance(data, Iterator))
+        ``identity`` asks for an uncompressed answer; ``body_length`` is the length of a body the guard
+        rewrote or read whole (its Content-Length replaces the client's; the guard's If-Match is dropped
+        unless ``keep_if_match``). ValueError for what cannot be forwarded.
+        """
+        skip = REQUEST_SKIP if body_length is None else REWRITTEN_SKIP
+        if keep_if_match:  # a relay that rewrites nothing (the scanner) forwards the client's own If-Match
+            skip = skip - {"if-match"}
+        if identity:
+            skip = skip | {"accept-encoding"}
+        connection = environ.get("HTTP_CONNECTION")
+        if connection:
+            skip = skip | {token.strip().lower() for token in connection.split(",")}
+        lines = [f"{method} {self.base_path}{client_target(environ)} HTTP/1.1"]
+        for key, value in environ.items():
+            name = header_name(key)
+            if name is None or not value:
+                continue
+            lower = name.lower()
+            if lower in skip or lower.startswith("proxy-"):
+                continue
+            lines.append(f"{name}: {value}")
+        if "HTTP_HOST" not in environ:
+            lines.append(f"Host: {self.upstream_host}")
+        if identity:
+            lines.append("Accept-Encoding: identity")
+        forwarded, remote = environ.get("HTTP_X_FORWARDED_FOR"), environ.get("REMOTE_ADDR") or ""
+        lines.append(f"X-Forwarded-For: {forwarded}, {remote}" if forwarded else f"X-Forwarded-For: {remote}")
+        if "HTTP_X_FORWARDED_PROTO" not in environ:
+            lines.append(f"X-Forwarded-Proto: {environ.get('wsgi.url_scheme', 'http')}")
+        if body_length is not None:
+            lines.append(f"Content-Length: {body_length}")
+        elif method not in ("GET", "HEAD") and not environ.get("CONTENT_LENGTH") \
+                and environ.get("wsgi.input_terminated"):
+            lines.append("Transfer-Encoding: chunked")  # a chunked upload stays chunked
+        lines.append("\r\n")
+        text = "\r\n".join(lines)
+        if text.count("\n") != len(lines) or "\r" in text.replace("\r\n", ""):
+            raise ValueError("a header value may not contain a line break")
+        try:
+            return text.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError("the request-target and headers must be latin-1 text") from None
 
     # -- the two views ------------------------------------------------------------------------------
 
     def forward(self) -> Response:
         """Forward the request as it is, streaming the body up and the answer down."""
-        length = request.content_length
-        if length:
-            data: Any = _SizedStream(request.stream, length)
-        elif request.environ.get("wsgi.input_terminated") and request.method not in ("GET", "HEAD"):
-            data = iter(lambda: request.stream.read(CHUNK), b"")  # chunked upload stays chunked
-        else:
-            data = None
-        response = self.answer(self.send(data, self.headers_out()))
-        if self.models is not None and request.method == "GET" and response.status_code == 200 \
+        environ = request.environ
+        method = request.method
+        try:
+            head = self.request_head(environ, method, identity=self.must_read())
+        except ValueError as exc:
+            return json_error(400, "bad_request", str(exc))
+        conn, raw = self.pool.exchange(method, head, request_body(environ, method))
+        response = self.answer(conn, raw)
+        if self.models is not None and method == "GET" and response.status_code == 200 \
                 and not response.is_streamed:
             # The app's own raw session read answers ours too: the next write need not read again.
-            self.models.learn_response(client_target(request.environ), response.get_data())
+            self.models.learn_response(client_target(environ), response.get_data())
         return response
 
     def forward_write(self, route: WriteRoute) -> Response:
         """The guarded write's "view": the (possibly rewritten) JSON body, then a fresh stored-model read."""
-        response = self.answer(self.send(request.get_data(cache=True), self.headers_out(body_rewritten=True)),
-                               buffer=True)
+        data = request.get_data(cache=True)
+        try:
+            head = self.request_head(request.environ, request.method, identity=self.must_read(), body_length=len(data))
+        except ValueError as exc:
+            return json_error(400, "bad_request", str(exc))
+        conn, raw = self.pool.exchange(request.method, head, data or None)
+        response = self.answer(conn, raw, buffer=True)
         body = request.get_json(silent=True)
         body = body if isinstance(body, dict) else {}
         session = (request.view_args or {}).get(route.spec.session) if route.session_in_path else None
@@ -205,40 +239,42 @@ class Proxy:
             status, error, detail = refusal(response.status_code, "this session")
             raise WriteRefused(status, error, detail.replace("to show", "to change"))
 
-    def answer(self, raw: BaseHTTPResponse, buffer: bool = False) -> Response:
+    def answer(self, conn: Connection, raw: http.client.HTTPResponse, buffer: bool = False) -> Response:
         """The client's response: buffered (decoded) when the guard must read it and it is small, else streamed."""
         status = raw.status
-        # The serving WSGI server writes its own Date and Server; forwarding them would send each twice.
-        skip = hop_by_hop(raw.headers) | {"content-length", "date", "server"}
-        headers = [(k, v) for k, v in raw.headers.items() if k.lower() not in skip and not k.lower().startswith("proxy-")]
-        mimetype = raw.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        encoding = raw.headers.get("Content-Encoding", "identity").lower()
-        length = int(raw.headers["Content-Length"]) if raw.headers.get("Content-Length", "").isdigit() else None
+        headers, length = response_headers(raw)
+        mimetype = (raw.getheader("Content-Type") or "").split(";")[0].strip().lower()
+        encoding = (raw.getheader("Content-Encoding") or "identity").strip().lower()
         # Pages to inject into and the configured catalog/session JSON; any other JSON may be a stream.
         readable = status == 200 and (
             (mimetype == "text/html" and request.method == "GET") or ("json" in mimetype and self.matches_catalog()))
         if buffer and mimetype == "text/event-stream":  # a write answered with a stream: pass it on live
             buffer = False
-        if (buffer or readable) and encoding in ("identity", "gzip", "deflate") and (length or 0) <= MAX_BUFFER:
-            body = raw.read(MAX_BUFFER + 1, decode_content=True)
-            if len(body) <= MAX_BUFFER:  # read to the end: the connection can serve the next request
-                _done(raw, complete=True)
-                return _response(status, [(k, v) for k, v in headers if k.lower() != "content-encoding"], body)
+        body = Body(raw, conn, self.pool)
+        if request.method == "HEAD" or status in (204, 304):
+            body.finish()
+            return _response(status, headers, b"")
+        if (buffer or readable) and encoding in DECODERS and (length or 0) <= MAX_BUFFER:
+            decoded = body.decoded(encoding)
+            prefix = bytearray()
+            for chunk in decoded:
+                prefix += chunk
+                if len(prefix) > MAX_BUFFER:
+                    break
+            headers = [(k, v) for k, v in headers if k.lower() not in ("content-encoding", "content-length")]
+            if len(prefix) <= MAX_BUFFER:  # read to the end: the connection serves the next request
+                body.close()
+                return _response(status, headers, bytes(prefix))
             # Too big to hold: the decoded prefix and the rest (decoded too) stream on untouched.
-            rest = _chunks(raw, decode=True)
-            headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
-            return _response(status, headers, _chain(body, rest), streamed=True)
-        if length is not None:
-            headers.append(("Content-Length", str(length)))
-        return _response(status, headers, _chunks(raw, decode=False), streamed=True)
+            return _response(status, headers, Body.chain(bytes(prefix), decoded, body), streamed=True)
+        return _response(status, headers, body, streamed=True)
 
     def bad_gateway(self, exc: Exception) -> Response:
         """The upstream did not answer: a clear 502 that names no address, host or exception text."""
         log.warning("hermes-plugin proxy: upstream request %s %s failed: %s", request.method,
                     printable(request.path[:200]), type(exc).__name__)
-        # urllib3's NewConnectionError (refused) subclasses its connect timeout: test it first.
-        timed_out = isinstance(exc, TIMEOUTS) and not isinstance(exc, urllib3.exceptions.NewConnectionError)
-        detail = "the upstream app did not answer in time" if timed_out else "the upstream app is not reachable"
+        detail = "the upstream app did not answer in time" if isinstance(exc, TIMEOUTS) \
+            else "the upstream app is not reachable"
         if request.accept_mimetypes.accept_html and not request.accept_mimetypes.accept_json:
             page = (f"<!doctype html><title>502 Bad Gateway</title><h1>502 Bad Gateway</h1>"
                     f"<p>{escape(detail)}. Try again in a moment.</p>")
@@ -247,45 +283,147 @@ class Proxy:
         return json_error(502, "bad_gateway", detail)
 
 
-class _SizedStream:
-    """The client's body as a file with a length: sent with the client's Content-Length, read in blocks."""
-
-    def __init__(self, stream: Any, length: int) -> None:
-        self.stream, self.length = stream, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def read(self, size: int = -1) -> bytes:
-        return bytes(self.stream.read(CHUNK if size is None or size < 0 else size))
-
-
-def _chunks(raw: BaseHTTPResponse, decode: bool) -> Iterator[bytes]:
-    """Whatever bytes have arrived, as soon as they arrive (read1), so server-sent events are not held."""
-    complete = False
-    try:
-        while True:
-            chunk = raw.read1(CHUNK, decode_content=decode)
-            if not chunk:
-                complete = True
-                break
-            yield chunk
-    except Exception as exc:  # mid-stream the status is sent: just end
-        log.warning("hermes-plugin proxy: upstream stream ended early: %s", type(exc).__name__)
-    finally:
-        _done(raw, complete)
+def request_body(environ: dict[str, Any], method: str) -> Any:
+    """The client's body for the upstream: None, bytes (small: sent with the head), a sized reader or chunks."""
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        size = int(length) if length.isdigit() else 0
+        if size <= 0:
+            return None
+        return stream.read(size) if size <= CHUNK else SizedBody(stream, size)
+    if method not in ("GET", "HEAD") and environ.get("wsgi.input_terminated"):
+        return iter(lambda: stream.read(CHUNK), b"")  # a chunked upload stays chunked
+    return None
 
 
-def _done(raw: BaseHTTPResponse, complete: bool) -> None:
-    """A fully read answer gives its connection back for reuse; a cut one is closed first (it is mid-body)."""
-    if not complete:
+def response_headers(raw: http.client.HTTPResponse) -> tuple[list[tuple[str, str]], int | None]:
+    """The answer's end-to-end headers and its declared length (kept: a download shows its progress)."""
+    skip = RESPONSE_SKIP
+    message = raw.msg
+    for value in message.get_all("Connection") or ():
+        skip = skip | {token.strip().lower() for token in value.split(",")}
+    headers = []
+    declared = None
+    for name, value in message.items():
+        lower = name.lower()
+        if lower == "content-length":
+            declared = value.strip()
+        elif lower not in skip and not lower.startswith("proxy-"):
+            headers.append((name, value))
+    length = int(declared) if declared is not None and declared.isdigit() and not raw.chunked else None
+    if length is not None:
+        headers.append(("Content-Length", str(length)))
+    return headers, length
+
+
+def _deflate() -> Any:
+    return _Deflate()
+
+
+class _Deflate:
+    """``deflate`` as servers send it: zlib-wrapped per the RFC, or raw deflate (which some send instead)."""
+
+    def __init__(self) -> None:
+        self.inner: Any = None
+
+    def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+        if self.inner is None:
+            self.inner = zlib.decompressobj()
+            try:
+                return self.inner.decompress(data, max_length)  # type: ignore[no-any-return]
+            except zlib.error:
+                self.inner = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self.inner.decompress(data, max_length)  # type: ignore[no-any-return]
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self.inner.unconsumed_tail if self.inner is not None else b""  # type: ignore[no-any-return]
+
+
+DECODERS: dict[str, Callable[[], Any]] = {
+    "identity": lambda: None,
+    "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+    "deflate": _deflate,
+}
+
+
+class Body:
+    """The upstream answer's body as it arrives (read1: server-sent events are never held back).
+
+    Iterating it yields the bytes; closing it gives the connection back to the pool when the body was read
+    to the end, and closes it otherwise (a cut connection is mid-body). ``on_close`` runs once, last.
+    """
+
+    def __init__(self, raw: http.client.HTTPResponse, conn: Connection, pool: UpstreamPool,
+                 on_close: Callable[[], None] | None = None) -> None:
+        self.raw, self.conn, self.pool, self.on_close = raw, conn, pool, on_close
+        self.complete = self.released = self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        raw = self.raw
+        read1 = raw.read1
+        try:
+            while True:
+                chunk = read1(CHUNK)
+                if not chunk:
+                    self.complete = True
+                    self.release()
+                    return
+                if raw.isclosed():  # that was the last of it: free the connection before the client has it
+                    self.complete = True
+                    self.release()
+                yield chunk
+        except Exception as exc:  # mid-stream the status is sent: just end
+            log.warning("hermes-plugin proxy: upstream stream ended early: %s", type(exc).__name__)
+
+    def decoded(self, encoding: str) -> Iterator[bytes]:
+        """The body decoded (gzip, deflate), in pieces of at most CHUNK bytes: a small bomb stays small."""
+        decoder = DECODERS[encoding]()
+        if decoder is None:
+            yield from self
+            return
+        for chunk in self:
+            data = decoder.decompress(chunk, CHUNK)
+            while data:
+                yield data
+                data = decoder.decompress(decoder.unconsumed_tail, CHUNK) if decoder.unconsumed_tail else b""
+
+    def finish(self) -> None:
+        """An answer without a body (HEAD, 204, 304): the connection is free at once."""
+        self.complete = self.raw.isclosed() or not self.raw.read()
+        self.close()
+
+    def release(self) -> None:
+        """The connection back to the pool if the body was read to the end, else closed (it is mid-body)."""
+        if self.released:
+            return
+        self.released = True
+        raw = self.raw
+        if not self.complete and raw.isclosed():  # read to the end by a fixed-size read
+            self.complete = True
+        reusable = self.complete and not raw.will_close
         raw.close()
-    raw.release_conn()
+        if reusable:
+            self.pool.put(self.conn)
+        else:
+            self.conn.close()
 
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.release()
+        if self.on_close is not None:
+            self.on_close()
 
-def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
+    @staticmethod
+    def chain(first: bytes, rest: Iterator[bytes], body: Body) -> Iterator[bytes]:
+        try:
+            yield first
+            yield from rest
+        finally:
+            body.close()
 
 
 def _response(status: int, headers: list[tuple[str, str]], body: Any, streamed: bool = False) -> Response:
@@ -294,4 +432,3 @@ def _response(status: int, headers: list[tuple[str, str]], body: Any, streamed: 
     for name, value in headers:
         response.headers.add(name, value)
     return response
-

@@ -13,8 +13,8 @@ from typing import Any
 from flask import Flask, Response, request
 
 from ..proxy.config import ProxyConfig
-from ..proxy.relay import MAX_BUFFER, UPSTREAM_ERRORS, Proxy, _chain, _chunks, _response
-from ..proxy.urls import client_target, hop_by_hop
+from ..proxy.relay import DECODERS, MAX_BUFFER, UPSTREAM_ERRORS, Body, Proxy, _response, request_body, response_headers
+from ..proxy.urls import client_target
 from .shape import catalog_ids
 
 BLANK_PATH = "/.hermes-plugin-scan/blank"  # answered by the scanner itself: a same-origin page to set storage on
@@ -116,27 +116,38 @@ def relay(proxy: Proxy, traffic: Traffic) -> Response:
     data = request.get_data(cache=True) if writes else None
     if writes:
         exchange.body = _json(data or b"")
-    headers = proxy.headers_out(body_rewritten=False)
-    headers["Accept-Encoding"] = "identity"  # the scanner reads JSON answers; it never needs them compressed
-    raw = proxy.send(data or None, headers)
+    environ = request.environ
+    # The scanner reads JSON answers; it never needs them compressed.
+    head = proxy.request_head(environ, request.method, identity=True, keep_if_match=True,
+                              body_length=len(data) if data is not None else None)
+    body_out = (data or None) if writes else request_body(environ, request.method)
+    conn, raw = proxy.pool.exchange(request.method, head, body_out)
     exchange.status = raw.status
-    mimetype = raw.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    length = raw.headers.get("Content-Length", "")
+    mimetype = (raw.getheader("Content-Type") or "").split(";")[0].strip().lower()
+    length = raw.getheader("Content-Length") or ""
+    encoding = (raw.getheader("Content-Encoding") or "identity").strip().lower()
     readable = (
         "json" in mimetype
         and (request.method == "GET" or writes)
         and (not length.isdigit() or int(length) <= MAX_BUFFER)
+        and encoding in DECODERS
     )
     if not readable:
         traffic.exchanges.append(exchange)
-        return proxy.answer(raw, buffer=writes)
-    body = raw.read(MAX_BUFFER + 1, decode_content=True)
-    if len(body) > MAX_BUFFER:  # too big to judge: passed on whole, as it is
+        return proxy.answer(conn, raw, buffer=writes)
+    reader = Body(raw, conn, proxy.pool)
+    decoded = reader.decoded(encoding)
+    whole = bytearray()
+    for chunk in decoded:
+        whole += chunk
+        if len(whole) > MAX_BUFFER:
+            break
+    out = [(k, v) for k, v in response_headers(raw)[0] if k.lower() not in ("content-length", "content-encoding")]
+    if len(whole) > MAX_BUFFER:  # too big to judge: passed on whole, as it is
         traffic.exchanges.append(exchange)
-        skip = hop_by_hop(raw.headers) | {"content-length", "content-encoding", "date", "server"}
-        out = [(k, v) for k, v in raw.headers.items() if k.lower() not in skip]
-        return _response(raw.status, out, _chain(body, _chunks(raw, decode=True)), streamed=True)
-    raw.release_conn()
+        return _response(raw.status, out, Body.chain(bytes(whole), decoded, reader), streamed=True)
+    reader.close()
+    body = bytes(whole)
     exchange.answer = _json(body)
     if request.method == "GET" and 200 <= raw.status < 300:
         exchange.catalog = catalog_ids(exchange.answer)
@@ -148,6 +159,4 @@ def relay(proxy: Proxy, traffic: Traffic) -> Response:
                 exchange.delayed = delay
                 time.sleep(delay)  # the slow provider under test: the page waits for its catalog
     traffic.exchanges.append(exchange)
-    skip = hop_by_hop(raw.headers) | {"content-length", "content-encoding", "date", "server"}
-    out = [(k, v) for k, v in raw.headers.items() if k.lower() not in skip]
     return _response(raw.status, out, body)
