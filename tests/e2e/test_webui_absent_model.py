@@ -11,13 +11,15 @@ marked unavailable, the app's own ``S.session.model`` follows, and the next send
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
 from test_hermes_webui import guarded, open_session, page_state, until
-from webui_host import DEFAULT, GatedRelay, WebUI
+from webui_host import ALIAS, DEFAULT, START_TIMEOUT, GatedRelay, WebUI
+from werkzeug.wrappers import Request
 
 pytestmark = pytest.mark.e2e
 
@@ -33,12 +35,30 @@ def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUI]:
         app.stop()
 
 
+class ResolveGatedRelay(GatedRelay):
+    """The relay, plus: the page's display read of the session (``resolve_model=1``), after which the app
+    makes its correction, waits at ``resolve_gate``, so the correction always meets a filled picker."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.resolve_gate = threading.Event()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        if request.path == "/api/session" and request.args.get("resolve_model") == "1":
+            self.resolve_gate.wait(START_TIMEOUT)
+        return super().__call__(environ, start_response)
+
+
 @pytest.fixture
-def relay(webui: WebUI, loopback_server: Callable[[Any], Any]) -> Iterator[tuple[GatedRelay, str]]:
-    gated = GatedRelay(webui.url)
+def relay(webui: WebUI, loopback_server: Callable[[Any], Any]) -> Iterator[tuple[ResolveGatedRelay, str]]:
+    gated = ResolveGatedRelay(webui.url)
     gated.gate.set()  # the live list is quick: the saved model is absent from a complete, fresh list
     server = loopback_server(gated)
-    yield gated, server.url
+    try:
+        yield gated, server.url
+    finally:
+        gated.resolve_gate.set()
 
 
 def updates(relay: GatedRelay) -> list[dict[str, Any]]:
@@ -60,6 +80,12 @@ def test_webui_session_with_a_preview_id_loads(webui, relay, chromium, loopback_
     session = webui.new_session(PREVIEW)
     assert webui.stored(session) == PREVIEW
     open_session(chromium, base, session)
+    # Both lists in the picker and nothing pending: then the app resolves the session's model for display
+    # and corrects it (the order a quick provider gives; under load the read could otherwise come first).
+    until(chromium, lambda d: not page_state(d)["pending"] and d.execute_script(
+        "return [...document.querySelectorAll('#modelSelect option')].some(o => o.value === arguments[0])", ALIAS),
+        "the model lists never landed")
+    gated.resolve_gate.set()
     # The app's own correction to its first model always comes, and the server answers it.
     until(chromium, lambda d: updates(gated) and not page_state(d)["pending"], "the app's correction never came")
     if policy == "default":
