@@ -50,7 +50,8 @@ function classify(method, url) {
   let m;
   for (const e of cfg.writes)
     if (String(e.method || 'POST').toUpperCase() === method && (m = e.re.exec(target))) return { kind: 'write', e, m };
-  for (const e of cfg.sessions) if ((m = e.re.exec(target))) return { kind: 'session', e, m };
+  for (const e of cfg.sessions)
+    if (String(e.method || 'GET').toUpperCase() === method && (m = e.re.exec(target))) return { kind: 'session', e, m };
 }
 
 // A write's session and model (from the body or the URL), and a setter for a body model.
@@ -260,8 +261,22 @@ function send(inner, self, input, init, w) {
   return inner.call(self, input, init).then(r => {
     const passed = r.ok && r.headers.get('X-Hermes-Decision') && !r.headers.get('X-Hermes-Model-Kept');
     if (passed && w.session != null && typeof w.model === 'string' && w.model) safely(() => G.learn(w.session, w.model));
+    safely(() => created(w, h => r.headers.get(h)));
     return r;
   });
+}
+
+// A create the server gave the host's default model: the page shows the new session from now on, with that
+// model, also where the host leaves its picker as it was. Shown silently: the host still holds the previous
+// session when this runs, and its change handler would write the default into that one.
+function created(w, header) {
+  const s = header('X-Hermes-Session'), m = header('X-Hermes-Model-Default');
+  if (w.session != null || !s || !m) return;
+  for (const sel of selects()) {
+    const o = optionFor(sel, m);
+    if (o) sel.value = o.value;
+  }
+  G.learn(s, m, undefined, true); // the core re-applies it from now on (nothing to change on screen now)
 }
 
 const inner = W.fetch;
@@ -281,16 +296,91 @@ W.fetch = function (input, init) {
   return inner.apply(this, arguments);
 };
 
-// ---- XMLHttpRequest: a session read starts a switch too ----
+// ---- XMLHttpRequest: a session read starts a switch too, a create shows its default, and writes are
+// held during a switch or answered in the page like fetch's (jQuery, axios and many hosts write by XHR) ----
 
-const XP = W.XMLHttpRequest?.prototype, open = XP?.open;
-if (open) XP.open = function (method, url) {
-  safely(() => {
-    const c = classify(method, url), s = c?.kind === 'session' && group(c.m, 'session'), at = switches;
-    if (!s) return;
-    beginSwitch(s);
-    this.addEventListener('loadend', () => safely(() => readEnded(s, this.status > 199 && this.status < 300, at)), { once: true });
-  });
-  return open.apply(this, arguments);
-};
+const XP = W.XMLHttpRequest?.prototype, X = Symbol('hermes-sessions');
+const { open, send: xsend, setRequestHeader: setHeader, abort } = XP || {};
+// What an XHR answered in the page reports: own properties shadowing the prototype's, until it is re-opened.
+const LOCAL = ['readyState', 'status', 'statusText', 'responseText', 'response', 'responseURL',
+  'getResponseHeader', 'getAllResponseHeaders'];
+
+if (open) Object.assign(XP, {
+  open(method, url, async) {
+    const x = this;
+    safely(() => {
+      if (x[X]) x[X].dropped = true; // a write held on this XHR is dropped when it is re-opened
+      for (const k of LOCAL) delete x[k];
+      const c = classify(method, url), s = c?.kind === 'session' && group(c.m, 'session'), at = switches;
+      x[X] = { c, url: new URL(url, location.href).href, sync: async === false };
+      // A create by XHR: its session is in the URL or nowhere (the body is not read here).
+      if (c?.kind === 'write') x.addEventListener('load', () => safely(() =>
+        created(parts(c, null), h => x.getResponseHeader(h))), { once: true });
+      if (!s) return;
+      beginSwitch(s);
+      x.addEventListener('loadend', () => safely(() => readEnded(s, x.status > 199 && x.status < 300, at)), { once: true });
+    });
+    return open.apply(x, arguments);
+  },
+  setRequestHeader(k, v) {
+    if (this[X] && String(k).toLowerCase() === INTENT.toLowerCase()) this[X].intent = String(v).toLowerCase();
+    return setHeader.apply(this, arguments);
+  },
+  abort() {
+    if (this[X]) this[X].dropped = true; // a held write whose XHR is aborted is never sent
+    return abort.apply(this, arguments);
+  },
+  send(body) {
+    const x = this, i = x[X], args = arguments;
+    const done = safely(() => {
+      if (i?.c?.kind !== 'write' || i.sync || typeof body !== 'string') return;
+      const w = parts(i.c, body), { session, model } = state(), pick = w.session != null && picks()[w.session];
+      if (i.intent === 'user') return;
+      if (pick && sameModel(w.model, pick) && !i.intent) {
+        // The write of the user's pick is the user's, however late (as for fetch), and never answered here.
+        savePick(w.session, null);
+        return void x.setRequestHeader(INTENT, 'user');
+      }
+      if (absorbing && w.session === session && model != null && sameModel(w.model, model)) {
+        // The host's own handler answering a re-apply: answered here, with the events a real answer fires.
+        D.dispatchEvent(new CustomEvent('hermes:write-absorbed', { detail: { session, model: w.model } }));
+        x.dispatchEvent(new ProgressEvent('loadstart')); // as send() does
+        answerLocally(x, i);
+        return true;
+      }
+      if (switching == null || (w.session !== switching && w.model !== '')) return;
+      // Held until the switched-to session's stored model is known, then sent carrying it.
+      waiting.push(m => {
+        if (i.dropped) return;
+        xsend.call(x, m != null && w.setModel ? (w.setModel(m), JSON.stringify(w.json)) : body);
+      });
+      return true;
+    });
+    if (!done) return xsend.apply(x, args);
+  },
+});
+
+function answerLocally(x, i) {
+  const text = '{}', headers = { 'content-type': 'application/json', 'x-hermes-answered': 'locally' };
+  const set = (k, value) => Object.defineProperty(x, k, { value, configurable: true });
+  // As a real answer does, in a later task: headers (status with them), body, done, then load and loadend.
+  // Nothing fires when the page aborted or re-opened the XHR meanwhile.
+  setTimeout(() => safely(() => {
+    if (i.dropped) return;
+    set('status', 200);
+    set('statusText', 'OK');
+    set('responseURL', i.url);
+    set('getResponseHeader', h => headers[String(h).toLowerCase()] ?? null);
+    set('getAllResponseHeaders', () => Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join(''));
+    for (const n of [2, 3, 4]) {
+      set('readyState', n);
+      if (n > 2) {
+        set('responseText', text);
+        set('response', x.responseType === 'json' ? {} : text);
+      }
+      x.dispatchEvent(new Event('readystatechange'));
+    }
+    for (const t of ['load', 'loadend']) x.dispatchEvent(new ProgressEvent(t, { loaded: 2, total: 2, lengthComputable: true }));
+  }));
+}
 })();

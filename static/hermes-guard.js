@@ -93,7 +93,8 @@ function expose(off) {
     whenSettled: () => new Promise(r => pending.size ? waiters.push(r) : r()),
     userIntent: () => { markAt = now(); },
     state: () => ({ ...off, session: cur, model: stored() ?? null, held: held.length }),
-    learn: (s, m, v) => { setKnown(s, m, +v); s === cur && reapply(); }, // the notices script's writes
+    // The notices script's writes; the sessions part's new session (`shown`: the page now shows it).
+    learn: (s, m, v, shown) => { shown && setCurrent(s); setKnown(s, m, +v); s === cur && reapply(); },
     _internals: { toJsRegex, walk, parseConfig, decideIntent, canonical, sameModel },
   });
 }
@@ -140,12 +141,13 @@ function classify(method, url) {
   let m;
   if (u.origin !== location.origin) return;
   method = (method || 'GET').toUpperCase();
-  for (const e of cfg.writes)
-    if ((e.method || 'POST').toUpperCase() === method && (m = e.re.exec(target))) return { kind: 'write', e, m };
+  // Each entry is tracked for its declared method only (writes default to POST, reads to GET).
+  const is = (e, dflt) => String(e.method || dflt).toUpperCase() === method && (m = e.re.exec(target));
+  for (const e of cfg.writes) if (is(e, 'POST')) return { kind: 'write', e, m };
   if (path === own || path.startsWith(own + '/'))
     return { kind: 'catalog', key: decode(path.slice(own.length + 1)) || 'hermes:catalog' };
   for (const e of [...cfg.live, ...cfg.static, ...cfg.sessions]) {
-    if (!(m = e.re.exec(target))) continue;
+    if (!is(e, 'GET')) continue;
     return { e, m, kind: e.kind === 'sessions' ? 'session' : 'catalog', key: group(m, 'provider') || `${e.kind}:${e.url}` };
   }
 }
@@ -276,25 +278,13 @@ function reapply(again) {
   }
 }
 
-// A status line next to the picker (or pinned to the page when the select itself is hidden).
-function notice(sel, text) {
-  const n = D.createElement('span');
-  Object.assign(n, { className: NOTICE, textContent: text }).setAttribute('role', 'status');
-  if (sel.nextElementSibling?.classList?.contains(NOTICE)) sel.nextElementSibling.remove();
-  if (sel.getClientRects().length) sel.after(n);
-  else {
-    n.style.cssText = 'position:fixed;left:1em;bottom:1em;z-index:2147483647;padding:.4em .8em;background:#fff8c4;color:#222;border:1px solid #c9b400;border-radius:4px;font:13px sans-serif';
-    for (const old of D.querySelectorAll(`body > .${NOTICE}`)) old.remove();
-    D.body.append(n);
-  }
-}
-
+// The placeholder is the core's (re-apply keeps it selected); the notice beside it is the notices script's.
 function markUnavailable(sel) {
   const { m, why } = unavailable, o = new Option(m + ' (unavailable)', m);
   Object.assign(o, { title: why, style: 'color:GrayText' }).setAttribute(PLACEHOLDER, '');
   sel.append(o);
-  notice(sel, `Model ${m} is unavailable${why && ': ' + why}. Your saved choice was kept.`);
   show(sel, m);
+  tell({ session: cur, model: m, why, sel, note: 'unavailable' });
 }
 
 // After everything settled the stored model is still no option: ask the server whether it is gone.
@@ -390,25 +380,17 @@ function hold(w, send) {
 }
 const unhold = h => held.includes(h) && held.splice(held.indexOf(h), 1);
 
-// The server kept the stored model: the picker goes back to it, visibly, if it showed the other one.
-// A change let through without the user, or one the user must decide, goes to the notices script.
+// The server kept the stored model: the picker goes back to it. The notice saying so (where the picker
+// showed the refused model), a change let through without the user, or one the user must decide, are
+// the notices script's: it gets the select that showed the proposal and the server's answer to await.
 function afterWrite(w, header) {
-  const kept = header('X-Hermes-Model-Kept'), note = header('X-Hermes-Notice'), proposed = w.detail.model, s = w.session;
+  const kept = header('X-Hermes-Model-Kept'), note = header('X-Hermes-Notice'), s = w.session;
   if (note) return tell({ ...w.detail, note });
   if (!kept) return;
-  const showedProposal = () => selects().find(sel => sameModel(sel.value, proposed) && !sameModel(sel.value, known.get(s)));
-  const before = showedProposal();
+  const sel = selects().find(sel => sameModel(sel.value, w.detail.model) && !sameModel(sel.value, known.get(s)));
   emit('write-kept', { ...w.detail, reason: kept });
   reapply();
-  if (s == null) return;
-  sessionModel(s).then(info => {
-    const sel = before || showedProposal();
-    if (!sel || s !== cur || !str(info.model) || sameModel(proposed, info.model)) return;
-    reapply();
-    // Only where the picker really went back; an unavailable model has its own notice.
-    if (!findOption(sel, info.model) || !sameModel(sel.value, info.model)) return;
-    notice(sel, `Kept your saved model ${info.model} (${kept}): the change to ${proposed} was not saved.`);
-  });
+  if (s != null) tell({ ...w.detail, note: 'kept', reason: kept, sel, info: sessionModel(s) });
 }
 
 // ---- fetch ----

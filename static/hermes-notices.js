@@ -3,12 +3,17 @@
 //   dismissable notice with Undo, which restores the previous model through the plugin's guarded write.
 // - "ask": the saved model is gone and there is a suggested replacement, or the page's automatic switch
 //   would cost more: the user picks (the suggestion preselected) or keeps; nothing is written before.
+// - "kept": the server kept the saved model over the page's change and the picker went back to it: a
+//   dismissable line beside the picker says so.
+// - "unavailable": the guard selected its placeholder for a model no list offers: a line beside it says why.
 // Everything shown is text (textContent), never HTML. Behaviour: docs/browser-guard.md.
 (() => {
 'use strict';
 const W = window, D = document;
 if (W.hermesNotices) return;
 const BOX = 'hermes-notice-box';
+const LINE = 'hermes-notice'; // a status line beside the picker; the guard removes these when the picker recovers
+const PLACEHOLDER = 'data-hermes-unavailable'; // the guard's option for a model no list offers
 const STYLE = 'position:fixed;left:1em;bottom:1em;z-index:2147483647;max-width:32em;padding:.6em .8em;' +
   'background:#fff8c4;color:#222;border:1px solid #c9b400;border-radius:4px;font:13px/1.4 sans-serif';
 
@@ -72,6 +77,38 @@ function say(n, text, ...rest) {
   dismiss.setAttribute('aria-label', 'Dismiss');
   dismiss.onclick = () => close(n.dataset.session, n);
   n.replaceChildren(el('span', { className: 'hermes-notice-text', textContent: text }), ...rest, dismiss);
+}
+
+// A status line next to the picker (or pinned to the page when the select itself is hidden).
+function line(sel, text, ...rest) {
+  const n = el('span', { className: LINE, textContent: text }, ...rest);
+  n.setAttribute('role', 'status');
+  if (sel.nextElementSibling?.classList?.contains(LINE)) sel.nextElementSibling.remove();
+  if (sel.getClientRects().length) return sel.after(n);
+  n.style.cssText = 'position:fixed;left:1em;bottom:1em;z-index:2147483647;padding:.4em .8em;background:#fff8c4;color:#222;border:1px solid #c9b400;border-radius:4px;font:13px sans-serif';
+  for (const old of D.querySelectorAll(`body > .${LINE}`)) old.remove();
+  D.body.append(n);
+}
+
+// The server kept the saved model and the picker, which showed the refused one, went back to it.
+async function kept(d) {
+  const info = await d.info, G = W.hermesGuard, same = G._internals.sameModel, m = info.model;
+  const sel = d.sel || [...D.querySelectorAll(modelSelect)]
+    .find(x => x.options && same(x.value, d.model) && !same(x.value, G.state().model));
+  if (!sel || d.session !== G.state().session || !str(m) || same(d.model, m)) return;
+  // Only where the picker really went back; an unavailable model has its own notice.
+  if (!same(sel.value, m) || ![...sel.options].some(o => !o.hasAttribute(PLACEHOLDER) && same(o.value, m))) return;
+  const dismiss = button('dismiss', '×');
+  dismiss.setAttribute('aria-label', 'Dismiss');
+  line(sel, `Kept your saved model ${m} (${d.reason}): the change to ${d.model} was not saved.`, dismiss);
+  dismiss.onclick = () => dismiss.parentNode.remove();
+}
+
+// The guard's placeholder for a model no list offers, unless the picker moved on before this loaded.
+async function unavailable(d) {
+  const o = d.sel.options[d.sel.selectedIndex];
+  if (!o?.hasAttribute(PLACEHOLDER) || o.value !== d.model || W.hermesGuard.state().session !== d.session) return;
+  line(d.sel, `Model ${d.model} is unavailable${d.why && ': ' + d.why}. Your saved choice was kept.`);
 }
 
 // After a write the server let through: "Model changed to X because Y is no longer offered — Undo".
@@ -156,7 +193,7 @@ async function ask(d) {
 
 function show(d) {
   if (!d || !str(d.session)) return;
-  (d.note === 'changed' ? changed : ask)(d).catch(warn);
+  ({ changed, kept, unavailable }[d.note] || ask)(d).catch(warn);
 }
 
 W.hermesNotices = () => { while (seen < queue.length) show(queue[seen++]); };

@@ -1,4 +1,5 @@
-"""Selenium tests of static/hermes-guard.js alone, on tiny pages served by a loopback Flask app."""
+"""Selenium tests of static/hermes-guard.js (and the notices it loads on demand), on tiny pages served by a
+loopback Flask app."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
 GUARD_JS = (importlib.resources.files("hermes_plugin.static") / "hermes-guard.js").read_text()
+# The guard loads its notices (kept model, unavailable model) from this script the first time it needs one.
+NOTICES_JS = (importlib.resources.files("hermes_plugin.static") / "hermes-notices.js").read_text()
 WAIT = 15  # seconds an explicit wait may take before the test fails
 
 CONFIG: dict[str, Any] = {
@@ -126,6 +129,10 @@ def make_app(host: Host) -> Flask:
     @app.get("/guard.js")
     def guard_js() -> Response:
         return Response(GUARD_JS, mimetype="text/javascript")
+
+    @app.get("/hermes-plugin/static/hermes-notices.js")
+    def notices_js() -> Response:
+        return Response(NOTICES_JS, mimetype="text/javascript")
 
     @app.get("/host.js")
     def host_js() -> Response:
@@ -451,6 +458,8 @@ def test_unknown_model_shown_as_unavailable_with_notice(driver: WebDriver, base_
     assert option.get_attribute("value") == "live/m1"
     assert option.text == "live/m1 (unavailable)"
     assert option.get_attribute("title") == "provider p1 failed: HTTP 500"
+    # The notice is the notices script's, loaded on demand: it follows the placeholder.
+    until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#modelSelect + .hermes-notice"))
     notice = driver.find_element(By.CSS_SELECTOR, "#modelSelect + .hermes-notice")
     assert notice.get_attribute("role") == "status"
     assert notice.text == "Model live/m1 is unavailable: provider p1 failed: HTTP 500. Your saved choice was kept."
@@ -567,7 +576,25 @@ def test_kept_model_returns_to_the_picker_with_a_notice(driver: WebDriver, base_
     assert js(driver, "return modelSelect.value") == "live/m1"  # never one model shown and another stored
     notice = driver.find_element(By.CSS_SELECTOR, "#modelSelect + .hermes-notice")
     assert notice.get_attribute("role") == "status"
-    assert notice.text == "Kept your saved model live/m1 (model_present): the change to static/b was not saved."
+    text = js(driver, "return document.querySelector('#modelSelect + .hermes-notice').firstChild.data")
+    assert text == "Kept your saved model live/m1 (model_present): the change to static/b was not saved."
+    assert host.stored["s1"] == "live/m1"
+
+
+def test_kept_model_notice_is_dismissed_by_its_button(driver: WebDriver, base_url: str, host: Host) -> None:
+    open_page(driver, base_url)
+    show_live_model(driver, host)
+    js(driver, "window.waited = false; frames(20).then(() => { waited = true; })")
+    until(driver, lambda d: js(d, "return waited"))
+    js(driver, "modelSelect.value = 'static/b'; fetch('/api/session/update', {method: 'POST',"
+               "headers: {'Content-Type': 'application/json', 'X-Hermes-Intent': 'auto'},"
+               "body: JSON.stringify({session_id: 's1', model: 'static/b'})})")
+    until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#modelSelect + .hermes-notice"))
+    button = driver.find_element(By.CSS_SELECTOR, "#modelSelect + .hermes-notice button")
+    assert button.text == "×" and button.get_attribute("aria-label") == "Dismiss"
+    button.click()  # a real click
+    until(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".hermes-notice"))
+    assert js(driver, "return modelSelect.value") == "live/m1"  # dismissing changes nothing else
     assert host.stored["s1"] == "live/m1"
 
 

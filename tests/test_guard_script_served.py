@@ -56,6 +56,7 @@ def test_notices_script_is_served_minified_and_apart_from_the_core() -> None:
     body = response.get_data(as_text=True)
     assert body == script.minified(script.NOTICES) and "is no longer offered" in body
     assert "is no longer offered" not in script.minified()  # the core only knows how to load it
+    assert "Kept your saved model" in body and "Kept your saved model" not in script.minified()
     assert "innerHTML" not in script.source(script.NOTICES)  # every text it shows is textContent
 
 

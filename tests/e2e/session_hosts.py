@@ -1,6 +1,7 @@
 """Flask chat hosts written another team's way, for the later bugs of the class: a chat switch whose model
 lookup is slow, a stored model in no catalogue, a change handler that persists every change, a save that
-waits for the user to stop picking, a picker rebuilt from scratch, one bare id under two providers.
+waits for the user to stop picking, a picker rebuilt from scratch, one bare id under two providers, and a
+page that does all of it by XMLHttpRequest (a jQuery-style ``$.ajax``).
 
 Conversations live at ``/api/v2/conversations/<conv_id>`` (``model_id`` field); the static catalog is
 ``/api/v2/models``; a live list per provider at ``/api/v2/providers/<name>/models``. Reads of conversation
@@ -151,8 +152,81 @@ picker.addEventListener('change', () => { conv.model_id = picker.value; persist(
   window.booted = true;
 })();
 """
+# Everything by XMLHttpRequest through a small jQuery-style ``$.ajax`` of the page's own (callbacks, JSON
+# parsed from ``responseText``, headers from ``getAllResponseHeaders``): the sidebar switches chats in place,
+# every change of the picker is saved, sends read the picker, and the provider's live list may land late.
+XHR_JS = r"""
+const ui = JSON.parse(document.getElementById('ui').textContent);
+const sel = document.getElementById('picker');
+window.convId = location.pathname.split('/').pop();
+window.conv = null;
+window.turns = 0;
+window.saves = [];
+const $ = {ajax(o) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest(), events = [];
+    for (const t of ['loadstart', 'readystatechange', 'load', 'loadend'])
+      xhr.addEventListener(t, () => events.push(t === 'readystatechange' ? 'state ' + xhr.readyState : t));
+    xhr.open(o.type || 'GET', o.url, true);
+    if (o.contentType) xhr.setRequestHeader('Content-Type', o.contentType);
+    xhr.onreadystatechange = () => {
+      if (xhr.readyState !== 4) return;
+      const headers = {};
+      for (const line of xhr.getAllResponseHeaders().trim().split(/[\r\n]+/)) {
+        const at = line.indexOf(':');
+        if (at > 0) headers[line.slice(0, at).trim().toLowerCase()] = line.slice(at + 1).trim();
+      }
+      const ok = xhr.status >= 200 && xhr.status < 300;
+      const data = ok && /json/.test(headers['content-type'] || '') ? JSON.parse(xhr.responseText) : xhr.responseText;
+      if (ok) { o.success && o.success(data, 'success', xhr, headers, events); resolve(data); }
+      else { o.error && o.error(xhr, 'error'); reject(xhr); }
+    };
+    xhr.send(o.data === undefined ? null : o.data);
+    events.push('sent ' + xhr.readyState + '/' + xhr.status);  // nothing answered yet
+  });
+}};
+const json = (type, url, body, success) => $.ajax({type, url, contentType: 'application/json',
+  data: JSON.stringify(body), success});
+function fill(ids) {
+  sel.length = 0;
+  for (const id of ids) sel.add(new Option(id, id));
+}
+function openConv(id) {
+  convId = id;  // the page is on the new chat at once; its data follows
+  history.replaceState(null, '', '/chat/' + id);
+  return $.ajax({url: '/api/v2/conversations/' + id}).then(data => {
+    if (convId !== id) return;
+    conv = data.conversation;
+    const listed = [...sel.options].some(o => o.value === conv.model_id);
+    sel.value = listed ? conv.model_id : sel.options[0].value;  // shown, not saved
+    window.opened = id;
+  });
+}
+sel.onchange = () => {
+  conv.model_id = sel.value;
+  json('PATCH', '/api/v2/conversations/' + convId, {model_id: sel.value}, (data, status, xhr, headers, events) =>
+    saves.push({status: xhr.status, data, answered: headers['x-hermes-answered'] || null, events}));
+};
+document.getElementById('send').addEventListener('click', () => {
+  json('POST', '/api/v2/conversations/' + convId + '/turns', {model_id: sel.value, text: 'hi'}, () => turns++);
+});
+for (const a of document.querySelectorAll('[data-conv]'))
+  a.addEventListener('click', e => { e.preventDefault(); openConv(a.dataset.conv); });
+(async () => {
+  const body = await $.ajax({url: '/api/v2/models'});
+  fill(body.providers.flatMap(p => p.models.map(m => m.id)));
+  await openConv(convId);
+  window.booted = true;
+  if (!ui.live) return;
+  const live = await $.ajax({url: '/api/v2/providers/acme/models'});
+  for (const m of live.items) if (![...sel.options].some(o => o.value === m.id)) sel.add(new Option(m.id, m.id));
+  window.liveDone = true;
+})();
+"""
 
-PAGES = {"switch": SWITCH_JS, "persist": PERSIST_JS, "batched": BATCHED_JS, "correcting": CORRECTING_JS}
+PAGES = {"switch": SWITCH_JS, "persist": PERSIST_JS, "batched": BATCHED_JS, "correcting": CORRECTING_JS,
+         "xhr": XHR_JS}
+OWN_PAGES = {"xhr"}  # pages that bring their own helpers instead of COMMON_JS (fetch)
 
 
 @dataclass
@@ -194,7 +268,7 @@ def make_host(convos: Convos, page: str, ui: dict[str, Any] | None = None, **con
                 f'<script type="application/json" id="ui">{json.dumps(ui or {})}</script></head><body>'
                 f'<nav>{links}</nav><select id="picker"></select><button id="send">Send</button>'
                 '<button id="refresh">Refresh models</button>'
-                f"<script>{COMMON_JS}{PAGES[page]}</script></body></html>")
+                f"<script>{'' if page in OWN_PAGES else COMMON_JS}{PAGES[page]}</script></body></html>")
 
     @app.get("/api/v2/conversations/<conv_id>")
     def read(conv_id: str) -> Any:

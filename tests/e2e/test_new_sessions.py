@@ -40,6 +40,13 @@ document.getElementById('newThread').addEventListener('click', async () => {
   thread = (await r.json()).thread;  // the picker is left as it was: this team never syncs it
   window.created = thread.tid;
 });
+document.getElementById('newThreadXhr').addEventListener('click', () => {  // the same create, by XHR
+  const x = new XMLHttpRequest();
+  x.open('POST', '/api/threads');
+  x.setRequestHeader('Content-Type', 'application/json');
+  x.onload = () => { thread = JSON.parse(x.responseText).thread; window.created = thread.tid; };
+  x.send(JSON.stringify({engine: sel.value, title: 'untitled'}));
+});
 (async () => {
   if (shown) { thread = (await (await fetch('/api/threads/' + shown)).json()).thread; sel.value = thread.engine; }
   window.booted = true;
@@ -68,6 +75,7 @@ def threadly(threads: dict[str, str], **config: Any) -> Flask:
         return (
             f"<!doctype html><html><head><title>Threadly</title></head><body><select id=engine>{options}"
             f"</select><ul id=menu>{rows}</ul><button id=newThread>New thread</button>"
+            "<button id=newThreadXhr>New thread (XHR)</button>"
             f"<script>{PAGE_JS}</script></body></html>"
         )
 
@@ -99,8 +107,8 @@ def shown(driver: Any) -> str:
     return str(driver.execute_script("return document.getElementById('engine').value"))
 
 
-def new_thread(driver: Any) -> str:
-    driver.find_element(By.ID, "newThread").click()
+def new_thread(driver: Any, button: str = "newThread") -> str:
+    driver.find_element(By.ID, button).click()
     return str(until(driver, lambda d: d.execute_script("return window.created"), "no thread was created"))
 
 
@@ -149,3 +157,40 @@ def test_a_pick_in_a_new_thread_view_is_the_new_threads_model(chromium, loopback
     tid = new_thread(chromium)
     assert threads[tid] == "acme-mid"
     assert shown(chromium) == "acme-mid"
+
+
+def after_frames(driver: Any, n: int) -> None:
+    """Returns once the page has painted n more frames (past the guard's re-check window)."""
+    driver.execute_async_script(
+        "const done = arguments[1]; let n = arguments[0];"
+        "const step = () => (--n > 0 ? requestAnimationFrame(step) : done()); requestAnimationFrame(step);",
+        n,
+    )
+
+
+@pytest.mark.parametrize("button", ["newThread", "newThreadXhr"])
+def test_the_picker_shows_the_default_after_a_create_the_page_does_not_sync(chromium, loopback_server, button):
+    threads = {"t1": "acme-large"}
+    base = loopback_server(threadly(threads, HERMES_PLUGIN_NEW_SESSION_MODEL="default")).url
+    chromium.get(f"{base}/?t=t1")
+    until(
+        chromium,
+        lambda d: d.execute_script("return window.booted && hermesGuard.state().session === 't1'"),
+        "the thread never loaded",
+    )
+    assert shown(chromium) == "acme-large"
+    tid = new_thread(chromium, button)
+    assert threads[tid] == DEFAULT  # the server stored the default ...
+    # ... and the picker says so, although this page never syncs it from the create's answer.
+    until(chromium, lambda d: shown(d) == DEFAULT, "the picker kept showing the previous thread's model")
+    assert chromium.execute_script("return hermesGuard.state()")["session"] == tid
+    assert chromium.execute_script("return hermesGuard.state()")["model"] == DEFAULT
+    after_frames(chromium, 30)
+    assert shown(chromium) == DEFAULT  # nothing put the previous thread's model back
+    assert threads == {"t1": "acme-large", tid: DEFAULT}  # shown silently: no write into either thread
+    # The user's next pick (later than the click on "New thread" explains a change) goes to the new thread.
+    clicked_at = chromium.execute_script("return performance.now()")
+    until(chromium, lambda d: d.execute_script("return performance.now()") - clicked_at > 1600, "clock")
+    Select(chromium.find_element(By.ID, "engine")).select_by_value("acme-mid")
+    until(chromium, lambda d: threads[tid] == "acme-mid", "the pick never reached the new thread")
+    assert threads["t1"] == "acme-large"

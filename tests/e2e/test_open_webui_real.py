@@ -32,6 +32,7 @@ class OpenWebUIPage:
     def __init__(self, driver: Any, server: OpenWebUI) -> None:
         self.driver = driver
         self.server = server
+        self.text_before_send = ""
 
     def wait(self, condition: Any, message: str) -> Any:
         return WebDriverWait(self.driver, WAIT).until(condition, message)
@@ -75,14 +76,20 @@ class OpenWebUIPage:
         self.wait(lambda d: self.shown_model() == model and not d.find_elements(By.ID, "model-selector-list"),
                   f"the picker never showed {model!r}")
 
+    def page_text(self) -> str:
+        return self.driver.find_element(By.TAG_NAME, "body").text
+
     def send(self, text: str) -> None:
+        self.text_before_send = self.page_text()  # the saved history may already show the awaited reply's text
         editor = self.driver.find_element(By.ID, CHAT_INPUT)
         editor.click()
         editor.send_keys(text)
         editor.send_keys(Keys.ENTER)
 
     def wait_reply(self, text: str) -> None:
-        self.wait(lambda d: text in d.find_element(By.TAG_NAME, "body").text, f"no reply {text!r} on the page")
+        """Wait for one more ``text`` than the page showed before the last send: the new reply, not the history."""
+        before = self.text_before_send.count(text)
+        self.wait(lambda d: self.page_text().count(text) > before, f"no new reply {text!r} on the page")
 
 
 def test_open_webui_alone_overwrites_the_chat_model_after_a_provider_blip(open_webui: OpenWebUI,

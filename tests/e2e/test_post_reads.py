@@ -1,4 +1,5 @@
-"""The browser guard tracks and learns reads made by POST (``POST /load {id}``) like GETs."""
+"""The browser guard tracks and learns reads made by POST (``POST /load {id}``) like GETs, for the method
+their URL entry declares only."""
 
 from __future__ import annotations
 
@@ -46,9 +47,9 @@ def rpc_host(gate: threading.Event, chats: dict[str, str]) -> Flask:
             gate.wait(WAIT)
         return {"models": [{"id": "acme-small", "provider": "acme"}, {"id": "acme-large", "provider": "acme"}]}
 
-    @app.post("/rpc/load")
+    @app.route("/rpc/load", methods=["GET", "POST"])
     def load() -> Any:
-        chat = request.get_json()["id"]
+        chat = request.get_json()["id"] if request.method == "POST" else "other"  # GET: another, undeclared read
         return {"chat": {"id": chat, "llm": chats[chat]}}
 
     return app
@@ -86,3 +87,31 @@ def test_post_reads_are_tracked_and_learnt(
         "const s = hermesGuard.state(); return s.session === 'k9' && s.model === 'acme-large'",
         "the chat loaded by POST was not learnt",
     )
+
+
+def test_reads_are_tracked_for_their_declared_method_only(
+    chromium: Any, loopback_server: Callable[[Any], Any], gate: threading.Event
+) -> None:
+    base = loopback_server(rpc_host(gate, {"k9": "acme-large", "other": "acme-small"})).url
+    chromium.get(base + "/")
+    until(chromium, "return !!window.hermesGuard", "no guard")
+    # A catalog fetch is marked pending as it starts, in the same task: a GET to the POST-declared URL is not.
+    assert chromium.execute_script("fetch('/rpc/models'); return hermesGuard.pending()") == []
+    assert (
+        chromium.execute_script(
+            "const x = new XMLHttpRequest(); x.open('GET', '/rpc/models'); x.send(); return hermesGuard.pending()"
+        )
+        == []
+    )
+    assert chromium.execute_script(
+        "fetch('/rpc/models', {method: 'POST', body: '{}'}); return hermesGuard.pending()"
+    ) == ["live:^/rpc/models$"]
+    gate.set()
+    until(chromium, "return hermesGuard.pending().length === 0", "never settled")
+    # A GET to the POST-declared session URL is no session read: its answer names no session for the guard.
+    answer = chromium.execute_async_script(
+        "const done = arguments[0];"
+        "fetch('/rpc/load').then(r => r.json()).then(j => setTimeout(() => done([j, hermesGuard.state()])));"
+    )
+    assert answer[0] == {"chat": {"id": "other", "llm": "acme-small"}}
+    assert answer[1]["session"] is None and answer[1]["model"] is None

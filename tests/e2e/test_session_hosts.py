@@ -262,3 +262,65 @@ def test_one_bare_id_under_two_providers_stays_with_the_users_provider(chromium,
     until(driver, lambda d: shown(d) == "beta:shared-7b", "the user's provider was not kept")
     a_frame_and_a_task_later(driver)
     assert shown(driver) == "beta:shared-7b" and convos.stored["c1"] == "shared-7b"
+
+
+# -- the same by XMLHttpRequest (a jQuery-style $.ajax) -------------------------------------------------------
+
+
+def test_xhr_send_during_a_slow_switch_waits_and_carries_the_new_chats_model(chromium, host, convos, guard):
+    driver = chromium
+    convos.stored.update({"fast": "alpha-1", "slow": "beta-2"})
+    base = host("xhr")
+    driver.get(base + "/chat/fast")
+    until(driver, lambda d: settled(d) and js(d, "return window.opened") == "fast", "the first chat never loaded")
+    assert shown(driver) == "alpha-1"
+    driver.find_element(By.CSS_SELECTOR, "[data-conv='slow']").click()  # its lookup waits at the gate
+    until(driver, lambda d: js(d, "return convId") == "slow", "the page never switched")
+    a_frame_and_a_task_later(driver)
+    during = shown(driver)
+    driver.find_element(By.ID, "send").click()  # an XHR send while the new chat's model is unknown
+    if guard == "today":
+        until(driver, lambda d: convos.turns, "the send never reached the server")
+        assert during == "alpha-1" and convos.turns == [("slow", "alpha-1")]  # the previous chat's model
+        convos.slow_gate.set()
+        return
+    convos.slow_gate.set()
+    until(driver, lambda d: convos.turns and js(d, "return window.opened") == "slow",
+          "the send or the switch never finished")
+    assert during == ""  # the pending option: not the previous chat's model
+    assert convos.turns == [("slow", "beta-2")]  # it waited for the stored model and carried it
+    until(driver, lambda d: js(d, "return turns") == 1, "the page's success callback never ran")
+    assert convos.stored["slow"] == "beta-2" and convos.writes == []
+    until(driver, lambda d: shown(d) == "beta-2", "the picker never showed the new chat's model")
+
+
+def test_xhr_reapply_makes_no_write_and_the_pages_callback_runs(chromium, host, convos, guard):
+    driver = chromium
+    convos.stored.update({"c1": "gamma-live"})
+    convos.live = ["alpha-1", "gamma-live"]  # the stored model is only in the live list, which is late
+    base = host("xhr", {"live": True})
+    driver.get(base + "/chat/c1")
+    until(driver, lambda d: js(d, "return !!window.booted"), "the page never booted")
+    js(driver, "window.absorbed = [];"
+               "document.addEventListener('hermes:write-absorbed', e => absorbed.push(e.detail))")
+    convos.live_gate.set()
+    until(driver, lambda d: js(d, "return !!window.liveDone") and settled(d), "the live list never landed")
+    until(driver, lambda d: shown(d) == "gamma-live", "the stored model was never re-applied")
+    until(driver, lambda d: js(d, "return saves.length") == 1, "the page's save callback never ran")
+    assert js(driver, "return conv.model_id") == "gamma-live"  # the page's own handler ran
+    until(driver, lambda d: js(d, "return saves[0].events.includes('loadend')"), "the save never ended")
+    save = js(driver, "return saves[0]")
+    # A real answer's events, in a real answer's order (the same with the server's answer and a local one).
+    assert save.pop("events") == ["state 1", "loadstart", "sent 1/0", "state 2", "state 3", "state 4", "load", "loadend"]
+    if guard == "today":
+        until(driver, lambda d: convos.writes, "the re-apply's write never reached the server")
+        assert convos.writes == [("c1", "gamma-live")]  # one write the page would not have made
+        assert save["answered"] is None
+        return
+    assert save == {"status": 200, "data": {}, "answered": "locally"}  # a proper answer, parsed by the page
+    assert js(driver, "return absorbed") == [{"session": "c1", "model": "gamma-live"}]
+    a_frame_and_a_task_later(driver)
+    assert convos.writes == []  # 0 extra writes per re-apply
+    driver.find_element(By.ID, "send").click()
+    until(driver, lambda d: js(d, "return turns") == 1, "the message was never sent")
+    assert convos.turns == [("c1", "gamma-live")]
