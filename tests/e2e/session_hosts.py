@@ -152,6 +152,7 @@ picker.addEventListener('change', () => { conv.model_id = picker.value; persist(
   window.booted = true;
 })();
 """
+
 # Everything by XMLHttpRequest through a small jQuery-style ``$.ajax`` of the page's own (callbacks, JSON
 # parsed from ``responseText``, headers from ``getAllResponseHeaders``): the sidebar switches chats in place,
 # every change of the picker is saved, sends read the picker, and the provider's live list may land late.
