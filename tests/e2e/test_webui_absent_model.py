@@ -17,9 +17,12 @@ from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
-from test_hermes_webui import guarded, open_session, page_state, until
+from test_hermes_webui import open_session, page_state, until
 from webui_host import ALIAS, DEFAULT, START_TIMEOUT, GatedRelay, WebUI
 from werkzeug.wrappers import Request
+
+from hermes_plugin.presets import preset
+from hermes_plugin.proxy import create_app, proxy_config
 
 pytestmark = pytest.mark.e2e
 
@@ -42,12 +45,30 @@ class ResolveGatedRelay(GatedRelay):
     def __init__(self, upstream: str) -> None:
         super().__init__(upstream)
         self.resolve_gate = threading.Event()
+        self.corrected = threading.Event()  # the app's correction reached the relay
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
         if request.path == "/api/session" and request.args.get("resolve_model") == "1":
             self.resolve_gate.wait(START_TIMEOUT)
+        if request.path == "/api/session/update":
+            self.corrected.set()
         return super().__call__(environ, start_response)
+
+
+class AfterCorrection:
+    """The proxy, plus: the browser guard's own question about the session (``…/sessions/<id>/model``) waits
+    until the app's correction was sent, the order of the app alone. Asked first, the guard would show the
+    saved model as unavailable before the app corrects it, and the app would then find it in its picker."""
+
+    def __init__(self, app: Any, corrected: threading.Event) -> None:
+        self.app, self.corrected = app, corrected
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/hermes-plugin/api/sessions/") and path.endswith("/model"):
+            self.corrected.wait(START_TIMEOUT)
+        return self.app(environ, start_response)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -59,6 +80,7 @@ def relay(webui: WebUI, loopback_server: Callable[[Any], Any]) -> Iterator[tuple
         yield gated, server.url
     finally:
         gated.resolve_gate.set()
+        gated.corrected.set()
 
 
 def updates(relay: GatedRelay) -> list[dict[str, Any]]:
@@ -76,7 +98,10 @@ def send(driver: Any, relay: GatedRelay) -> dict[str, Any]:
 def test_webui_session_with_a_preview_id_loads(webui, relay, chromium, loopback_server, policy):
     gated, relay_url = relay
     # "default": the preset with its absent_model key removed, so the guard's default policy applies.
-    base = guarded(relay_url, loopback_server, **({"absent_model": None} if policy == "default" else {}))
+    table = preset("hermes-webui")
+    if policy == "default":
+        del table["absent_model"]
+    base = loopback_server(AfterCorrection(create_app(relay_url, cfg=proxy_config(table)), gated.corrected)).url
     session = webui.new_session(PREVIEW)
     assert webui.stored(session) == PREVIEW
     open_session(chromium, base, session)
