@@ -203,6 +203,8 @@ def wants_refresh() -> bool:
 def no_store(response: Response) -> Response:
     # Catalog and session state change under the page: a cached copy is exactly the stale view we guard against.
     response.headers["Cache-Control"] = "no-store"
+    # A page's service worker may cache every GET it sees whatever Cache-Control says; Cache.put refuses "Vary: *".
+    response.headers["Vary"] = "*"
     return response
 
 

@@ -348,6 +348,19 @@ def test_guard_is_injected_into_proxied_html(proxied, compressed):
     assert '/hermes-plugin/static/hermes-guard.js' in html
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_html_asked_without_text_html_is_injected_too(proxied, compressed):
+    """A service worker pre-caching the app's shell asks for the page with ``Accept: */*``; its cached copy
+    later opens the app, so it must carry the guard as a navigation's does."""
+    url, _, _ = proxied
+    response = requests.get(f"{url}/page" + ("?gzip=1" if compressed else ""),
+                            headers={"Accept": "*/*", "Accept-Encoding": "gzip"}, timeout=WAIT)
+    assert response.status_code == 200 and "Content-Encoding" not in response.headers
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    assert '/hermes-plugin/static/hermes-guard.js' in response.text
+    assert response.text.index('id="hermes-plugin-config"') < response.text.index("<title>")
+
+
 def test_streams_are_not_injected(proxied, upstream):
     url, _, _ = proxied
     upstream.go_on.set()
@@ -465,6 +478,26 @@ def test_config_file_with_proxy_and_providers(tmp_path):
     assert list(cfg.providers) == ["local"]
     assert cfg.writes[0].browser() == {"method": "PUT", "url": "^/chats/(?P<chat>[^/]+)$", "session": "path:chat",
                                        "model": "body:settings.model"}
+
+
+def test_config_file_starts_from_a_preset(tmp_path):
+    """``preset = NAME`` in a file: the built-in routes, plus the file's providers and keys (a price ratio)."""
+    path = tmp_path / "hermes.toml"
+    path.write_text('[providers.priced]\nkind = "openai-compatible"\nbase_url = "http://127.0.0.1:9/v1"\n'
+                    '[proxy]\npreset = "hermes-webui"\nmax_price_ratio = 1.5\npicker = "#mine"\n', encoding="utf-8")
+    cfg = load_config(str(path))
+    builtin = load_config(preset_name="hermes-webui")
+    assert list(cfg.providers) == ["priced"] and cfg.max_price_ratio == 1.5
+    assert cfg.picker == "#mine"  # the file's own key replaces the preset's
+    assert [w.browser() for w in cfg.writes] == [w.browser() for w in builtin.writes]
+    assert cfg.session_read == builtin.session_read and cfg.session_write == builtin.session_write
+    assert builtin.max_price_ratio == 1.0 and builtin.providers == {}
+
+
+@pytest.mark.parametrize("value, message", [("nope", "unknown preset 'nope'"), (3, "preset must be the name")])
+def test_bad_preset_key_is_a_config_error(value, message):
+    with pytest.raises(ConfigError, match=message):
+        proxy_config({"preset": value})
 
 
 @pytest.mark.parametrize("table, message", [

@@ -21,7 +21,7 @@ PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_url
               "session_ttl", "session_learn_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
               "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases", "session_write",
               "model_replacements", "max_price_ratio", "default_model", "new_session_model", "upstream_models",
-              "picker_adapter", "session_list", "defaults", "absent_model",
+              "picker_adapter", "session_list", "defaults", "preset", "absent_model",
               "absent_model_providers"}
 
 
@@ -251,10 +251,22 @@ def _url_list(table: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
     return [dict(e) for e in value]
 
 
+def _with_preset(table: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``preset = "NAME"``: the built-in table, with this table's own keys on top (so one file can add providers,
+    prices and a ratio to a known app's routes)."""
+    if "preset" not in table:
+        return table
+    name = table["preset"]
+    if not isinstance(name, str):
+        raise ConfigError("[proxy] preset must be the name of a built-in table, e.g. \"hermes-webui\"")
+    return {**preset(name), **{key: value for key, value in table.items() if key != "preset"}}
+
+
 def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None = None) -> ProxyConfig:
     """Validate a ``[proxy]`` table; every mistake is one ConfigError naming the key."""
     if not isinstance(table, Mapping):
         raise ConfigError("[proxy] must be a table")
+    table = _with_preset(table)
     unknown = set(table) - PROXY_KEYS
     if unknown:
         raise ConfigError(f"[proxy]: unknown keys {sorted(unknown)} (known: {', '.join(sorted(PROXY_KEYS))})")
@@ -395,7 +407,7 @@ def _defaults(entries: Any) -> list[DefaultRead]:
 def load_config(path: str | None = None, preset_name: str | None = None) -> ProxyConfig:
     """``--preset`` (a built-in ``[proxy]`` table) or ``--config`` (TOML with ``[proxy]`` and ``[providers.*]``)."""
     if path and preset_name:
-        raise ConfigError("give --config or --preset, not both")
+        raise ConfigError("give --config or --preset, not both (a [proxy] table can start from one: preset = NAME)")
     if preset_name:
         return proxy_config(preset(preset_name))
     if not path:

@@ -77,17 +77,19 @@ class Passthrough:
             return "read"  # a catalog or session read the guard learns from
         return "relay"
 
-    def read_through(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
+    def read_through(self, environ: dict[str, Any], start_response: StartResponse,
+                     upstream: Callable[[], Any] | None = None, start: float | None = None) -> Any:
         """A page or catalog read: relayed inside a Flask request context, so the app's hooks (the guard's
-        injection and catalog learning, the access log) run as they would for a view, without routing to one."""
+        injection and catalog learning, the access log) run as they would for a view, without routing to one.
+        ``upstream`` builds the answer from an upstream response the relay already has."""
         app = self.app
-        environ["hermes_proxy.start"] = time.monotonic()
+        environ["hermes_proxy.start"] = start if start is not None else time.monotonic()
         with app.request_context(environ):
             try:
                 rv = app.preprocess_request()
                 if rv is None:
                     try:
-                        rv = self.proxy.forward()
+                        rv = (upstream or self.proxy.forward)()
                     except UPSTREAM_ERRORS as exc:
                         rv = self.proxy.bad_gateway(exc)
                 response = app.finalize_request(rv)
@@ -108,6 +110,10 @@ class Passthrough:
             conn, raw = self.proxy.pool.exchange(method, head, request_body(environ, method))
         except UPSTREAM_ERRORS as exc:
             return self.bad_gateway(environ, start_response, exc, start)
+        if method == "GET" and raw.status == 200 and is_html(raw):
+            # A page asked for without text/html in Accept (a service worker pre-caching the app's shell):
+            # it gets the guard too, or its cached copy would later open the app unguarded.
+            return self.read_through(environ, start_response, partial(self.proxy.answer, conn, raw), start)
         headers, _ = response_headers(raw)
         start_response(f"{raw.status} {raw.reason}", headers)
         body = Body(raw, conn, self.proxy.pool, partial(log_access, environ, raw.status, start))
@@ -123,6 +129,10 @@ class Passthrough:
             response = self.proxy.bad_gateway(exc)
         log_access(environ, response.status_code, start)
         return response(environ, start_response)
+
+
+def is_html(raw: Any) -> bool:
+    return (raw.getheader("Content-Type") or "").split(";")[0].strip().lower() == "text/html"
 
 
 def log_access(environ: dict[str, Any], status: int, start: float) -> None:
