@@ -155,6 +155,8 @@ def make_blueprint(authorized: Callable[[str, str | None], bool]) -> tuple[Bluep
             "session": session_id, "model": model, "version": version,
             "availability": availability, "provider": provider, "reason": reason, "aliases": aliases,
             "replacement": replacement, "price": price,
+            # What an automatic write does to it while absent: "keep" (the page shows it, unavailable) or "fallback".
+            "absent_model": guard_state.absent_policy(model) if model is not None else None,
         }))
         response.set_etag(str(version))
         return response

@@ -32,12 +32,15 @@ from .replacements import Replacements, check_table
 from .state import REDIS_SCHEMES, StateUnavailable, open_store
 from .writefields import FieldError, FieldValue, Models, WriteFields
 from .writeguard import (
+    ABSENT_POLICIES,
     INTENTS,
     NEW_SESSION_POLICIES,
     ON_KEEP,
     AuditLog,
     Decision,
     Versions,
+    absent_policy,
+    check_absent_policies,
     decide,
     decide_models,
     decide_new_session,
@@ -82,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
     "HERMES_PLUGIN_DEFAULT_MODEL": None,
     "HERMES_PLUGIN_MODEL_REPLACEMENTS": {},
     "HERMES_PLUGIN_MAX_PRICE_RATIO": 1.0,
+    "HERMES_PLUGIN_ABSENT_MODEL": "fallback",
+    "HERMES_PLUGIN_ABSENT_MODEL_PROVIDERS": {},
 }
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 # Decisions the page must show the user: a change made without them (with Undo), or a choice to ask them.
@@ -123,6 +128,12 @@ def _check_config(config: Any) -> None:
         raise ConfigError(f"HERMES_PLUGIN_UNMARKED_INTENT must be one of {UNMARKED_POLICIES}")
     check_alias_rules(config["HERMES_PLUGIN_MODEL_ALIASES"])
     check_picker_adapter(config["HERMES_PLUGIN_PICKER_ADAPTER"])
+    if config["HERMES_PLUGIN_ABSENT_MODEL"] not in ABSENT_POLICIES:
+        raise ConfigError(f"HERMES_PLUGIN_ABSENT_MODEL must be one of {ABSENT_POLICIES}")
+    try:
+        check_absent_policies(config["HERMES_PLUGIN_ABSENT_MODEL_PROVIDERS"], "HERMES_PLUGIN_ABSENT_MODEL_PROVIDERS")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if config["HERMES_PLUGIN_NEW_SESSION_MODEL"] not in NEW_SESSION_POLICIES:
         raise ConfigError(f"HERMES_PLUGIN_NEW_SESSION_MODEL must be one of {NEW_SESSION_POLICIES}")
     default = config["HERMES_PLUGIN_DEFAULT_MODEL"]
@@ -280,6 +291,11 @@ class GuardState:
         except (StateUnavailable, TypeError, ValueError):
             return None
         return None
+
+    def absent_policy(self, model: str) -> str:
+        """What an automatic write does to ``model`` while no catalogue lists it: ``fallback`` or ``keep``."""
+        return absent_policy(model, self.config["HERMES_PLUGIN_ABSENT_MODEL"],
+                             self.config["HERMES_PLUGIN_ABSENT_MODEL_PROVIDERS"])
 
     def suggestion(self, model: str) -> str | None:
         """The retirement map's replacement to offer for a confirmed-absent ``model``."""
@@ -799,9 +815,13 @@ def _locked_write(state: GuardState, spec: WriteSpec, view: Callable[..., Any], 
             replacement = state.suggestion(old)
             price_ratio = ratio(state.price_of(old), state.price_of(new))
         return decide(old, new, intent, availability, on_keep, session, replacement=replacement,
-                      price_ratio=price_ratio, max_price_ratio=float(state.config["HERMES_PLUGIN_MAX_PRICE_RATIO"]))
+                      price_ratio=price_ratio, max_price_ratio=float(state.config["HERMES_PLUGIN_MAX_PRICE_RATIO"]),
+                      absent=state.absent_policy(old) if old else "fallback")
 
-    decision, kept = decide_models(stored, proposed, intent, state.availability, on_keep, session, decide_entry)
+    # A list of another length is judged whole: the policy of its first stored model answers for it.
+    absent = state.absent_policy(stored[0]) if stored else "fallback"
+    decision, kept = decide_models(stored, proposed, intent, state.availability, on_keep, session, decide_entry,
+                                   absent)
     problem = None
     if kept is not None:
         # Keep only what the host can serve, and only when every field of the body can say so.

@@ -30,6 +30,9 @@ HERMES_WEBUI: dict[str, Any] = {
     "defaults": [{"url": "/api/settings", "model": "default_model", "name": "default_model"}],
     # The model its config.yaml names for new conversations (a per-profile setting, read as the caller).
     "default_model": {"url": "/api/settings", "model": "default_model"},
+    # A saved model no catalogue lists (a preview id, a custom provider's model) stays the session's model,
+    # as the app's own later releases keep it: its load-time fallback to the default is kept off the session.
+    "absent_model": "keep",
     # The app's own model write, replayed by the proxy for undo and the user's answers to its prompts.
     "session_write": {"method": "POST", "url": "/api/session/update",
                       "body": {"session_id": "{session}", "model": "{model}"}},
@@ -48,6 +51,7 @@ DEMO: dict[str, Any] = {
     "picker": "#modelPicker",
     "static_urls": [{"url": r"/api/models$", "models": "groups[].models[].id", "provider": "groups[].provider"}],
     "live_urls": [{"url": LIVE_URL, "models": "models[].id", "state": "state"}],
+    "absent_model": "fallback",  # its retired models are really gone: the host's fallback is the right answer
 }
 
 # Open WebUI, from its front end's source. A send (``POST /api/chat/completions``) names the chat's model in

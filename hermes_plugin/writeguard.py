@@ -7,7 +7,7 @@ versions and the log live in a ``StateStore`` that every worker shares.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ Intent = Literal["user", "auto"]
 INTENTS = ("user", "auto")
 ON_KEEP = ("keep", "reject")
 NEW_SESSION_POLICIES = ("default", "inherit")
+ABSENT_POLICIES = ("fallback", "keep")  # what an automatic write does to a stored model no catalogue lists
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,9 @@ class Decision:
     """What the guard decided for one write proposing ``proposed`` where ``stored`` is saved."""
 
     outcome: Outcome
-    # same | user | no_stored_model | model_present | catalog_unknown | model_absent | replacement_suggested |
-    # price_increase | new_session_default | undo | replacement | price_accepted | pick (the last four: the
-    # plugin's own set API)
+    # same | user | no_stored_model | model_present | catalog_unknown | model_absent | model_absent_kept |
+    # replacement_suggested | price_increase | new_session_default | undo | replacement | price_accepted | pick
+    # (the last four: the plugin's own set API)
     # | model_unservable | fields_differ (a reject after a keep: the host cannot serve it, the fields cannot say it)
     reason: str
     session: str | None = None
@@ -55,16 +56,20 @@ def needs_availability(stored: str | None, proposed: str | None, intent: str) ->
 
 def decide(stored: str | None, proposed: str | None, intent: str, availability: str | None,
            on_keep: str = "keep", session: str | None = None, *, replacement: str | None = None,
-           price_ratio: float | None = None, max_price_ratio: float = 1.0) -> Decision:
+           price_ratio: float | None = None, max_price_ratio: float = 1.0, absent: str = "fallback") -> Decision:
     """The decision table (the If-Match row is checked by the caller before this).
 
     An automatic write replacing a confirmed-absent model is refused when it raises the price by more than
     ``max_price_ratio``, and kept when the retirement map has a suggestion: the user answers, not the page.
+    Otherwise ``absent`` decides: ``fallback`` lets the page's model through, ``keep`` keeps the stored one
+    (a preview or custom model the host still serves though no catalogue lists it).
     """
     if intent not in INTENTS:
         raise ValueError(f"intent must be one of {INTENTS}, got {intent!r}")
     if on_keep not in ON_KEEP:
         raise ValueError(f"on_keep must be one of {ON_KEEP}, got {on_keep!r}")
+    if absent not in ABSENT_POLICIES:
+        raise ValueError(f"absent must be one of {ABSENT_POLICIES}, got {absent!r}")
     common = {"session": session, "stored": stored, "proposed": proposed, "intent": intent}
     if proposed is None or proposed == stored:
         return Decision("pass", "same", availability=availability, **common)  # type: ignore[arg-type]
@@ -79,11 +84,35 @@ def decide(stored: str | None, proposed: str | None, intent: str, availability: 
         if replacement is not None:
             kept: Outcome = "keep" if on_keep == "keep" else "reject"
             return Decision(kept, "replacement_suggested", **extra, **common)  # type: ignore[arg-type]
+        if absent == "keep":
+            kept = "keep" if on_keep == "keep" else "reject"
+            return Decision(kept, "model_absent_kept", **extra, **common)  # type: ignore[arg-type]
         return Decision("fallback", "model_absent", **extra, **common)  # type: ignore[arg-type]
     # Anything but a confirmed absence keeps the stored model: "unknown" must never rewrite a session.
     reason = "model_present" if availability == "present" else "catalog_unknown"
     outcome: Outcome = "keep" if on_keep == "keep" else "reject"
     return Decision(outcome, reason, availability=availability or "unknown", **common)  # type: ignore[arg-type]
+
+
+def absent_policy(model: str, default: str, by_provider: Mapping[str, str]) -> str:
+    """The absent-model policy for a stored id: the override of the provider its id names as a prefix
+    (``custom:acme/x`` names ``custom``, ``openai/gpt-x`` names ``openai``), else ``default``."""
+    for separator in (":", "/"):
+        prefix, found, _ = model.partition(separator)
+        if found and prefix in by_provider:
+            return by_provider[prefix]
+    return default
+
+
+def check_absent_policies(table: Any, where: str) -> dict[str, str]:
+    """A ``{provider id: "fallback" | "keep"}`` table; ValueError naming the bad entry."""
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{where} must be a table of provider id -> one of {ABSENT_POLICIES}")
+    for provider, policy in table.items():
+        if not isinstance(provider, str) or not provider or policy not in ABSENT_POLICIES:
+            raise ValueError(f"{where}: {str(provider)[:100]!r} -> {str(policy)[:100]!r}: the provider must be a "
+                             f"non-empty id and the policy one of {ABSENT_POLICIES}")
+    return dict(table)
 
 
 def decide_new_session(proposed: str | None, intent: str, default: str | None, policy: str = "default") -> Decision:
@@ -119,8 +148,8 @@ STRENGTH = {"pass": 0, "fallback": 1, "keep": 2, "reject": 3}
 
 def decide_models(stored: tuple[str, ...] | None, proposed: tuple[str, ...] | None, intent: str,
                   availability: Callable[[str], str], on_keep: str = "keep", session: str | None = None,
-                  decide_entry: Callable[[str | None, str | None], Decision] | None = None
-                  ) -> tuple[Decision, tuple[str, ...] | None]:
+                  decide_entry: Callable[[str | None, str | None], Decision] | None = None,
+                  absent: str = "fallback") -> tuple[Decision, tuple[str, ...] | None]:
     """The decision table per entry of a model list, and the list to forward when the decision is keep.
 
     One model is the plain table. Lists of one length are judged entry by entry (the strongest outcome
@@ -131,12 +160,12 @@ def decide_models(stored: tuple[str, ...] | None, proposed: tuple[str, ...] | No
     if decide_entry is None:
         def decide_entry(old: str | None, new: str | None) -> Decision:
             asked = availability(old) if old and needs_availability(old, new, intent) else None
-            return decide(old, new, intent, asked, on_keep, session)
+            return decide(old, new, intent, asked, on_keep, session, absent=absent)
     if stored and proposed and len(stored) != len(proposed):
         one_stored, one_proposed = _list_name(stored), _list_name(proposed)
         asked = needs_availability(one_stored, one_proposed, intent)
         availability_of = _whole_availability(stored, proposed, availability) if asked else None
-        decision = decide(one_stored, one_proposed, intent, availability_of, on_keep, session)
+        decision = decide(one_stored, one_proposed, intent, availability_of, on_keep, session, absent=absent)
         return decision, (stored if decision.outcome == "keep" else None)
     if not stored or not proposed or len(stored) == 1:
         decision = decide_entry(stored[0] if stored else None, proposed[0] if proposed else None)

@@ -206,6 +206,10 @@ function afterCore(e) {
 }
 
 D.addEventListener('hermes:settled', () => safely(() => { resumePick(); markAbsent().catch(warn); }));
+// The server kept a stored model no catalogue lists over the page's own correction: show it as itself.
+D.addEventListener('hermes:write-kept', e => {
+  if (e.detail?.reason === 'model_absent_kept') markAbsent().catch(warn);
+});
 D.addEventListener('hermes:reapplied', e => safely(() => {
   const { session, model: value } = e.detail || {}, m = state().model;
   const sel = selects().find(x => x.value === value);

@@ -237,7 +237,7 @@ def test_session_model_endpoint(app, url):
     response = requests.get(f"{url}{P}/api/sessions/s1/model", timeout=10)
     assert response.json() == {"session": "s1", "model": LIVE_ONLY, "version": 1, "availability": "present",
                                "provider": "prov", "reason": response.json()["reason"], "aliases": [],
-                               "replacement": None, "price": None}
+                               "replacement": None, "price": None, "absent_model": "fallback"}
     assert response.headers["ETag"] == '"1"'
     missing = requests.get(f"{url}{P}/api/sessions/nobody/model", timeout=10).json()
     assert (missing["model"], missing["availability"]) == (None, None)

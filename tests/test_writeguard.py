@@ -8,7 +8,7 @@ import pytest
 
 from hermes_plugin import jsonpath
 from hermes_plugin.state.memory import NamedLocks
-from hermes_plugin.writeguard import decide, needs_availability
+from hermes_plugin.writeguard import absent_policy, check_absent_policies, decide, decide_models, needs_availability
 
 # Every row of the decision table in docs/host-guide.md (the If-Match row is covered in test_extension.py).
 TABLE = [
@@ -126,3 +126,55 @@ def test_jsonpath_extract_and_grouped():
         ("p1", ["x", "y"]), ("p2", ["z"]), (None, ["orphan"]), (None, [])]
     assert jsonpath.grouped({"provider": "p", "models": ["a", "b"]}, "provider", "models[]") == [("p", ["a", "b"])]
     assert jsonpath.extract(["a", "b"], "[]") == ["a", "b"]
+
+
+# The absent-model policy, both ways: only the plain "absent" row changes; the cost guard and the retirement
+# map answer first; user picks and everything not confirmed absent are untouched.
+ABSENT_TABLE = [
+    # absent policy, intent, availability, replacement, price ratio, on_keep, outcome, reason
+    ("fallback", "auto", "absent", None, None, "keep", "fallback", "model_absent"),
+    ("keep", "auto", "absent", None, None, "keep", "keep", "model_absent_kept"),
+    ("keep", "auto", "absent", None, None, "reject", "reject", "model_absent_kept"),
+    ("keep", "auto", "absent", None, 0.5, "keep", "keep", "model_absent_kept"),
+    ("keep", "auto", "absent", None, 3.0, "keep", "reject", "price_increase"),
+    ("fallback", "auto", "absent", None, 3.0, "keep", "reject", "price_increase"),
+    ("keep", "auto", "absent", "m2", None, "keep", "keep", "replacement_suggested"),
+    ("fallback", "auto", "absent", "m2", None, "keep", "keep", "replacement_suggested"),
+    ("keep", "user", None, None, None, "keep", "pass", "user"),
+    ("keep", "auto", "present", None, None, "keep", "keep", "model_present"),
+    ("keep", "auto", "unknown", None, None, "keep", "keep", "catalog_unknown"),
+]
+
+
+@pytest.mark.parametrize(("absent", "intent", "availability", "replacement", "price_ratio", "on_keep", "outcome",
+                          "reason"), ABSENT_TABLE)
+def test_absent_model_policy(absent, intent, availability, replacement, price_ratio, on_keep, outcome, reason):
+    decision = decide("preview-1", "default-1", intent, availability, on_keep, "s1", replacement=replacement,
+                      price_ratio=price_ratio, absent=absent)
+    assert (decision.outcome, decision.reason) == (outcome, reason)
+    assert decision.changes_model == (outcome in ("pass", "fallback"))
+
+
+def test_absent_model_policy_is_checked_and_reaches_lists():
+    with pytest.raises(ValueError, match="absent"):
+        decide("m", "p", "auto", "absent", absent="ignore")
+    gone = lambda model: "absent"  # noqa: E731
+    kept, models = decide_models(("m",), ("p",), "auto", gone, absent="keep")
+    assert (kept.outcome, kept.reason, models) == ("keep", "model_absent_kept", ("m",))
+    # A list of another length is judged whole: the policy reaches that row too.
+    whole, models = decide_models(("m", "n"), ("p",), "auto", gone, absent="keep")
+    assert (whole.outcome, whole.reason, models) == ("keep", "model_absent_kept", ("m", "n"))
+    fell, models = decide_models(("m", "n"), ("p",), "auto", gone)
+    assert (fell.outcome, fell.reason, models) == ("fallback", "model_absent", None)
+
+
+def test_absent_policy_per_provider_the_stored_id_names():
+    overrides = {"custom": "keep", "openai": "fallback"}
+    assert absent_policy("custom:acme/preview-1", "fallback", overrides) == "keep"
+    assert absent_policy("openai/gpt-x-preview", "keep", overrides) == "fallback"
+    assert absent_policy("nova-3-preview", "fallback", overrides) == "fallback"  # names no provider
+    assert absent_policy("customer:x", "fallback", overrides) == "fallback"  # a whole prefix, not a part of one
+    assert check_absent_policies({"custom": "keep"}, "t") == {"custom": "keep"}
+    for bad in ({"custom": "drop"}, {"": "keep"}, ["custom"]):
+        with pytest.raises(ValueError, match="t"):
+            check_absent_policies(bad, "t")

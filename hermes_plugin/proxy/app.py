@@ -48,6 +48,8 @@ def create_app(upstream: str, config: str | None = None, preset: str | None = No
         HERMES_PLUGIN_NEW_SESSION_MODEL=cfg.new_session_model,
         HERMES_PLUGIN_MODEL_REPLACEMENTS=cfg.model_replacements,
         HERMES_PLUGIN_MAX_PRICE_RATIO=cfg.max_price_ratio,
+        HERMES_PLUGIN_ABSENT_MODEL=cfg.absent_model,
+        HERMES_PLUGIN_ABSENT_MODEL_PROVIDERS=cfg.absent_model_providers,
     )
     app.config.update(app_config or {})
     app.after_request(_access_log)  # registered first, so it runs last and logs what really goes out

@@ -15,12 +15,14 @@ from ..picker import check_picker_adapter
 from ..presets import preset
 from ..replacements import check_table
 from ..writefields import WriteFields
+from ..writeguard import ABSENT_POLICIES, check_absent_policies
 
 PROXY_KEYS = {"writes", "session_read", "live_urls", "static_urls", "session_urls", "model_select", "picker",
               "session_ttl", "session_learn_ttl", "timeout", "connect_timeout", "pool_size", "cache", "on_keep", "prefix",
               "auth_url", "auth_ttl", "max_write_bytes", "allowed_hosts", "model_aliases", "session_write",
               "model_replacements", "max_price_ratio", "default_model", "new_session_model", "upstream_models",
-              "picker_adapter", "session_list", "defaults", "preset"}
+              "picker_adapter", "session_list", "defaults", "preset", "absent_model",
+              "absent_model_providers"}
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,8 @@ class ProxyConfig:
     defaults: list[DefaultRead] = field(default_factory=list)  # the impact report's default models
     default_model: UpstreamRead | None = None  # where the upstream says which model new sessions get
     new_session_model: str = "default"
+    absent_model: str = "fallback"  # an automatic write over a stored model no catalogue lists: fallback | keep
+    absent_model_providers: dict[str, str] = field(default_factory=dict)  # per provider the stored id names
 
     @property
     def learn_ttl(self) -> float:
@@ -317,11 +321,19 @@ def proxy_config(table: Mapping[str, Any], providers: Mapping[str, Any] | None =
         cfg.default_model = UpstreamRead(default["url"], default["model"])
     check_alias_rules(table.get("model_aliases", []))
     cfg.model_aliases = list(table.get("model_aliases", []))
-    for key in ("model_select", "picker", "cache", "on_keep", "prefix", "auth_url", "new_session_model"):
+    for key in ("model_select", "picker", "cache", "on_keep", "prefix", "auth_url", "new_session_model",
+                "absent_model"):
         if key in table:
             if not isinstance(table[key], str) or not table[key]:
                 raise ConfigError(f"[proxy] {key} must be a non-empty string")
             setattr(cfg, key, table[key])
+    if cfg.absent_model not in ABSENT_POLICIES:
+        raise ConfigError(f"[proxy] absent_model must be one of {ABSENT_POLICIES}, got {cfg.absent_model!r}")
+    try:
+        cfg.absent_model_providers = check_absent_policies(table.get("absent_model_providers", {}),
+                                                           "[proxy] absent_model_providers")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not cfg.auth_url.startswith("/") or cfg.auth_url.startswith("//"):
         raise ConfigError("[proxy] auth_url must be a path on the upstream, starting with a single '/'")
     for key in ("session_ttl", "session_learn_ttl", "timeout", "connect_timeout", "auth_ttl"):

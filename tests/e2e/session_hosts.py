@@ -135,6 +135,24 @@ document.getElementById('refresh').addEventListener('click', async () => {
 })();
 """
 
+# A chat whose model is in no list is "corrected" to the first option at once, and the correction is saved
+# (the later lists are merged in when they land); sends carry the chat's model as the page holds it.
+CORRECTING_JS = r"""
+picker.addEventListener('change', () => { conv.model_id = picker.value; persist(picker.value); });
+(async () => {
+  conv = (await (await fetch('/api/v2/conversations/' + convId)).json()).conversation;
+  fill(await catalog());
+  const livePromise = fetch('/api/v2/providers/acme/models').then(r => r.json());
+  if (![...picker.options].some(o => o.value === conv.model_id)) {
+    conv.model_id = picker.value = picker.options[0].value;
+    persist(conv.model_id);
+  } else picker.value = conv.model_id;
+  const live = await livePromise;
+  for (const m of live.items) if (![...picker.options].some(o => o.value === m.id)) picker.add(new Option(m.id, m.id));
+  window.booted = true;
+})();
+"""
+
 # Everything by XMLHttpRequest through a small jQuery-style ``$.ajax`` of the page's own (callbacks, JSON
 # parsed from ``responseText``, headers from ``getAllResponseHeaders``): the sidebar switches chats in place,
 # every change of the picker is saved, sends read the picker, and the provider's live list may land late.
@@ -207,7 +225,8 @@ for (const a of document.querySelectorAll('[data-conv]'))
 })();
 """
 
-PAGES = {"switch": SWITCH_JS, "persist": PERSIST_JS, "batched": BATCHED_JS, "xhr": XHR_JS}
+PAGES = {"switch": SWITCH_JS, "persist": PERSIST_JS, "batched": BATCHED_JS, "correcting": CORRECTING_JS,
+         "xhr": XHR_JS}
 OWN_PAGES = {"xhr"}  # pages that bring their own helpers instead of COMMON_JS (fetch)
 
 

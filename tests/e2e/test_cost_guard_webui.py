@@ -170,8 +170,10 @@ def test_webui_fallback_passes_when_the_ratio_allows_it(
     model_writes: ModelWriteRecorder,
     tmp_path: Path,
 ) -> None:
-    """The control: the same prices with ``max_price_ratio`` above 9 let the app's correction through, told."""
-    _, base = proxied(webui, priced_provider, loopback_server, model_writes, tmp_path, extra="max_price_ratio = 10")
+    """The control: the same prices with ``max_price_ratio`` above 9 let the app's correction through, told
+    (under the guard's default absent-model policy: the preset's own, ``keep``, would keep RETIRED)."""
+    extra = 'max_price_ratio = 10\nabsent_model = "fallback"'
+    _, base = proxied(webui, priced_provider, loopback_server, model_writes, tmp_path, extra=extra)
     session = webui.new_session(RETIRED)
     open_session(chromium, base, session)
     text = until(chromium, notice, "the page never said the model was changed")

@@ -47,7 +47,10 @@ def test_webui_correction_is_told_and_undone_through_the_proxy(
     relay = GatedRelay(webui.url)
     relay.gate.set()  # no slow provider here: the subject is what happens after the lists landed
     relay_url = loopback_server(relay).url
-    base = loopback_server(create_app(relay_url, cfg=proxy_config(preset("hermes-webui")))).url
+    # The guard's default absent-model policy: the preset's own ("keep") would keep the retired id instead of
+    # letting the correction through (tests/e2e/test_webui_absent_model.py).
+    table = {**preset("hermes-webui"), "absent_model": "fallback"}
+    base = loopback_server(create_app(relay_url, cfg=proxy_config(table))).url
     session = webui.new_session(RETIRED)
     chromium.get(base + "/api/settings")
     chromium.execute_script("localStorage.setItem('hermes-webui-session', arguments[0])", session)
