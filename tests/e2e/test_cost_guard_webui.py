@@ -17,7 +17,7 @@ import pytest
 import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
-from webui_host import DEFAULT, GatedRelay, WebUI
+from webui_host import DEFAULT, CorrectionFirst, GatedRelay, WebUI
 
 from hermes_plugin.proxy import create_app, load_config
 from hermes_plugin.testing.fake_provider import FakeProvider
@@ -89,7 +89,7 @@ def proxied(
         loopback_server(relay).url, cfg=load_config(str(path)), app_config={"HERMES_PLUGIN_REFRESH_INTERVAL": 0}
     )
     writes.attach(app, read_model=webui.stored, routes=[r"/api/session/update"])  # what the page's writes got
-    base = loopback_server(app).url
+    base = loopback_server(CorrectionFirst(app)).url  # the app corrects before the guard asks, as with quick lists
     assert requests.get(f"{base}{P}/api/catalog?refresh=1", timeout=30).ok  # RETIRED's price is learnt
     provider.configure(models=PRICED[1:])  # the provider retires RETIRED
     catalog = requests.get(f"{base}{P}/api/catalog?refresh=1", timeout=30).json()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from webui_host import ALIAS, DEFAULT, SAVED, GatedRelay, WebUI
+from webui_host import ALIAS, DEFAULT, SAVED, CorrectionFirst, GatedRelay, WebUI
 
 from hermes_plugin.presets import preset
 from hermes_plugin.proxy import create_app, proxy_config
@@ -50,7 +50,7 @@ def test_webui_correction_is_told_and_undone_through_the_proxy(
     # The guard's default absent-model policy: the preset's own ("keep") would keep the retired id instead of
     # letting the correction through (tests/e2e/test_webui_absent_model.py).
     table = {**preset("hermes-webui"), "absent_model": "fallback"}
-    base = loopback_server(create_app(relay_url, cfg=proxy_config(table))).url
+    base = loopback_server(CorrectionFirst(create_app(relay_url, cfg=proxy_config(table)))).url
     session = webui.new_session(RETIRED)
     chromium.get(base + "/api/settings")
     chromium.execute_script("localStorage.setItem('hermes-webui-session', arguments[0])", session)

@@ -153,3 +153,22 @@ class GatedRelay:
                 yield chunk
         finally:
             upstream.close()
+
+
+class CorrectionFirst:
+    """A proxy app, plus: the browser guard's question about a session (``…/sessions/<id>/model``) waits until
+    the app's own correction (``POST /api/session/update``) reached the proxy, the order of the app alone with
+    quick lists. Asked first, the guard would show the saved model as unavailable before the app looks, and the
+    app would then find it in its picker and make no correction at all."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.corrected = threading.Event()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") == "POST" and path == "/api/session/update":
+            self.corrected.set()
+        elif path.startswith("/hermes-plugin/api/sessions/") and path.endswith("/model"):
+            self.corrected.wait(START_TIMEOUT)
+        return self.app(environ, start_response)  # type: ignore[no-any-return]
