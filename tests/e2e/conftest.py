@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from support.open_webui import open_webui, open_webui_server  # noqa: F401  (fixtures of the real Open WebUI)
+from webui_host import WebUI
 
 from hermes_plugin.demo.app import LOCALAI_LIVE, OPENROUTER_LIVE, create_app, demo_providers
 from hermes_plugin.pytest_plugin import ModelWrite, ModelWriteRecorder
@@ -179,3 +180,13 @@ def demo_host(tmp_path: Path, demo_providers_pair: tuple[Any, Any], loopback_ser
         return DemoHost(app, server.url, store, openrouter, localai, model_writes, chromium)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUI]:
+    """The real hermes-webui v0.50.227, one per test module (its state folder fresh for each)."""
+    app = WebUI(tmp_path_factory.mktemp("hermes-webui")).start()
+    try:
+        yield app
+    finally:
+        app.stop()

@@ -43,15 +43,6 @@ PRICED = [
 ]
 
 
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUI]:
-    app = WebUI(tmp_path_factory.mktemp("hermes-webui-cost")).start()
-    try:
-        yield app
-    finally:
-        app.stop()
-
-
 @pytest.fixture
 def priced_provider() -> Iterator[FakeProvider]:
     with FakeProvider("openai", models=PRICED) as fake:

@@ -35,15 +35,6 @@ def bare(model: str | None) -> str | None:
     return match.group("model") if match else model
 
 
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUI]:
-    app = WebUI(tmp_path_factory.mktemp("hermes-webui")).start()
-    try:
-        yield app
-    finally:
-        app.stop()
-
-
 @pytest.fixture
 def relay(webui: WebUI, loopback_server: Callable[[Any], Any]) -> Iterator[tuple[GatedRelay, str]]:
     """The slow provider: the live list waits at the relay until the test opens the gate."""

@@ -34,15 +34,6 @@ def guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     return str(request.param)
 
 
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUI]:
-    app = WebUI(tmp_path_factory.mktemp("hermes-webui-sessions")).start()
-    try:
-        yield app
-    finally:
-        app.stop()
-
-
 class SlowSessionRelay(GatedRelay):
     """The relay, plus: reads of session ``slow`` (the page's and the proxy's) wait at ``session_gate``."""
 

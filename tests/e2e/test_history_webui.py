@@ -7,7 +7,7 @@ Undo makes the proxy replay the app's own model write with the browser's credent
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,15 +23,6 @@ pytestmark = pytest.mark.e2e
 WAIT = 30  # upper bound on a loaded 2-core machine; every wait ends as soon as its condition holds
 RETIRED = "deepseek-coder-retired"  # in no list the app serves
 BOX = ".hermes-notice-box"
-
-
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUI]:
-    app = WebUI(tmp_path_factory.mktemp("hermes-webui-history")).start()
-    try:
-        yield app
-    finally:
-        app.stop()
 
 
 def until(driver: Any, condition: Callable[[Any], Any], message: str) -> Any:

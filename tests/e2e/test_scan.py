@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +75,6 @@ def test_scan_finds_nothing_on_the_demo_with_the_guard(
     assert [(r["delay_ms"], r["trials"]) for r in report["runs"]] == [(0, 2)] + [(int(DELAY), 2)] * 3
     assert any("/api/models/live" in c for c in report["catalogs"])  # the race was provoked all the same
     assert store.model("kimi") == "moonshotai/kimi-k2"
-
-
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUI]:
-    app = WebUI(tmp_path_factory.mktemp("hermes-webui-scan")).start()
-    try:
-        yield app
-    finally:
-        app.stop()
 
 
 def test_scan_finds_the_overwrite_in_hermes_webui(webui: WebUI) -> None:

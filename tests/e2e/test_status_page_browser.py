@@ -4,7 +4,7 @@ sessions listed from the app's own session list)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +57,6 @@ def test_status_page_on_the_demo_host(
     assert rows["openrouter"][2] == "fresh" and rows["openrouter"][4] == "4"
     assert rows["localai"][2] == "not fetched"  # the page never needed its live list: nobody fetched it
     assert styled(chromium) and csp_errors(chromium) == []
-
-
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUI]:
-    app = WebUI(tmp_path_factory.mktemp("hermes-webui-status")).start()
-    try:
-        yield app
-    finally:
-        app.stop()
 
 
 def test_impact_and_status_through_the_proxy_for_hermes_webui(

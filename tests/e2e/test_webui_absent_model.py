@@ -29,15 +29,6 @@ pytestmark = pytest.mark.e2e
 PREVIEW = "deepseek-v4-preview"  # saved by the session; neither the static nor the live list has it
 
 
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUI]:
-    app = WebUI(tmp_path_factory.mktemp("hermes-webui-absent")).start()
-    try:
-        yield app
-    finally:
-        app.stop()
-
-
 class ResolveGatedRelay(GatedRelay):
     """The relay, plus: the page's display read of the session (``resolve_model=1``), after which the app
     makes its correction, waits at ``resolve_gate``, so the correction always meets a filled picker."""

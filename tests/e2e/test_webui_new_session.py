@@ -3,7 +3,7 @@ pick gets the app's configured default (read from its own ``/api/settings``), a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,15 +13,6 @@ from webui_host import DEFAULT, SAVED, WebUI
 from hermes_plugin.proxy import create_app
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebUI]:
-    app = WebUI(tmp_path_factory.mktemp("hermes-webui-new")).start()
-    try:
-        yield app
-    finally:
-        app.stop()
 
 
 def test_webui_new_sessions_follow_its_configured_default(webui: WebUI, loopback_server: Callable[[Any], Any]):
