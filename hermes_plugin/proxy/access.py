@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import requests
 from flask import Response, request
 
 from ..api import ACTIONS, json_error, session_id_problem
-from .credentials import caller_digest, caller_headers
+from .credentials import CallerCache, caller_headers
 from .sessions import refusal
 
 if TYPE_CHECKING:
@@ -24,16 +21,13 @@ class UpstreamAccess:
     """``GET auth_url`` on the upstream as the caller; its status, cached ``ttl`` seconds per caller."""
 
     def __init__(self, proxy: Proxy, url: str, ttl: float, max_entries: int = 10000) -> None:
-        self.proxy, self.url, self.ttl, self.max_entries = proxy, url, ttl, max_entries
-        self._cache: OrderedDict[str, tuple[float, int]] = OrderedDict()
-        self._lock = threading.Lock()
+        self.proxy, self.url = proxy, url
+        self._cache: CallerCache[int] = CallerCache(ttl, max_entries)
 
     def status(self) -> int:
-        key, now = caller_digest(), time.monotonic()
-        with self._lock:
-            cached = self._cache.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        key, cached = self._cache.lookup()
+        if cached is not None and cached.fresh:
+            return cached.value
         try:
             response = self.proxy.http.get(self.proxy.upstream + self.url, headers=caller_headers(), stream=True,
                                            allow_redirects=False, timeout=self.proxy.timeouts)
@@ -42,11 +36,7 @@ class UpstreamAccess:
         response.close()  # only the status matters; the body is never read
         if response.status_code >= 500:
             return 502
-        with self._lock:
-            self._cache[key] = (now + self.ttl, response.status_code)
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
+        self._cache.put(key, response.status_code)
         return response.status_code
 
     def check(self) -> Response | None:

@@ -7,15 +7,13 @@ caller, so a burst of creates costs one small read.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import TYPE_CHECKING
 
 import requests
 
 from .. import jsonpath
 from .config import UpstreamRead
-from .credentials import caller_digest, caller_headers
+from .credentials import CallerCache, caller_headers
 
 if TYPE_CHECKING:
     from .relay import Proxy
@@ -28,26 +26,20 @@ class UpstreamDefault:
     """``reader() -> default model or None`` for the guard's new-session policy."""
 
     def __init__(self, proxy: Proxy, read: UpstreamRead, ttl: float) -> None:
-        self.proxy, self.read, self.ttl = proxy, read, ttl
-        self._cache: dict[str, tuple[float, str | None]] = {}
-        self._lock = threading.Lock()
+        self.proxy, self.read = proxy, read
+        self._cache: CallerCache[str | None] = CallerCache(ttl, MAX_CALLERS)
 
     def __call__(self) -> str | None:
-        key, now = caller_digest(), time.monotonic()
-        with self._lock:
-            cached = self._cache.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        key, cached = self._cache.lookup()
+        if cached is not None and cached.fresh:
+            return cached.value
         try:
             model = self._fetch()
         except (requests.RequestException, ValueError) as exc:
             # Without the host's word the page's proposal passes, as with no default configured.
             log.warning("hermes-plugin proxy: could not read the upstream's default model: %s", type(exc).__name__)
-            return cached[1] if cached is not None else None
-        with self._lock:
-            if len(self._cache) >= MAX_CALLERS:
-                self._cache.clear()
-            self._cache[key] = (now + self.ttl, model)
+            return cached.value if cached is not None else None
+        self._cache.put(key, model)
         return model
 
     def _fetch(self) -> str | None:

@@ -33,6 +33,16 @@ log = logging.getLogger("hermes_plugin.proxy")
 MAX_BUFFER = 8 * 2**20  # larger HTML/JSON bodies stream through untouched instead of being held in memory
 
 
+def read_past(chunks: Iterator[bytes], limit: int) -> bytes:
+    """The chunks joined until they end or pass ``limit`` bytes (then the rest stays in ``chunks``)."""
+    out = bytearray()
+    for chunk in chunks:
+        out += chunk
+        if len(out) > limit:
+            break
+    return bytes(out)
+
+
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
     """The pooled session is shared by every user: it must never keep one user's cookies for another."""
 
@@ -256,17 +266,13 @@ class Proxy:
             return _response(status, headers, b"")
         if (buffer or readable) and encoding in DECODERS and (length or 0) <= MAX_BUFFER:
             decoded = body.decoded(encoding)
-            prefix = bytearray()
-            for chunk in decoded:
-                prefix += chunk
-                if len(prefix) > MAX_BUFFER:
-                    break
+            prefix = read_past(decoded, MAX_BUFFER)
             headers = [(k, v) for k, v in headers if k.lower() not in ("content-encoding", "content-length")]
             if len(prefix) <= MAX_BUFFER:  # read to the end: the connection serves the next request
                 body.close()
-                return _response(status, headers, bytes(prefix))
+                return _response(status, headers, prefix)
             # Too big to hold: the decoded prefix and the rest (decoded too) stream on untouched.
-            return _response(status, headers, Body.chain(bytes(prefix), decoded, body), streamed=True)
+            return _response(status, headers, Body.chain(prefix, decoded, body), streamed=True)
         return _response(status, headers, body, streamed=True)
 
     def bad_gateway(self, exc: Exception) -> Response:

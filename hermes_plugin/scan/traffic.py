@@ -13,7 +13,17 @@ from typing import Any
 from flask import Flask, Response, request
 
 from ..proxy.config import ProxyConfig
-from ..proxy.relay import DECODERS, MAX_BUFFER, UPSTREAM_ERRORS, Body, Proxy, _response, request_body, response_headers
+from ..proxy.relay import (
+    DECODERS,
+    MAX_BUFFER,
+    UPSTREAM_ERRORS,
+    Body,
+    Proxy,
+    _response,
+    read_past,
+    request_body,
+    response_headers,
+)
 from ..proxy.urls import client_target
 from .shape import catalog_ids
 
@@ -137,17 +147,13 @@ def relay(proxy: Proxy, traffic: Traffic) -> Response:
         return proxy.answer(conn, raw, buffer=writes)
     reader = Body(raw, conn, proxy.pool)
     decoded = reader.decoded(encoding)
-    whole = bytearray()
-    for chunk in decoded:
-        whole += chunk
-        if len(whole) > MAX_BUFFER:
-            break
+    whole = read_past(decoded, MAX_BUFFER)
     out = [(k, v) for k, v in response_headers(raw)[0] if k.lower() not in ("content-length", "content-encoding")]
     if len(whole) > MAX_BUFFER:  # too big to judge: passed on whole, as it is
         traffic.exchanges.append(exchange)
-        return _response(raw.status, out, Body.chain(bytes(whole), decoded, reader), streamed=True)
+        return _response(raw.status, out, Body.chain(whole, decoded, reader), streamed=True)
     reader.close()
-    body = bytes(whole)
+    body = whole
     exchange.answer = _json(body)
     if request.method == "GET" and 200 <= raw.status < 300:
         exchange.catalog = catalog_ids(exchange.answer)
