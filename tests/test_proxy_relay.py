@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -165,32 +166,45 @@ class RawUpstream:
 
 
 @pytest.fixture
-def raw_upstream(loopback_server: Callable[[Any], Any]) -> Iterator[tuple[RawUpstream, str]]:
+def raw_upstream(loopback_server: Callable[[Any], Any]) -> Iterator[tuple[RawUpstream, str, Any]]:
+    """The raw upstream, the proxy's URL in front of it, and the proxy's pool of upstream connections."""
     upstream = RawUpstream()
-    yield upstream, loopback_server(create_app(upstream.url, cfg=proxy_config({}))).url
+    app = create_app(upstream.url, cfg=proxy_config({}))
+    yield upstream, loopback_server(app).url, app.extensions["hermes_plugin_proxy"].pool
     upstream.stop()
 
 
+def until_idle(pool: Any) -> None:
+    """Wait until the proxy has put its upstream connection back: the client may hear the answer first."""
+    deadline = time.monotonic() + WAIT
+    while not pool.idle:
+        assert time.monotonic() < deadline, "the proxy never put its upstream connection back in its pool"
+        time.sleep(0.005)  # polling a condition with a deadline
+
+
 def test_upstream_connections_are_kept_alive_and_reused(raw_upstream):
-    upstream, url = raw_upstream
+    upstream, url, pool = raw_upstream
     with requests.Session() as client:
         for n in range(20):
             assert client.get(f"{url}/n{n}", timeout=WAIT).text == "ok"
+            until_idle(pool)  # else the next request, racing the put-back, rightly opens a second connection
     assert upstream.connections == 1 and len(upstream.requests) == 20
 
 
 def test_a_connection_the_upstream_closed_while_idle_is_replaced(raw_upstream):
-    upstream, url = raw_upstream
+    upstream, url, pool = raw_upstream
     assert requests.get(f"{url}/a", timeout=WAIT).text == "ok"
+    until_idle(pool)  # the closed connection is the pooled one, not one still in use
     upstream.close_idle()
     assert requests.get(f"{url}/b", timeout=WAIT).text == "ok"
     assert upstream.connections == 2
 
 
 def test_head_keeps_the_length_and_frees_the_connection(raw_upstream):
-    upstream, url = raw_upstream
+    upstream, url, pool = raw_upstream
     head = requests.head(f"{url}/a", timeout=WAIT)
     assert head.status_code == 200 and head.content == b"" and head.headers["Content-Length"] == "2"
+    until_idle(pool)  # freed: a HEAD answer has no body to wait for
     assert requests.get(f"{url}/a", timeout=WAIT).text == "ok"
     assert upstream.connections == 1
 
