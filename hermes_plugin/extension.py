@@ -549,6 +549,7 @@ class ModelGuard:
         if state is None or len(state.guarded_endpoints) == len(self._endpoints):
             return
         with self._endpoints_lock:
+            wrapped = False
             for endpoint, spec in self._endpoints.items():
                 if endpoint in state.guarded_endpoints:
                     continue
@@ -560,8 +561,10 @@ class ModelGuard:
                     continue
                 app.view_functions[endpoint] = guard_registered_view(app.view_functions[endpoint], spec, endpoint)
                 state.guarded_endpoints.add(endpoint)
-            state.browser_config_json.clear()  # the pages' write routes and session names change
-            state.page_session_names = None
+                wrapped = True
+            if wrapped:  # the pages' write routes and session names change; a still-missing view changes nothing
+                state.browser_config_json.clear()
+                state.page_session_names = None
 
     # -- the current app's services ----------------------------------------------------------------
 
