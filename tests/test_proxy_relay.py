@@ -113,6 +113,33 @@ def test_repeated_response_headers_all_arrive(relayed):
     assert response.raw.headers.getlist("Set-Cookie") == ["a=1", "b=2"]
 
 
+def test_header_names_a_client_invents_do_not_grow_the_proxy_memory(relayed):
+    from hermes_plugin.proxy import relay
+
+    url, _, seen = relayed
+    with requests.Session() as client:
+        for n in range(relay.MAX_NAMES + 50):
+            answer = client.get(f"{url}/echo", headers={f"X-Made-Up-{n}": "1"}, timeout=WAIT)
+            assert answer.status_code == 200
+    assert seen[-1][f"X-Made-Up-{relay.MAX_NAMES + 49}"] == "1"  # names past the memo still go through
+    assert len(relay._NAMES) <= relay.MAX_NAMES
+
+
+def test_the_proxy_app_checks_each_hook_for_async_once_and_still_refuses_what_flask_refuses(loopback_server):
+    app = create_app(loopback_server(upstream_app([])).url, cfg=proxy_config(TABLE))
+
+    def sync_hook() -> None:
+        return None
+
+    async def async_hook() -> None:
+        return None
+
+    assert app.ensure_sync(sync_hook) is sync_hook and app.ensure_sync(sync_hook) is sync_hook
+    for _ in range(2):  # remembered or not, an async hook gets Flask's own treatment (here: no async extra)
+        with pytest.raises(RuntimeError, match="async"):
+            app.ensure_sync(async_hook)
+
+
 class RawUpstream:
     """An HTTP/1.1 upstream on raw sockets that keeps connections open and counts them. It can close every
     idle connection (a keep-alive timeout), or close one without a word on its request number ``drop_on``

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Response, request
@@ -25,12 +25,33 @@ access_log = logging.getLogger("hermes_plugin.proxy.access")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
+class ProxyFlask(Flask):
+    """The proxy's Flask app: each hook and view is checked for ``async def`` once, not on every request
+    (a relayed page runs five hooks; the check was a tenth of its time in Flask)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return self._sync[func]
+        except (KeyError, TypeError):  # not seen yet, or unhashable
+            sync = super().ensure_sync(func)
+        if len(self._sync) < 1024:  # the app's hooks and views: a fixed few
+            try:
+                self._sync[func] = sync
+            except TypeError:
+                pass
+        return sync
+
+
 def create_app(upstream: str, config: str | None = None, preset: str | None = None,
                cfg: ProxyConfig | None = None, app_config: Mapping[str, Any] | None = None) -> Flask:
     """The proxy app: ``create_app("http://127.0.0.1:8787", preset="hermes-webui")`` (also a gunicorn factory)."""
     cfg = cfg or load_config(config, preset)
     proxy = Proxy(upstream, cfg)
-    app = Flask("hermes_plugin.proxy", static_folder=None)  # /static/ belongs to the upstream
+    app = ProxyFlask("hermes_plugin.proxy", static_folder=None)  # /static/ belongs to the upstream
     app.url_map.merge_slashes = False  # forward paths exactly as sent
     app.config.update(
         HERMES_PLUGIN_PREFIX=cfg.prefix,
@@ -114,6 +135,8 @@ def read_bounded_body(limit: int) -> bool:
 
 
 def _access_log(response: Response) -> Response:
+    if not access_log.isEnabledFor(logging.INFO):
+        return response
     start = request.environ.get("hermes_proxy.start", time.monotonic())
     # The path is percent-decoded: %0a would otherwise start a forged line in the log.
     line = printable(f'{request.remote_addr} "{request.method} {request.full_path.rstrip("?")}" '

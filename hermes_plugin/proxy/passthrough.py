@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..extension import host_problem
 from ..redact import printable
-from .relay import UPSTREAM_ERRORS, Body, Proxy, request_body, response_headers
+from .relay import READS, UPSTREAM_ERRORS, Body, Proxy, request_body, response_headers
 from .urls import target_problem
 
 access_log = logging.getLogger("hermes_plugin.proxy.access")
@@ -40,7 +40,6 @@ class Passthrough:
         self.prefix = app.config["HERMES_PLUGIN_PREFIX"]
         self.writes = [(route.method, route.url) for route in cfg.writes]
         self.write_methods = frozenset(route.method for route in cfg.writes)
-        self.identity = proxy.identity
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
         problem = target_problem(environ)
@@ -73,9 +72,8 @@ class Passthrough:
             return "read"  # a page: the guard script is injected into it
         query = environ.get("QUERY_STRING", "")
         target = f"{path}?{query.encode('latin1').decode(errors='replace')}" if query else path
-        if any(m == method and pattern.search(target) for m, pattern in self.identity):
-            return "read"  # a catalog or session read the guard learns from
-        return "relay"
+        reads = environ[READS] = self.proxy.reads(method, target)
+        return "read" if reads else "relay"  # a catalog or session read the guard learns from, or neither
 
     def read_through(self, environ: dict[str, Any], start_response: StartResponse,
                      upstream: Callable[[], Any] | None = None, start: float | None = None) -> Any:

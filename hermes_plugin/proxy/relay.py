@@ -25,11 +25,12 @@ from .access import UpstreamAccess
 from .config import ProxyConfig, WriteRoute
 from .credentials import caller_headers
 from .sessions import SessionModels, refusal
-from .upstream import CHUNK, Connection, SizedBody, UpstreamPool
+from .upstream import CHUNK, Answer, Connection, SizedBody, UpstreamPool
 from .urls import HOP_BY_HOP, client_target, upstream_base
 
 log = logging.getLogger("hermes_plugin.proxy")
 
+READS = "hermes_proxy.reads"  # environ key: whether this request is a read the guard learns from
 MAX_BUFFER = 8 * 2**20  # larger HTML/JSON bodies stream through untouched instead of being held in memory
 
 
@@ -89,13 +90,17 @@ RESPONSE_SKIP = HOP_BY_HOP | {"content-length", "date", "server"}
 REQUEST_SKIP = HOP_BY_HOP | {"x-forwarded-for"}
 REWRITTEN_SKIP = REQUEST_SKIP | {"content-length", "if-match"}
 _NAMES: dict[str, str] = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
+MAX_NAMES = 1024  # clients choose header names: the memo must not grow with every one they invent
 
 
-def header_name(key: str) -> str | None:
-    """``HTTP_X_FORWARDED_FOR`` -> ``X-Forwarded-For``; None for environ keys that are no header (memoised)."""
+def header_name(key: str) -> str:
+    """``HTTP_X_FORWARDED_FOR`` -> ``X-Forwarded-For``; "" for environ keys that are no header (memoised)."""
     name = _NAMES.get(key)
-    if name is None and key.startswith("HTTP_") and key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
-        name = _NAMES[key] = key[5:].replace("_", "-").title()
+    if name is None:
+        name = key[5:].replace("_", "-").title() if key.startswith("HTTP_") \
+            and key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH") else ""
+        if len(_NAMES) < MAX_NAMES:
+            _NAMES[key] = name
     return name
 
 
@@ -123,8 +128,16 @@ class Proxy:
     # -- requests to the upstream -------------------------------------------------------------------
 
     def matches_catalog(self) -> bool:
-        target = request.full_path.rstrip("?")
-        return any(method == request.method and pattern.search(target) for method, pattern in self.identity)
+        """A catalog or session read the guard learns from (the WSGI entry may have found out already)."""
+        environ = request.environ
+        known = environ.get(READS)
+        if known is None:
+            known = environ[READS] = self.reads(request.method, request.full_path.rstrip("?"))
+        return bool(known)
+
+    def reads(self, method: str, target: str) -> bool:
+        """``target`` is the decoded path and query, as Flask's ``request.full_path`` has it."""
+        return any(m == method and pattern.search(target) for m, pattern in self.identity)
 
     def must_read(self) -> bool:
         """Responses the guard reads (pages to inject into, catalogs to learn from) are asked for uncompressed."""
@@ -147,9 +160,12 @@ class Proxy:
         if connection:
             skip = skip | {token.strip().lower() for token in connection.split(",")}
         lines = [f"{method} {self.base_path}{client_target(environ)} HTTP/1.1"]
+        names = _NAMES
         for key, value in environ.items():
-            name = header_name(key)
-            if name is None or not value:
+            name = names.get(key)
+            if name is None:
+                name = header_name(key)
+            if not name or not value:
                 continue
             lower = name.lower()
             if lower in skip or lower.startswith("proxy-"):
@@ -249,7 +265,7 @@ class Proxy:
             status, error, detail = refusal(response.status_code, "this session")
             raise WriteRefused(status, error, detail.replace("to show", "to change"))
 
-    def answer(self, conn: Connection, raw: http.client.HTTPResponse, buffer: bool = False) -> Response:
+    def answer(self, conn: Connection, raw: Answer, buffer: bool = False) -> Response:
         """The client's response: buffered (decoded) when the guard must read it and it is small, else streamed."""
         status = raw.status
         headers, length = response_headers(raw)
@@ -303,15 +319,15 @@ def request_body(environ: dict[str, Any], method: str) -> Any:
     return None
 
 
-def response_headers(raw: http.client.HTTPResponse) -> tuple[list[tuple[str, str]], int | None]:
+def response_headers(raw: Answer) -> tuple[list[tuple[str, str]], int | None]:
     """The answer's end-to-end headers and its declared length (kept: a download shows its progress)."""
     skip = RESPONSE_SKIP
-    message = raw.msg
-    for value in message.get_all("Connection") or ():
-        skip = skip | {token.strip().lower() for token in value.split(",")}
+    connection = raw.getheader("Connection")
+    if connection:
+        skip = skip | {token.strip().lower() for token in connection.split(",")}
     headers = []
     declared = None
-    for name, value in message.items():
+    for name, value in raw.fields:
         lower = name.lower()
         if lower == "content-length":
             declared = value.strip()
@@ -361,7 +377,7 @@ class Body:
     to the end, and closes it otherwise (a cut connection is mid-body). ``on_close`` runs once, last.
     """
 
-    def __init__(self, raw: http.client.HTTPResponse, conn: Connection, pool: UpstreamPool,
+    def __init__(self, raw: Answer, conn: Connection, pool: UpstreamPool,
                  on_close: Callable[[], None] | None = None) -> None:
         self.raw, self.conn, self.pool, self.on_close = raw, conn, pool, on_close
         self.complete = self.released = self.closed = False

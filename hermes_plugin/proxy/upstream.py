@@ -79,7 +79,7 @@ class UpstreamPool:
             raise
         return Connection(sock)
 
-    def exchange(self, method: str, head: bytes, body: Any) -> tuple[Connection, http.client.HTTPResponse]:
+    def exchange(self, method: str, head: bytes, body: Any) -> tuple[Connection, Answer]:
         """Send on a kept-alive connection; one the upstream closed meanwhile is retried once on a new one if
         nothing could have reached it twice (a bodiless GET/HEAD/OPTIONS)."""
         conn = self.get()
@@ -104,7 +104,7 @@ class UpstreamPool:
             self.idle.pop().close()
 
 
-def send(conn: Connection, method: str, head: bytes, body: Any) -> http.client.HTTPResponse:
+def send(conn: Connection, method: str, head: bytes, body: Any) -> Answer:
     """Write the request (head, then the body: None, bytes, a sized reader or chunk iterator) and read the answer's head."""
     sock = conn.sock
     if body is None:
@@ -130,39 +130,40 @@ def send(conn: Connection, method: str, head: bytes, body: Any) -> http.client.H
 MAX_LINE, MAX_HEADERS = 65536, 100  # http.client's own limits
 
 
-def read_head(fp: Any) -> http.client.HTTPMessage:
-    """The header block, parsed as http.client does but without the email package's general parser."""
-    message = http.client.HTTPMessage()
+def read_head(fp: Any) -> list[tuple[str, str]]:
+    """The header block as (name, value) pairs in order, parsed as http.client does but without the email
+    package's general parser."""
+    fields: list[tuple[str, str]] = []
     name: str | None = None
     value = ""
-    count = 0
     while True:
         line = fp.readline(MAX_LINE + 1)
         if len(line) > MAX_LINE:
             raise http.client.LineTooLong("header line")
         if line in (b"\r\n", b"\n", b""):
             break
-        count += 1
-        if count > MAX_HEADERS:
+        if len(fields) >= MAX_HEADERS:
             raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
         text = line.decode("iso-8859-1")
         if text[0] in " \t" and name is not None:  # an obsolete folded continuation line
             value = f"{value} {text.strip()}"
+            fields[-1] = (name, value)
             continue
-        if name is not None:
-            message.set_raw(name, value)
         name, colon, value = text.partition(":")
         if not colon:
             raise http.client.HTTPException(f"malformed header line {text[:100]!r}")
         name, value = name.rstrip(), value.strip()
-    if name is not None:
-        message.set_raw(name, value)
-    return message
+        fields.append((name, value))
+    return fields
 
 
 class Answer(http.client.HTTPResponse):
     """http.client's response with its head parsed by ``read_head`` (the email parser was a third of the relay's
-    time); the status line, framing and body reading are the standard library's."""
+    time); the status line, framing and body reading are the standard library's. ``fields`` is the header
+    block in order; ``getheader`` reads it through a dict, not through the email package."""
+
+    fields: list[tuple[str, str]]
+    index: dict[str, list[str]]
 
     def begin(self) -> None:
         if self.headers is not None:
@@ -180,19 +181,38 @@ class Answer(http.client.HTTPResponse):
             self.version = 11
         else:
             raise http.client.UnknownProtocol(version)
-        self.headers = self.msg = read_head(self.fp)
-        encoding = self.headers.get("transfer-encoding")
+        self.fields = read_head(self.fp)
+        self.index = {}
+        message = http.client.HTTPMessage()  # for callers of the standard API (info(), headers)
+        for name, value in self.fields:
+            self.index.setdefault(name.lower(), []).append(value)
+            message.set_raw(name, value)
+        self.headers = self.msg = message
+        encoding = self.getheader("Transfer-Encoding")
         self.chunked = bool(encoding) and encoding.lower() == "chunked"
         self.chunk_left = None
-        self.will_close = self._check_close()  # type: ignore[attr-defined]
+        self.will_close = self.closes()
         self.length = None
-        length = self.headers.get("content-length")
+        length = self.getheader("Content-Length")
         if length and not self.chunked and length.strip().isdigit():
             self.length = int(length)
         if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":  # type: ignore[attr-defined]
             self.length = 0
         if not self.will_close and not self.chunked and self.length is None:
             self.will_close = True  # no framing: the body ends when the connection does
+
+    def getheader(self, name: str, default: Any = None) -> Any:
+        values = self.index.get(name.lower())
+        return default if values is None else ", ".join(values)  # repeated fields joined, as http.client does
+
+    def closes(self) -> bool:
+        """http.client's own rule: the upstream closes after this answer unless HTTP/1.1 (or 1.0 keep-alive)
+        says otherwise."""
+        connection = (self.getheader("Connection") or "").lower()
+        if self.version == 11:
+            return "close" in connection
+        return "keep-alive" not in connection and not self.getheader("Keep-Alive") \
+            and "keep-alive" not in (self.getheader("Proxy-Connection") or "").lower()
 
 
 class SizedBody:
