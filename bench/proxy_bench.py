@@ -10,10 +10,12 @@ rotating order, so drift in machine load hits them alike.
 ``--gunicorn 4`` runs the upstream and the proxy each under ``gunicorn -w 4 -k gthread`` in their own
 processes instead of in this one; the CPU time per request of each server (master + workers, from
 ``/proc``) is then printed, the median over rounds (other jobs on a shared machine inflate single rounds).
-``--baseline CHECKOUT`` adds the proxy of another checkout (e.g. the main branch) as a third target.
+``--baseline CHECKOUT`` adds the proxy of another checkout (e.g. the main branch) as a third target, and
+``--bare`` a minimal relay with no guard under the same server (``bare_relay.py``): the cost no Python relay
+served by gunicorn can avoid on this machine, which puts the proxy's figures in proportion.
 
     python bench/proxy_bench.py [--rounds 6] [--requests 200] [--threads 8] [--work-ms 5] [--gunicorn 4]
-                                [--proxy-threads T] [--baseline /work/main]
+                                [--proxy-threads T] [--baseline /work/main] [--bare]
 """
 
 from __future__ import annotations
@@ -190,9 +192,11 @@ def main() -> None:
     parser.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated, of {', '.join(ROUTES)}")
     parser.add_argument("--baseline", metavar="CHECKOUT",
                         help="also measure the proxy of another checkout (e.g. /work/main), same run, same client")
+    parser.add_argument("--bare", action="store_true",
+                        help="also measure a minimal relay with no guard under the same server (bare_relay.py)")
     args = parser.parse_args()
-    if args.baseline and not args.gunicorn:
-        parser.error("--baseline needs --gunicorn N (the baseline runs in its own processes)")
+    if (args.baseline or args.bare) and not args.gunicorn:
+        parser.error("--baseline and --bare need --gunicorn N (they run in their own processes)")
     if args.gunicorn:
         threads = max(4, args.threads)
         upstream = Gunicorn(f"proxy_bench:make_upstream(work_ms={args.work_ms})", args.gunicorn, threads)
@@ -202,6 +206,9 @@ def main() -> None:
         if args.baseline:
             servers["baseline"] = Gunicorn(factory, args.gunicorn, args.proxy_threads or threads,
                                            code=os.path.abspath(args.baseline))
+        if args.bare:
+            servers["bare"] = Gunicorn(f'bare_relay:make_app("{upstream.url}")', args.gunicorn,
+                                       args.proxy_threads or threads)
         try:
             bench(args, {side: server.url for side, server in servers.items()}, servers)
         finally:
