@@ -9,7 +9,7 @@ app and is not in these figures; ``proxy_bench.py --gunicorn`` measures the whol
 ``--baseline CHECKOUT`` measures another checkout's proxy the same way, in a child process (one Python
 process can import only one ``hermes_plugin``), interleaved with this one's rounds.
 
-    python bench/proxy_app_cpu.py [--requests 2000] [--rounds 5] [--baseline /work/main] [--profile json]
+    python bench/proxy_app_cpu.py [--requests 2000] [--rounds 5] [--baseline /work/main] [--profile json [--sort cumulative]]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def environ_for(route: str) -> dict[str, Any]:
     return environ
 
 
-def measure(upstream: str, route: str, requests: int, profile: bool = False) -> float:
+def measure(upstream: str, route: str, requests: int, profile: bool = False, sort: str = "tottime") -> float:
     """CPU milliseconds per request of the proxy app for ``route`` (after a warm-up)."""
     from hermes_plugin.proxy import create_app
 
@@ -74,7 +74,7 @@ def measure(upstream: str, route: str, requests: int, profile: bool = False) -> 
     if profiler:
         profiler.disable()
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("SORT", "tottime")).print_stats(30)
+        pstats.Stats(profiler, stream=out).sort_stats(sort).print_stats(30)
         print(out.getvalue(), file=sys.stderr)
     return spent * 1000 / requests
 
@@ -89,7 +89,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--baseline", metavar="CHECKOUT")
-    parser.add_argument("--profile", choices=list(ROUTES), help="print a cProfile of this route to stderr")
+    parser.add_argument("--profile", choices=list(ROUTES), help="print a CPU-time cProfile of this route to stderr")
+    parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"], help="the profile's order")
     parser.add_argument("--child", metavar="UPSTREAM", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -98,7 +99,7 @@ def main() -> None:
     upstream = Gunicorn("proxy_bench:make_upstream(work_ms=0)", 2, 8)
     try:
         if args.profile:
-            measure(upstream.url, args.profile, args.requests, profile=True)
+            measure(upstream.url, args.profile, args.requests, profile=True, sort=args.sort)
             return
         sides = ["proxy", "baseline"] if args.baseline else ["proxy"]
         figures: dict[str, dict[str, list[float]]] = {side: {route: [] for route in ROUTES} for side in sides}
