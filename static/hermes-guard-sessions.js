@@ -126,7 +126,15 @@ function endSwitch() {
 
 // A session read ended. A late answer about a session the page left made the core take it as current
 // again: its model is forgotten once more, so nothing re-applies it over "loading".
+const reading = new Map(); // session -> the page's own reads of it in flight (a kept pick waits for them)
+function readBegun(s) {
+  reading.set(s, (reading.get(s) || 0) + 1);
+  beginSwitch(s);
+}
+
 function readEnded(s, ok, at) {
+  const left = (reading.get(s) || 1) - 1;
+  left ? reading.set(s, left) : reading.delete(s);
   queueMicrotask(() => safely(resumePick));
   if (switching == null) return;
   if (s !== switching && at < switches && state().session === s) return G.learn(s, null);
@@ -165,12 +173,17 @@ function savePick(s, m) {
   m == null ? delete all[s] : (all[s] = m);
   safely(() => sessionStorage.setItem(PICKS, JSON.stringify(all)));
 }
+// The pick's write got an answer: the server has it (or said why not). One cut off by a reload or the
+// network never got one, so the pick stays for the reloaded page. A newer pick is left alone.
+const answered = (s, m) => picks()[s] === m && savePick(s, null);
 
 // A pick the page never wrote before it was reloaded: the guard takes it as the stored model again, so
 // its re-apply fires the host's own change handler and the host writes it its own way, as the user's.
 function resumePick() {
   const { session: s, model } = state(), m = s != null && picks()[s];
-  if (!m || model == null || checked.has(s) || G.pending().length || !selects().some(sel => optionFor(sel, m))) return;
+  // Not before the page has the session itself: its change handler may need what that read brings.
+  if (!m || model == null || checked.has(s) || reading.get(s) || G.pending().length
+    || !selects().some(sel => optionFor(sel, m))) return;
   checked.add(s);
   if (sameModel(model, m)) return savePick(s, null); // it did land
   G.learn(s, m);
@@ -239,9 +252,9 @@ function guardWrite(inner, self, input, init, c) {
   if (pick && sameModel(w.model, pick) && !intent) {
     // The write of the user's pick is the user's, however late the page sends it (a batched save, a
     // save after a reload), and outlives a reload that follows it at once.
-    savePick(w.session, null);
     headers.set(INTENT, 'user');
     init = { ...init, headers, ...(text != null && text.length < 60000 && { keepalive: true }) };
+    return send(inner, self, input, init, w).then(r => (safely(() => answered(w.session, pick)), r));
   } else if (absorbing && intent !== 'user' && w.session === session && model != null && sameModel(w.model, model)) {
     // The host's own handler answering a re-apply: it restates the stored model, the server needs no write.
     D.dispatchEvent(new CustomEvent('hermes:write-absorbed', { detail: { session, model: w.model } }));
@@ -285,7 +298,7 @@ W.fetch = function (input, init) {
   const s = c?.kind === 'session' && group(c.m, 'session');
   if (s) {
     const at = switches;
-    safely(() => beginSwitch(s));
+    safely(() => readBegun(s));
     return inner.apply(this, arguments).then(r => (safely(() => readEnded(s, r.ok, at)), r),
       e => { safely(() => readEnded(s, false, at)); throw e; });
   }
@@ -317,7 +330,7 @@ if (open) Object.assign(XP, {
       if (c?.kind === 'write') x.addEventListener('load', () => safely(() =>
         created(parts(c, null), h => x.getResponseHeader(h))), { once: true });
       if (!s) return;
-      beginSwitch(s);
+      readBegun(s);
       x.addEventListener('loadend', () => safely(() => readEnded(s, x.status > 199 && x.status < 300, at)), { once: true });
     });
     return open.apply(x, arguments);
@@ -338,7 +351,7 @@ if (open) Object.assign(XP, {
       if (i.intent === 'user') return;
       if (pick && sameModel(w.model, pick) && !i.intent) {
         // The write of the user's pick is the user's, however late (as for fetch), and never answered here.
-        savePick(w.session, null);
+        x.addEventListener('loadend', () => x.status && safely(() => answered(w.session, pick)), { once: true });
         return void x.setRequestHeader(INTENT, 'user');
       }
       if (absorbing && w.session === session && model != null && sameModel(w.model, model)) {

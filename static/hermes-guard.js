@@ -79,10 +79,11 @@ const held = [];            // senders of automatic writes waiting for the catal
 const known = new Map();    // session -> stored model
 const versions = new Map(); // session -> version of the known model (an older one never wins)
 const pickAt = new Map();   // session -> time of the user's last pick (a later pick beats an earlier load)
+const toldAt = new Map();   // session -> lookup count when learn() told its model (an older lookup is stale)
 const serverInfo = new Map(); // model -> {provider, aliases} as the server resolved them
 const originalFetch = W.fetch;
 let cfg, cur = null, pick, gestureAt, pointer, markAt, unloading, unavailable, applying = false;
-let budget = 0, frames = 0, observer;
+let budget = 0, frames = 0, asks = 0, observer;
 
 const stored = () => known.get(cur);
 const inPicker = () => now() - gestureAt <= GESTURE_MS;
@@ -94,7 +95,7 @@ function expose(off) {
     userIntent: () => { markAt = now(); },
     state: () => ({ ...off, session: cur, model: stored() ?? null, held: held.length }),
     // The notices script's writes; the sessions part's new session (`shown`: the page now shows it).
-    learn: (s, m, v, shown) => { shown && setCurrent(s); setKnown(s, m, +v); s === cur && reapply(); },
+    learn: (s, m, v, shown) => { shown && setCurrent(s); toldAt.set(s, ++asks); setKnown(s, m, +v); s === cur && reapply(); },
     _internals: { toJsRegex, walk, parseConfig, decideIntent, canonical, sameModel },
   });
 }
@@ -201,10 +202,11 @@ function setCurrent(s) {
 // The server's word on a session: stored model, version, availability and how it resolves the id.
 // `judging`: a write waits on this answer to be judged; re-applying first would undo the write's own pick.
 function sessionModel(s, judging) {
+  const at = ++asks;
   return originalFetch.call(W, `${cfg.prefix}/api/sessions/${encodeURIComponent(s)}/model`)
     .then(r => r.json())
     .then(info => {
-      if (info.session !== s) return info;
+      if (info.session !== s || toldAt.get(s) > at) return info;
       if (str(info.model)) serverInfo.set(info.model, { provider: str(info.provider), aliases: [].concat(info.aliases || []) });
       setKnown(s, info.model, +info.version);
       if (s === cur && !judging) reapply();

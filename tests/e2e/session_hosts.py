@@ -186,8 +186,8 @@ const $ = {ajax(o) {
     events.push('sent ' + xhr.readyState + '/' + xhr.status);  // nothing answered yet
   });
 }};
-const json = (type, url, body, success) => $.ajax({type, url, contentType: 'application/json',
-  data: JSON.stringify(body), success});
+const json = (type, url, body, success, error) => $.ajax({type, url, contentType: 'application/json',
+  data: JSON.stringify(body), success, error}).catch(() => null);
 function fill(ids) {
   sel.length = 0;
   for (const id of ids) sel.add(new Option(id, id));
@@ -206,7 +206,8 @@ function openConv(id) {
 sel.onchange = () => {
   conv.model_id = sel.value;
   json('PATCH', '/api/v2/conversations/' + convId, {model_id: sel.value}, (data, status, xhr, headers, events) =>
-    saves.push({status: xhr.status, data, answered: headers['x-hermes-answered'] || null, events}));
+    saves.push({status: xhr.status, data, answered: headers['x-hermes-answered'] || null, events}),
+    xhr => saves.push({status: xhr.status, failed: true}));
 };
 document.getElementById('send').addEventListener('click', () => {
   json('POST', '/api/v2/conversations/' + convId + '/turns', {model_id: sel.value, text: 'hi'}, () => turns++);

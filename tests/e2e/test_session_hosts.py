@@ -324,3 +324,32 @@ def test_xhr_reapply_makes_no_write_and_the_pages_callback_runs(chromium, host, 
     driver.find_element(By.ID, "send").click()
     until(driver, lambda d: js(d, "return turns") == 1, "the message was never sent")
     assert convos.turns == [("c1", "gamma-live")]
+
+
+def test_xhr_pick_whose_write_never_arrived_is_written_by_the_reloaded_page(chromium, host, convos, guard):
+    """The pick's XHR never reached the server (cut off by a reload, or by the network: the same status 0;
+    an XHR, unlike fetch, cannot be kept alive across a reload). The reloaded page writes the pick again."""
+    driver = chromium
+    convos.stored.update({"c1": "alpha-1"})
+    base = host("xhr")
+    driver.get(base + "/chat/c1")
+    until(driver, lambda d: settled(d) and js(d, "return window.opened") == "c1", "the chat never loaded")
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/api/v2/conversations/c1"]})
+    try:
+        Select(driver.find_element(By.ID, "picker")).select_by_value("beta-2")
+        until(driver, lambda d: js(d, "return saves.length") == 1, "the page's save never ended")
+    finally:
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+    assert js(driver, "return saves[0]") == {"status": 0, "failed": True}
+    assert convos.writes == [] and convos.stored["c1"] == "alpha-1"
+    driver.refresh()
+    until(driver, lambda d: settled(d) and js(d, "return window.opened") == "c1", "the reloaded chat never loaded")
+    if guard == "today":
+        a_frame_and_a_task_later(driver)
+        assert shown(driver) == "alpha-1" and convos.stored["c1"] == "alpha-1"  # the pick is gone
+        return
+    until(driver, lambda d: convos.stored["c1"] == "beta-2", "the pick was never written again")
+    assert convos.writes == [("c1", "beta-2")] and shown(driver) == "beta-2"
+    until(driver, lambda d: js(d, "return sessionStorage.getItem('hermes-guard:picks')") == "{}",
+          "the pick was kept after its write was answered")
