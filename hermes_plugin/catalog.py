@@ -98,6 +98,7 @@ class _Provider:
     fresh_until: float = 0.0  # wall clock: no refetch before this (the cache lifetime)
     retry_at: float = 0.0  # monotonic: no new attempt before this after a failure
     next_refresh: float = 0.0  # monotonic: no forced refresh before this
+    generation: int = 0  # the fleet's count of upstream fetches this copy reflects (a higher count: re-read)
     # Last price the provider gave each model: a host's own list (observed) rarely repeats the prices.
     prices: dict[str, Price] = field(default_factory=dict)
 
@@ -109,6 +110,7 @@ class _Result:
     fetched_at: float | None = None
     error: str | None = None
     network: bool = False  # an upstream answered (not only the cache): other workers should re-read
+    generation: int = 0  # the fleet's count of upstream fetches once this one ended
 
 
 class CatalogService:
@@ -168,6 +170,7 @@ class CatalogService:
         most ``total_timeout`` (plus a margin) and otherwise gets the ``pending`` snapshot.
         """
         prov = self._get(provider)
+        self._catch_up(prov)
         future = self._start(prov, refresh and self._may_refresh(prov))
         if future is not None:
             try:
@@ -180,6 +183,8 @@ class CatalogService:
         """Every provider's catalog, fetched concurrently."""
         ids = self.provider_ids()
         provs = [self._get(provider_id) for provider_id in ids]
+        for prov in provs:
+            self._catch_up(prov)
         futures = [self._start(prov, refresh and self._may_refresh(prov)) for prov in provs]
         deadline = time.monotonic() + self.total_timeout + WAIT_MARGIN
         for future in futures:
@@ -317,6 +322,21 @@ class CatalogService:
             raise UnknownProviderError(provider)
         return prov
 
+    def _catch_up(self, prov: _Provider) -> None:
+        """Another worker fetched since this copy was read: read again (from the shared cache) before
+        answering, so no worker serves a list older than one the fleet already has, whether or not its
+        invalidation message has arrived yet."""
+        if self.fleet is None or prov.spec.live is None:
+            return
+        try:
+            fleet_count = (self.fleet.get(f"fetched:{prov.spec.id}") or {}).get("n", 0)
+        except StateUnavailable:
+            return  # the shared state is gone: the copy in hand is the best there is
+        with prov.lock:
+            if isinstance(fleet_count, int) and fleet_count > prov.generation:
+                prov.fresh_until = 0.0
+                prov.retry_at = 0.0
+
     def _may_refresh(self, prov: _Provider) -> bool:
         """A forced refresh at most every ``refresh_interval`` seconds per provider; others read as usual."""
         now = time.monotonic()
@@ -371,6 +391,7 @@ class CatalogService:
             result = _Result(None, error=_error_text(exc, self.secrets()))
         with prov.lock:
             if result.models is not None:
+                prov.generation = max(prov.generation, result.generation)
                 prov.live = result.models
                 _remember_prices(prov, result.models)
                 prov.state = "stale" if result.stale else "fresh"
@@ -404,9 +425,11 @@ class CatalogService:
                 if refresh and done > seen:
                     refresh = False  # another worker refreshed while this one waited: its answer is in the cache
                 result = self._fetch(spec, refresh, expire_after, have_live)
+                result.generation = done
                 if result.network:
-                    with contextlib.suppress(StateUnavailable):  # only an optimisation for waiting refreshes
+                    with contextlib.suppress(StateUnavailable):  # waiting refreshes and other workers' reads
                         self.fleet.put(mark, {"n": done + 1, "at": time.time()})
+                        result.generation = done + 1
                 return result
         except LockTimeout:
             stale = self._cached_copy(spec, self.secrets())

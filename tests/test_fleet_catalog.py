@@ -102,6 +102,26 @@ def test_a_refresh_in_one_worker_reaches_the_other(tmp_path, provider):
         two.close()
 
 
+def test_a_worker_that_has_not_heard_of_a_refresh_yet_still_reads_the_new_list(tmp_path, provider):
+    """Messages between workers take a moment (SQLite's are polled): a read in that moment is not served the
+    old list; the fleet's fetch count says another worker has a newer one, read from the shared cache."""
+    one = worker(tmp_path, provider)
+    store = open_store("sqlite", tmp_path)
+    store.listen = lambda listener: None  # type: ignore[method-assign]  # its messages never arrive
+    two = CatalogService(specs=[make_spec("p", live=OpenAICompatible(provider.base_url))], cache="sqlite",
+                         cache_dir=tmp_path, fleet=store, timeout=(1.0, 2.0), total_timeout=WAIT)
+    try:
+        assert one.catalog("p").ids == two.catalog("p").ids == {"live/a"}
+        provider.configure(models=["live/a", "live/new"])
+        provider.reset()
+        assert "live/new" in one.catalog("p", refresh=True).ids
+        assert two.catalog("p").ids == {"live/a", "live/new"}
+        assert provider.requests == 1  # worker two re-read the shared cache
+    finally:
+        one.close()
+        two.close()
+
+
 def test_observed_catalogs_are_shared_with_workers_started_later(tmp_path, provider):
     one = worker(tmp_path, provider)
     try:
