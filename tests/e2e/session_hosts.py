@@ -128,8 +128,9 @@ document.getElementById('refresh').addEventListener('click', async () => {
   window.refreshed = (window.refreshed || 0) + 1;
 });
 (async () => {
+  if (ui.catalogFirst) fill(await catalog());  // the lists first, then the chat (the picker waits for it)
   conv = (await (await fetch('/api/v2/conversations/' + convId)).json()).conversation;
-  fill(await catalog());
+  if (!ui.catalogFirst) fill(await catalog());
   picker.value = ui.prefixed ? 'acme:' + conv.model_id : conv.model_id;
   window.booted = true;
 })();

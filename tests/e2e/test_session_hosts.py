@@ -190,10 +190,11 @@ def test_reapply_makes_no_write_and_the_page_follows(chromium, host, convos, gua
 # -- picks that survive reloads and rebuilds ----------------------------------------------------------------
 
 
-def test_pick_followed_at_once_by_a_reload_is_stored(chromium, host, convos, guard):
+@pytest.mark.parametrize("order", ["chat-first", "lists-first"])
+def test_pick_followed_at_once_by_a_reload_is_stored(chromium, host, convos, guard, order):
     driver = chromium
     convos.stored.update({"c1": "alpha-1"})
-    base = host("batched")
+    base = host("batched", {"catalogFirst": order == "lists-first"})
     driver.get(base + "/chat/c1")
     until(driver, settled, "the page never settled")
     Select(driver.find_element(By.ID, "picker")).select_by_value("beta-2")
