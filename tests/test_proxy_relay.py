@@ -145,8 +145,11 @@ class RawUpstream:
     idle connection (a keep-alive timeout), or close one without a word on its request number ``drop_on``
     (a keep-alive timeout racing the proxy's next request)."""
 
-    def __init__(self, drop_on: int = 0) -> None:
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n"
+
+    def __init__(self, drop_on: int = 0, answer: bytes = ANSWER, close_after: bool = False) -> None:
         self.drop_on, self.requests, self.connections = drop_on, [], 0
+        self.answer, self.close_after = answer, close_after
         self.open: list[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
@@ -181,8 +184,10 @@ class RawUpstream:
                 if count == self.drop_on:
                     conn.shutdown(socket.SHUT_RDWR)
                     return
-                answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n"
-                conn.sendall(answer if head.startswith(b"HEAD ") else answer + b"ok")
+                conn.sendall(self.answer if head.startswith(b"HEAD ") else self.answer + b"ok")
+                if self.close_after:
+                    conn.shutdown(socket.SHUT_RDWR)
+                    return
 
     def close_idle(self) -> None:
         for conn in self.open:
@@ -199,6 +204,31 @@ def raw_upstream(loopback_server: Callable[[Any], Any]) -> Iterator[tuple[RawUps
     app = create_app(upstream.url, cfg=proxy_config({}))
     yield upstream, loopback_server(app).url, app.extensions["hermes_plugin_proxy"].pool
     upstream.stop()
+
+
+def test_a_length_repeated_as_the_same_number_frames_the_answer(loopback_server):
+    upstream = RawUpstream(answer=b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n")
+    url = loopback_server(create_app(upstream.url, cfg=proxy_config({}))).url
+    try:
+        with requests.Session() as client:
+            for _ in range(3):  # answered at once, not when the kept-alive upstream connection times out
+                answer = client.get(f"{url}/x", timeout=WAIT)
+                assert answer.text == "ok" and answer.headers["Content-Length"] == "2"
+        assert upstream.connections == 1
+    finally:
+        upstream.stop()
+
+
+def test_conflicting_lengths_are_not_passed_on(loopback_server):
+    upstream = RawUpstream(answer=b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\n",
+                           close_after=True)
+    url = loopback_server(create_app(upstream.url, cfg=proxy_config({}))).url
+    try:
+        answer = requests.get(f"{url}/x", timeout=WAIT)
+        assert answer.text == "ok"  # read until the upstream closed, as the framing could not be trusted
+        assert "Content-Length" not in answer.headers or answer.headers["Content-Length"] == "2"
+    finally:
+        upstream.stop()
 
 
 def until_idle(pool: Any) -> None:

@@ -326,14 +326,11 @@ def response_headers(raw: Answer) -> tuple[list[tuple[str, str]], int | None]:
     if connection:
         skip = skip | {token.strip().lower() for token in connection.split(",")}
     headers = []
-    declared = None
     for name, value in raw.fields:
         lower = name.lower()
-        if lower == "content-length":
-            declared = value.strip()
-        elif lower not in skip and not lower.startswith("proxy-"):
+        if lower != "content-length" and lower not in skip and not lower.startswith("proxy-"):
             headers.append((name, value))
-    length = int(declared) if declared is not None and declared.isdigit() and not raw.chunked else None
+    length = None if raw.chunked else raw.declared_length()  # one the relay cannot trust is not passed on
     if length is not None:
         headers.append(("Content-Length", str(length)))
     return headers, length

@@ -193,13 +193,22 @@ class Answer(http.client.HTTPResponse):
         self.chunk_left = None
         self.will_close = self.closes()
         self.length = None
-        length = self.getheader("Content-Length")
-        if length and not self.chunked and length.strip().isdigit():
-            self.length = int(length)
+        length = self.declared_length()
+        if length is not None and not self.chunked:
+            self.length = length
         if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":  # type: ignore[attr-defined]
             self.length = 0
         if not self.will_close and not self.chunked and self.length is None:
             self.will_close = True  # no framing: the body ends when the connection does
+
+    def declared_length(self) -> int | None:
+        """The Content-Length, when it is one number (repeated only as the same number); None otherwise,
+        and the body is then read until the upstream closes."""
+        values = set(self.index.get("content-length", ()))
+        if len(values) != 1:
+            return None
+        value = values.pop()
+        return int(value) if value.isdigit() else None
 
     def getheader(self, name: str, default: Any = None) -> Any:
         values = self.index.get(name.lower())
