@@ -80,18 +80,26 @@ def send(driver: Any) -> None:
     until(driver, lambda d: js(d, "return turns") > before, "the message was never sent")
 
 
+def open_fast_chat(driver: Any, convos: Convos, host: Callable[..., str], page: str) -> None:
+    """The chat "fast" open and settled; "slow" (whose model lookup waits at the gate) one click away."""
+    convos.stored.update({"fast": "alpha-1", "slow": "beta-2"})
+    driver.get(host(page) + "/chat/fast")
+    until(driver, lambda d: settled(d) and js(d, "return window.opened") == "fast", "the first chat never loaded")
+
+
+def click_slow_chat(driver: Any) -> None:
+    driver.find_element(By.CSS_SELECTOR, "[data-conv='slow']").click()  # its lookup waits at the gate
+    until(driver, lambda d: js(d, "return convId") == "slow", "the page never switched")
+
+
 # -- a chat switch whose model lookup is slow ------------------------------------------------------------
 
 
 def test_switch_to_a_slow_chat_shows_pending_and_the_send_carries_its_model(chromium, host, convos, guard):
     driver = chromium
-    convos.stored.update({"fast": "alpha-1", "slow": "beta-2"})
-    base = host("switch")
-    driver.get(base + "/chat/fast")
-    until(driver, lambda d: settled(d) and js(d, "return window.opened") == "fast", "the first chat never loaded")
+    open_fast_chat(driver, convos, host, "switch")
     assert shown(driver) == "alpha-1"
-    driver.find_element(By.CSS_SELECTOR, "[data-conv='slow']").click()  # its lookup waits at the gate
-    until(driver, lambda d: js(d, "return convId") == "slow", "the page never switched")
+    click_slow_chat(driver)
     a_frame_and_a_task_later(driver)
     during = shown(driver)
     driver.find_element(By.ID, "send").click()  # a send while the new chat's model is unknown
@@ -112,13 +120,9 @@ def test_switch_to_a_slow_chat_shows_pending_and_the_send_carries_its_model(chro
 
 def test_late_answer_about_the_chat_left_does_not_bring_it_back(chromium, host, convos, guard):
     driver = chromium
-    convos.stored.update({"fast": "alpha-1", "slow": "beta-2"})
-    base = host("switch")
-    driver.get(base + "/chat/fast")
-    until(driver, lambda d: settled(d) and js(d, "return window.opened") == "fast", "the first chat never loaded")
+    open_fast_chat(driver, convos, host, "switch")
     js(driver, "pollConv()")  # a poll of the open chat, answered late
-    driver.find_element(By.CSS_SELECTOR, "[data-conv='slow']").click()
-    until(driver, lambda d: js(d, "return convId") == "slow", "the page never switched")
+    click_slow_chat(driver)
     convos.poll_gate.set()  # the poll about the chat left lands while the new one is still loading
     until(driver, lambda d: js(d, "return window.polled") == 1, "the poll never landed")
     a_frame_and_a_task_later(driver)
@@ -270,13 +274,9 @@ def test_one_bare_id_under_two_providers_stays_with_the_users_provider(chromium,
 
 def test_xhr_send_during_a_slow_switch_waits_and_carries_the_new_chats_model(chromium, host, convos, guard):
     driver = chromium
-    convos.stored.update({"fast": "alpha-1", "slow": "beta-2"})
-    base = host("xhr")
-    driver.get(base + "/chat/fast")
-    until(driver, lambda d: settled(d) and js(d, "return window.opened") == "fast", "the first chat never loaded")
+    open_fast_chat(driver, convos, host, "xhr")
     assert shown(driver) == "alpha-1"
-    driver.find_element(By.CSS_SELECTOR, "[data-conv='slow']").click()  # its lookup waits at the gate
-    until(driver, lambda d: js(d, "return convId") == "slow", "the page never switched")
+    click_slow_chat(driver)
     a_frame_and_a_task_later(driver)
     during = shown(driver)
     driver.find_element(By.ID, "send").click()  # an XHR send while the new chat's model is unknown
