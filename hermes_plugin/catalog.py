@@ -334,8 +334,7 @@ class CatalogService:
             return  # the shared state is gone: the copy in hand is the best there is
         with prov.lock:
             if isinstance(fleet_count, int) and fleet_count > prov.generation:
-                prov.fresh_until = 0.0
-                prov.retry_at = 0.0
+                prov.fresh_until = 0.0  # not retry_at: a copy that failed to catch up keeps its retry pause
 
     def _may_refresh(self, prov: _Provider) -> bool:
         """A forced refresh at most every ``refresh_interval`` seconds per provider; others read as usual."""

@@ -122,6 +122,28 @@ def test_a_worker_that_has_not_heard_of_a_refresh_yet_still_reads_the_new_list(t
         two.close()
 
 
+def test_catching_up_with_the_fleet_keeps_the_pause_after_a_failed_fetch(tmp_path, provider):
+    """A worker behind the fleet whose re-read fails (here: its own cache, an upstream answering 500) does
+    not ask the upstream again on every read: the usual pause after a failure still holds."""
+    one = worker(tmp_path, provider)
+    two = CatalogService(specs=[make_spec("p", live=OpenAICompatible(provider.base_url))], cache="sqlite",
+                         cache_dir=tmp_path / "own", fleet=open_store("sqlite", tmp_path),
+                         timeout=(1.0, 2.0), total_timeout=WAIT, retry_after_failure=60)
+    try:
+        assert two.catalog("p").state == "fresh"
+        assert one.catalog("p", refresh=True).state == "fresh"  # the fleet's count moves on: two is behind
+        two.session.cache.clear()
+        provider.configure(fault="500")
+        provider.reset()
+        for _ in range(5):
+            assert two.catalog("p").ids == {"live/a"}  # its last copy, marked stale
+        assert two.snapshot("p").state == "stale"
+        assert provider.requests == 1  # one attempt to catch up, then the pause
+    finally:
+        one.close()
+        two.close()
+
+
 def test_observed_catalogs_are_shared_with_workers_started_later(tmp_path, provider):
     one = worker(tmp_path, provider)
     try:
