@@ -27,7 +27,7 @@ PAGE = r"""<!doctype html><html><head><title>Parley</title></head><body>
 <div id="error" role="alert"></div><ol id="replies"></ol>
 <script>
 const roomId = location.pathname.split('/').pop();
-const state = {engines: [], catalog: [], open: false, ready: false};
+const state = {engines: [], catalog: [], open: false, ready: false, loads: 0};
 const trigger = document.getElementById('engine-trigger');
 function render() {
   trigger.textContent = 'Engine: ' + (state.engines.map(e => (state.catalog.find(c => c.slug === e) || {title: e}).title).join(' + ') || '-');
@@ -46,6 +46,7 @@ function render() {
 }
 async function loadCatalog() {
   state.catalog = (await (await fetch('/v2/engines')).json()).engines;
+  state.loads += 1;
   render();
 }
 trigger.addEventListener('mouseenter', loadCatalog);

@@ -48,6 +48,10 @@ def shown(driver: Any) -> str:
     return str(driver.find_element(By.ID, "engine-trigger").text)
 
 
+def catalog_loads(driver: Any) -> int:
+    return int(driver.execute_script("return state.loads"))
+
+
 def unavailable_mark(driver: Any) -> str | None:
     return driver.execute_script(  # type: ignore[no-any-return]
         "return document.querySelector('[data-hermes-unavailable]')?.getAttribute('data-hermes-unavailable')")
@@ -124,9 +128,11 @@ def test_a_pick_is_held_until_the_send_even_one_made_by_code(chromium, host, roo
     base = host()
     open_room(chromium, base, "r1")
     until(chromium, lambda d: shown(d) == "Engine: Parley Pro", "the saved engine is not shown")
-    chromium.find_element(By.ID, "engine-trigger").click()
+    loads = catalog_loads(chromium)
+    chromium.find_element(By.ID, "engine-trigger").click()  # the pointer entering it reloads the catalog...
+    until(chromium, lambda d: catalog_loads(d) > loads, "the hover never reloaded the catalog")
     until(chromium, lambda d: d.find_elements(By.CSS_SELECTOR, f".engine-menu [data-engine='{MINI}']"),
-          "no menu row")[0].click()
+          "no menu row")[0].click()  # ...and redraws the menu, so its rows are taken after that redraw
     until(chromium, lambda d: shown(d) == "Engine: Parley Mini", "the pick is not shown")
     chromium.find_element(By.ID, "draft").click()  # the person's next click is elsewhere...
     chromium.execute_script("document.getElementById('send').click()")  # ...and the page sends by code
