@@ -164,9 +164,26 @@ class Answer(http.client.HTTPResponse):
 
     fields: list[tuple[str, str]]
     index: dict[str, list[str]]
+    _begun = False
+    _message: http.client.HTTPMessage | None = None
+
+    @property  # type: ignore[override]
+    def headers(self) -> http.client.HTTPMessage | None:
+        """The standard API's message (``info()``, ``headers``, ``msg``), built only when a caller asks for it."""
+        if self._message is None and self._begun:
+            self._message = http.client.HTTPMessage()
+            for name, value in self.fields:
+                self._message.set_raw(name, value)
+        return self._message
+
+    @headers.setter
+    def headers(self, message: http.client.HTTPMessage | None) -> None:
+        self._message = message
+
+    msg = headers  # type: ignore[assignment]
 
     def begin(self) -> None:
-        if self.headers is not None:
+        if self._begun:
             return
         while True:
             version, status, reason = self._read_status()  # type: ignore[attr-defined]
@@ -183,11 +200,9 @@ class Answer(http.client.HTTPResponse):
             raise http.client.UnknownProtocol(version)
         self.fields = read_head(self.fp)
         self.index = {}
-        message = http.client.HTTPMessage()  # for callers of the standard API (info(), headers)
         for name, value in self.fields:
             self.index.setdefault(name.lower(), []).append(value)
-            message.set_raw(name, value)
-        self.headers = self.msg = message
+        self._begun = True
         encoding = self.getheader("Transfer-Encoding")
         self.chunked = bool(encoding) and encoding.lower() == "chunked"
         self.chunk_left = None
