@@ -323,15 +323,13 @@ if (open) Object.assign(XP, {
     const x = this;
     safely(() => {
       if (x[X]) x[X].dropped = true; // a write held on this XHR is dropped when it is re-opened
+      x[X]?.ended?.(false); // re-opening cuts off a read in flight without a loadend
       for (const k of LOCAL) delete x[k];
-      const c = classify(method, url), s = c?.kind === 'session' && group(c.m, 'session'), at = switches;
-      x[X] = { c, url: new URL(url, location.href).href, sync: async === false };
+      const c = classify(method, url), s = c?.kind === 'session' && group(c.m, 'session');
+      x[X] = { c, s, url: new URL(url, location.href).href, sync: async === false };
       // A create by XHR: its session is in the URL or nowhere (the body is not read here).
       if (c?.kind === 'write') x.addEventListener('load', () => safely(() =>
         created(parts(c, null), h => x.getResponseHeader(h))), { once: true });
-      if (!s) return;
-      readBegun(s);
-      x.addEventListener('loadend', () => safely(() => readEnded(s, x.status > 199 && x.status < 300, at)), { once: true });
     });
     return open.apply(x, arguments);
   },
@@ -345,6 +343,14 @@ if (open) Object.assign(XP, {
   },
   send(body) {
     const x = this, i = x[X], args = arguments;
+    // A session read begins when it is sent: one opened and never sent holds nothing back.
+    if (i?.s) safely(() => {
+      const at = switches, s = i.s;
+      i.s = null; // begun once, however often send() is called
+      i.ended = ok => { i.ended = null; readEnded(s, ok, at); };
+      readBegun(s);
+      x.addEventListener('loadend', () => safely(() => i.ended?.(x.status > 199 && x.status < 300)), { once: true });
+    });
     const done = safely(() => {
       if (i?.c?.kind !== 'write' || i.sync || typeof body !== 'string') return;
       const w = parts(i.c, body), { session, model } = state(), pick = w.session != null && picks()[w.session];

@@ -216,6 +216,11 @@ document.getElementById('send').addEventListener('click', () => {
 for (const a of document.querySelectorAll('[data-conv]'))
   a.addEventListener('click', e => { e.preventDefault(); openConv(a.dataset.conv); });
 (async () => {
+  if (ui.deferredPoll) {  // a poll of the chat made ready now, sent only when "Refresh" is clicked
+    window.poll = new XMLHttpRequest();
+    poll.open('GET', '/api/v2/conversations/' + convId + '?poll=1');
+    document.getElementById('refresh').addEventListener('click', () => poll.send());
+  }
   const body = await $.ajax({url: '/api/v2/models'});
   fill(body.providers.flatMap(p => p.models.map(m => m.id)));
   await openConv(convId);

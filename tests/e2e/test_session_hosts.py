@@ -327,12 +327,14 @@ def test_xhr_reapply_makes_no_write_and_the_pages_callback_runs(chromium, host, 
     assert convos.turns == [("c1", "gamma-live")]
 
 
-def test_xhr_pick_whose_write_never_arrived_is_written_by_the_reloaded_page(chromium, host, convos, guard):
+@pytest.mark.parametrize("poll", ["no-poll", "poll-opened-unsent"])
+def test_xhr_pick_whose_write_never_arrived_is_written_by_the_reloaded_page(chromium, host, convos, guard, poll):
     """The pick's XHR never reached the server (cut off by a reload, or by the network: the same status 0;
-    an XHR, unlike fetch, cannot be kept alive across a reload). The reloaded page writes the pick again."""
+    an XHR, unlike fetch, cannot be kept alive across a reload). The reloaded page writes the pick again,
+    also when the page keeps a read of the chat opened but not sent (it is no read in flight to wait for)."""
     driver = chromium
     convos.stored.update({"c1": "alpha-1"})
-    base = host("xhr")
+    base = host("xhr", {"deferredPoll": poll == "poll-opened-unsent"})
     driver.get(base + "/chat/c1")
     until(driver, lambda d: settled(d) and js(d, "return window.opened") == "c1", "the chat never loaded")
     driver.execute_cdp_cmd("Network.enable", {})
@@ -354,3 +356,18 @@ def test_xhr_pick_whose_write_never_arrived_is_written_by_the_reloaded_page(chro
     assert convos.writes == [("c1", "beta-2")] and shown(driver) == "beta-2"
     until(driver, lambda d: js(d, "return sessionStorage.getItem('hermes-guard:picks')") == "{}",
           "the pick was kept after its write was answered")
+
+
+def test_an_xhr_read_of_another_chat_opened_but_not_sent_starts_no_switch(chromium, host, convos, guard):
+    """A page may make a read of another chat ready (opened) and send it later or never: until it is sent,
+    the open chat's model stays on screen and a send carries it, with no "loading" in between."""
+    driver = chromium
+    convos.stored.update({"c1": "alpha-1", "c2": "beta-2"})
+    driver.get(host("xhr") + "/chat/c1")
+    until(driver, lambda d: settled(d) and js(d, "return window.opened") == "c1", "the chat never loaded")
+    js(driver, "window.prepared = new XMLHttpRequest(); prepared.open('GET', '/api/v2/conversations/c2')")
+    a_frame_and_a_task_later(driver)
+    assert shown(driver) == "alpha-1" and driver.find_elements(By.CSS_SELECTOR, "option[data-hermes-pending]") == []
+    driver.find_element(By.ID, "send").click()
+    until(driver, lambda d: js(d, "return turns") == 1, "the message was never sent")
+    assert convos.turns == [("c1", "alpha-1")] and convos.stored == {"c1": "alpha-1", "c2": "beta-2"}
