@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from flask import Flask, current_app, has_app_context, has_request_context, make_response, request
 from flask.wrappers import Response
 
-from . import api, inject, jsonpath, observe
+from . import api, inject, jsonpath, jsontext, observe
 from .catalog_changes import CatalogChanges
 from .config import load_providers
 from .errors import ConfigError, InvalidModelId
@@ -681,8 +681,8 @@ def _parse_write(spec: WriteSpec) -> tuple[dict[str, Any], str | None, list[Fiel
     if not request.is_json:
         raise WriteRefused(415, "unsupported_media_type", "a guarded write must send a JSON body (application/json)")
     try:
-        body = json.loads(request.get_data(cache=True))
-    except (ValueError, RecursionError) as exc:
+        body = jsontext.loads(request.get_data(cache=True))
+    except ValueError as exc:
         raise WriteRefused(400, "bad_request", f"malformed JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise WriteRefused(400, "bad_request", f"the body must be a JSON object, got {type(body).__name__}")
@@ -774,7 +774,10 @@ def created_session(response: Response, spec: WriteSpec) -> str | None:
     (``{"session": {"session_id": ...}}``); None when the answer does not say."""
     if response.is_streamed or response.direct_passthrough or not response.is_json:
         return None
-    answer = response.get_json(silent=True)
+    try:
+        answer = jsontext.loads(response.get_data())
+    except ValueError:
+        return None
     if not isinstance(answer, dict):
         return None
     places = [answer, *(value for value in answer.values() if isinstance(value, dict))]

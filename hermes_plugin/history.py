@@ -7,13 +7,12 @@ WebSocket event in one step, like any guarded write.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import request
 from flask.wrappers import Response
 
-from . import api
+from . import api, jsontext
 from .errors import InvalidModelId
 from .models import validate_write_id
 from .state import StateUnavailable
@@ -42,8 +41,8 @@ def read_body(required: bool) -> dict[str, Any]:
     if not request.is_json:
         raise Refused(415, "unsupported_media_type", "send a JSON body (application/json)")
     try:
-        body = json.loads(data)
-    except (ValueError, RecursionError) as exc:
+        body = jsontext.loads(data)
+    except ValueError as exc:
         raise Refused(400, "bad_request", f"malformed JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise Refused(400, "bad_request", f"the body must be a JSON object, got {type(body).__name__}")

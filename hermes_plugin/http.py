@@ -26,6 +26,7 @@ from requests_cache.serializers import SerializerPipeline, Stage
 from requests_cache.serializers.preconf import base_stage
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
+from . import jsontext
 from .errors import ConfigError, ProviderResponseError
 from .redact import contains_secret, redact
 
@@ -307,7 +308,7 @@ class ProviderHTTP:
             return self._fallback(previous, url, _sanitized(exc, url), exc)
         from_cache = bool(getattr(response, "from_cache", False))
         try:
-            data = response.json()
+            data = jsontext.loads(response.content)
         except ValueError as exc:
             if not from_cache:
                 self._restore(key, previous)  # never keep an unusable answer in place of a good one
@@ -326,7 +327,7 @@ class ProviderHTTP:
         """Serve the cached answer (any age) after a failure, or raise ``error`` (a secret-free copy)."""
         if previous is not None:
             try:
-                data = previous.json()
+                data = jsontext.loads(previous.content)
             except ValueError:
                 pass
             else:
@@ -338,7 +339,7 @@ class ProviderHTTP:
 
     def _use_cached(self, cached: Any, url: str) -> Any:
         try:
-            data = cached.json()
+            data = jsontext.loads(cached.content)
         except ValueError as exc:
             raise ProviderResponseError(f"invalid JSON cached for GET {safe_url(url)}") from exc
         self._note_created(cached)

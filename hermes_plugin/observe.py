@@ -6,7 +6,6 @@ the page knows, without a second upstream request.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,7 @@ from urllib.parse import unquote
 from flask import request
 from flask.wrappers import Response
 
-from . import jsonpath
+from . import jsonpath, jsontext
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -85,8 +84,8 @@ def _json_body(response: Response) -> Any:
     if len(body) > MAX_BODY:
         return jsonpath.MISSING
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
+        return jsontext.loads(body)
+    except ValueError:
         return jsonpath.MISSING
 
 

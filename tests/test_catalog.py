@@ -228,6 +228,7 @@ FAULT_TEXT = {
     "malformed": "invalid JSON",
     "schema": 'expected {"data": [...]}',
     "huge": "larger than",
+    "deep": "invalid JSON",
     "drip": "not complete within",
 }
 

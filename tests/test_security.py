@@ -27,7 +27,7 @@ from hermes_plugin.testing.fake_provider import FakeProvider
 P = "/hermes-plugin"
 SECRET = "sk-hermes-secret-4f9c2a7e1b"
 LIVE_ONLY = "live/kimi-k2"
-FAULTS = [None, "500", "429", "timeout", "refused", "malformed", "schema", "huge", "drip"]
+FAULTS = [None, "500", "429", "timeout", "refused", "malformed", "schema", "huge", "deep", "drip"]
 
 
 def echoing_provider() -> Flask:

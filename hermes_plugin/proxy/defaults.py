@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from .. import jsonpath
+from .. import jsonpath, jsontext
 from .config import UpstreamRead
 from .credentials import CallerCache, caller_headers
 
@@ -50,5 +50,5 @@ class UpstreamDefault:
         if not 200 <= response.status_code < 300:
             response.close()
             return None
-        found = jsonpath.extract(response.json(), self.read.model)
+        found = jsonpath.extract(jsontext.loads(response.content), self.read.model)
         return found[0] if found and isinstance(found[0], str) and found[0] else None

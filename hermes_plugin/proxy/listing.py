@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .. import jsonpath
+from .. import jsonpath, jsontext
 from .config import DefaultRead, SessionList
 from .credentials import caller_headers
 
@@ -31,7 +31,7 @@ def _get_json(proxy: Proxy, path: str) -> Any:
     if not 200 <= response.status_code < 300:
         response.close()
         raise UpstreamRefused(f"GET {path} answered HTTP {response.status_code}")
-    return response.json()
+    return jsontext.loads(response.content)
 
 
 def session_source(proxy: Proxy, listing: SessionList) -> Any:

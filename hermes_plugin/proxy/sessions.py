@@ -7,7 +7,6 @@ the very same raw read, and from the proxy's own guarded writes, so a write neve
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -19,7 +18,7 @@ from urllib.parse import quote, unquote
 
 import requests
 
-from .. import jsonpath
+from .. import jsonpath, jsontext
 from ..extension import WriteRefused
 from .config import SessionRead
 from .credentials import caller_digest, caller_headers
@@ -139,8 +138,8 @@ class SessionModels:
         if match is None:
             return
         try:
-            found = jsonpath.extract(json.loads(body), self.read.model)
-        except (ValueError, RecursionError, jsonpath.PathError):
+            found = jsonpath.extract(jsontext.loads(body), self.read.model)
+        except (ValueError, jsonpath.PathError):
             return
         self.learn(unquote(match.group("session")), self.model_of(found))
 
@@ -153,7 +152,7 @@ class SessionModels:
         if not 200 <= response.status_code < 300:
             response.close()
             return SessionAnswer(response.status_code)
-        return SessionAnswer(response.status_code, self.model_of(jsonpath.extract(response.json(), self.read.model)))
+        return SessionAnswer(response.status_code, self.model_of(jsonpath.extract(jsontext.loads(response.content), self.read.model)))
 
     @property
     def reads_lists(self) -> bool:

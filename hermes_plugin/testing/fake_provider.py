@@ -17,8 +17,9 @@ from ..models import Model
 from .servers import LoopbackServer
 
 KINDS = ("openai", "ollama", "anthropic")
-FAULTS = (None, "500", "429", "timeout", "refused", "malformed", "schema", "huge", "drip")
+FAULTS = (None, "500", "429", "timeout", "refused", "malformed", "schema", "huge", "deep", "drip")
 HUGE_BYTES = 10 * 2**20
+DEEP = 100_000  # nesting levels of the "deep" fault: far past the interpreter's recursion limit
 RETRY_AFTER = "7"
 ANTHROPIC_DEFAULT_LIMIT = 20
 DRIP_INTERVAL = 0.05  # pacing of the never-ending body; the wait ends early when the server stops
@@ -41,7 +42,8 @@ class FakeProvider:
     """Serve a model list like a real provider; every knob may be changed from any thread at any time.
 
     ``fault``: None | "500" | "429" | "timeout" (hang until ``release()`` or ``stop()``) | "refused" (stop
-    listening; back to None listens again on the same port) | "malformed" | "schema" | "huge" | "drip".
+    listening; back to None listens again on the same port) | "malformed" | "schema" | "huge" | "deep"
+    (JSON nested 100,000 levels) | "drip".
     """
 
     def __init__(self, kind: str = "openai", models: Iterable[Any] = (), latency: float = 0.0,
@@ -206,6 +208,8 @@ class FakeProvider:
             return _json({"object": "list", "items": "not-a-model-list"})
         if fault == "huge":
             return Response(self._huge_body(), 200, content_type="application/json")
+        if fault == "deep":
+            return Response(b"[" * DEEP + b"]" * DEEP, 200, content_type="application/json")
         if fault == "drip":
             # No Content-Length (chunked): only a total deadline, not a size check, can stop this one.
             return Response(self._drip(release), 200, content_type="application/json")

@@ -23,7 +23,7 @@ LLAMA = "openrouter/llama-3"
 QWEN = "qwen2.5:7b"
 FETCH_TIMEOUT = 2.0  # seconds: the demo host's (and the guard's) provider fetch timeout in this module
 HOLD = 120.0  # provider latency for the late-answer row; ended early with release()
-FAULTS = ["timeout", "refused", "500", "429", "malformed", "schema", "huge", "drip"]
+FAULTS = ["timeout", "refused", "500", "429", "malformed", "schema", "huge", "deep", "drip"]
 CACHES = ["cold", "warm-stale"]
 # Faults where the provider never answers on its own: only a client-side deadline can end the fetch.
 HANGING = {"timeout", "drip"}
