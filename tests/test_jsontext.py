@@ -57,6 +57,22 @@ def test_any_document_reads_as_the_standard_parser_reads_it(value: Any) -> None:
     assert loads(text) == json.loads(text) and loads(text.encode()) == json.loads(text.encode())
 
 
+def reference_depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(reference_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(reference_depth, value.values()), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.text(alphabet='[]{}"\\ a\n'), lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(alphabet='[]{}"\\ a', max_size=3), inner, max_size=3), max_leaves=40),
+       st.booleans())
+def test_depth_is_the_depth_of_what_the_text_holds(value: Any, ascii_only: bool) -> None:
+    assert depth(json.dumps(value, ensure_ascii=ascii_only).encode()) == reference_depth(value)
+
+
 @pytest.fixture
 def unraisable() -> Iterator[list[str]]:
     """What the interpreter could not raise anywhere (a finalizer that failed), for the length of a test."""
