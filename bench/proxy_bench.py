@@ -15,7 +15,10 @@ processes instead of in this one; the CPU time per request of each server (maste
 served by gunicorn can avoid on this machine, which puts the proxy's figures in proportion.
 
     python bench/proxy_bench.py [--rounds 6] [--requests 200] [--threads 8] [--work-ms 5] [--gunicorn 4]
-                                [--proxy-threads T] [--baseline /work/main] [--bare]
+                                [--proxy-threads T] [--baseline /work/main] [--bare] [--pin]
+
+``--pin`` puts the relays (proxy, baseline, bare) on the first CPU and the upstream and this client on the
+others, so a relay's cost shows as what it adds, not as CPU it takes from the upstream it relays to.
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ def make_upstream(work_ms: float = 0.0) -> Flask:
 class Gunicorn:
     """``gunicorn -w N -k gthread`` serving ``app`` (a ``module:factory(...)`` string) on a free loopback port."""
 
-    def __init__(self, app: str, workers: int, threads: int, code: str | None = None) -> None:
+    def __init__(self, app: str, workers: int, threads: int, code: str | None = None,
+                 cpus: set[int] | None = None) -> None:
         here = os.path.dirname(os.path.abspath(__file__))
         env = dict(os.environ)
         if code:  # another checkout's hermes_plugin (the baseline) shadows the installed one
@@ -91,7 +95,8 @@ class Gunicorn:
             [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:0", "-w", str(workers), "-k", "gthread",
              "--threads", str(threads), "--chdir", here, "--keep-alive", "30", app],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-            cwd=here)  # "python -m" puts the working directory first on sys.path: it must not hold a checkout
+            cwd=here,  # "python -m" puts the working directory first on sys.path: it must not hold a checkout
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)  # workers inherit it
         assert self.proc.stderr is not None
         booted, self.url = 0, ""
         for line in self.proc.stderr:
@@ -194,21 +199,33 @@ def main() -> None:
                         help="also measure the proxy of another checkout (e.g. /work/main), same run, same client")
     parser.add_argument("--bare", action="store_true",
                         help="also measure a minimal relay with no guard under the same server (bare_relay.py)")
+    parser.add_argument("--pin", action="store_true",
+                        help="relays on the first CPU, the upstream and this client on the others: the relay's "
+                             "cost measured where it does not take CPU from the upstream and the client")
     args = parser.parse_args()
-    if (args.baseline or args.bare) and not args.gunicorn:
-        parser.error("--baseline and --bare need --gunicorn N (they run in their own processes)")
+    if (args.baseline or args.bare or args.pin) and not args.gunicorn:
+        parser.error("--baseline, --bare and --pin need --gunicorn N (they run in their own processes)")
+    relay_cpus = others = None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs at least two CPUs")
+        relay_cpus, others = set(cpus[:1]), set(cpus[1:])
+        os.sched_setaffinity(0, others)  # this client's threads are started from here and inherit it
+    args.pinned = others and f"relays on CPUs {sorted(relay_cpus or ())}, upstream and client on {sorted(others)}"
     if args.gunicorn:
         threads = max(4, args.threads)
-        upstream = Gunicorn(f"proxy_bench:make_upstream(work_ms={args.work_ms})", args.gunicorn, threads)
+        upstream = Gunicorn(f"proxy_bench:make_upstream(work_ms={args.work_ms})", args.gunicorn, threads,
+                            cpus=others)
         factory = f'hermes_plugin.proxy:create_app(upstream="{upstream.url}", preset="hermes-webui")'
-        servers = {"direct": upstream,
-                   "proxy": Gunicorn(factory, args.gunicorn, args.proxy_threads or threads)}
+        relay_threads = args.proxy_threads or threads
+        servers = {"direct": upstream, "proxy": Gunicorn(factory, args.gunicorn, relay_threads, cpus=relay_cpus)}
         if args.baseline:
-            servers["baseline"] = Gunicorn(factory, args.gunicorn, args.proxy_threads or threads,
-                                           code=os.path.abspath(args.baseline))
+            servers["baseline"] = Gunicorn(factory, args.gunicorn, relay_threads, code=os.path.abspath(args.baseline),
+                                           cpus=relay_cpus)
         if args.bare:
-            servers["bare"] = Gunicorn(f'bare_relay:make_app("{upstream.url}")', args.gunicorn,
-                                       args.proxy_threads or threads)
+            servers["bare"] = Gunicorn(f'bare_relay:make_app("{upstream.url}")', args.gunicorn, relay_threads,
+                                       cpus=relay_cpus)
         try:
             bench(args, {side: server.url for side, server in servers.items()}, servers)
         finally:
@@ -223,6 +240,8 @@ def main() -> None:
 def bench(args: argparse.Namespace, targets: dict[str, str], servers: dict[str, Gunicorn]) -> None:
     """Every target measured in the same rounds, in rotating order; CPU per request read from /proc."""
     where = f"gunicorn -w {args.gunicorn} -k gthread each" if args.gunicorn else "one process"
+    if args.pinned:
+        where += f", {args.pinned}"
     print(f"proxy bench: {args.rounds} rounds x {args.requests} requests, {args.threads} client threads, "
           f"upstream work {args.work_ms:g} ms, {where}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}" + (f", baseline {args.baseline}" if args.baseline else ""))

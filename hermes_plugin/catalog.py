@@ -101,6 +101,9 @@ class _Provider:
     generation: int = 0  # the fleet's count of upstream fetches this copy reflects (a higher count: re-read)
     # Last price the provider gave each model: a host's own list (observed) rarely repeats the prices.
     prices: dict[str, Price] = field(default_factory=dict)
+    # The last list the host served for it, as given and as validated: the same list is not validated again
+    # (a tuple read and replaced whole, outside the lock: at worst a list is validated once more).
+    last_observed: tuple[tuple[Any, ...], tuple[Model, ...]] | None = None
 
 
 @dataclass
@@ -234,10 +237,10 @@ class CatalogService:
             raise ValueError(f"invalid provider id {provider!r}")
         if source not in ("live", "static"):
             raise ValueError(f"source must be 'live' or 'static', got {source!r}")
-        parsed = to_models(list(models or ()), strict=False) if ok else []
+        with self._lock:
+            known = self._providers.get(provider)
+        parsed = _observed_models(known, list(models or ())) if ok else []
         if ok and source == "live" and not parsed and not empty_means_none:
-            with self._lock:
-                known = self._providers.get(provider)
             if known is None or not known.spec.empty_means_none:
                 ok, error = False, EMPTY_LIVE
         failure = None if ok else _clip(redact(str(error or "the host's catalog request failed"), self.secrets()))
@@ -258,7 +261,7 @@ class CatalogService:
                     return _snapshot(new)
                 prov = self._providers[provider] = new
         with prov.lock:
-            before = _snapshot(prov)
+            before = _signature(prov)
             if source == "static":
                 if ok:
                     prov.observed_static = parsed
@@ -272,7 +275,7 @@ class CatalogService:
                 prov.confirmed = False
                 prov.error = failure
             after = _snapshot(prov)
-        if (after.state, after.ids, after.error) != (before.state, before.ids, before.error):
+        if (after.state, after.ids, after.error) != before:
             if share and self.fleet is not None:
                 self._share_observation(provider, [m.id for m in parsed], source, ok, failure)  # already redacted
             self._notify(after)
@@ -552,6 +555,19 @@ def _validated(items: Any) -> list[Model]:
     return list(models.values())
 
 
+def _observed_models(prov: _Provider | None, items: list[Any]) -> list[Model]:
+    """``to_models`` of a list the host served, skipping bad items; the list the provider was last served
+    again (a page reloading an unchanged catalog) is taken as validated then."""
+    given = tuple(items)
+    last = prov.last_observed if prov is not None else None  # one tuple, read and replaced whole
+    if last is not None and last[0] == given:
+        return list(last[1])
+    parsed = to_models(given, strict=False)
+    if prov is not None:
+        prov.last_observed = (given, tuple(parsed))
+    return parsed
+
+
 def _remember_prices(prov: _Provider, models: Iterable[Model]) -> None:
     prov.prices.update({model.id: model.price for model in models if model.price is not None})
 
@@ -563,14 +579,24 @@ def _snapshot(prov: _Provider) -> ProviderCatalog:
         merged.setdefault(model.id, CatalogModel(model.id, model.label, "static", model.price or prov.prices.get(model.id)))
     for model in prov.live or ():
         merged.setdefault(model.id, CatalogModel(model.id, model.label, "live", model.price or prov.prices.get(model.id)))
-    if prov.future is not None:
-        state = "pending"
-    elif prov.state == "new":
-        state = "fresh" if prov.spec.live is None else "pending"
-    else:
-        state = prov.state
-    return ProviderCatalog(prov.spec.id, prov.spec.label or prov.spec.id, state, prov.fetched_at, prov.error,
+    return ProviderCatalog(prov.spec.id, prov.spec.label or prov.spec.id, _state(prov), prov.fetched_at, prov.error,
                            list(merged.values()))
+
+
+def _state(prov: _Provider) -> str:
+    if prov.future is not None:
+        return "pending"
+    if prov.state == "new":
+        return "fresh" if prov.spec.live is None else "pending"
+    return prov.state
+
+
+def _signature(prov: _Provider) -> tuple[str, set[str], str | None]:
+    """A snapshot's state, ids and error (what a change is told by), without building the snapshot."""
+    ids = {model.id for model in prov.spec.static}
+    ids.update(model.id for model in prov.observed_static)
+    ids.update(model.id for model in prov.live or ())
+    return _state(prov), ids, prov.error
 
 
 def _judge(prov: _Provider, model_id: str) -> tuple[str, str | None, str | None]:

@@ -6,6 +6,7 @@ the page knows, without a second upstream request.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 READ_METHODS = ("GET", "POST", "PUT", "PATCH")
 MAX_BODY = 2 * 2**20  # larger bodies are not catalogs we want to parse inside the host's request
+MAX_REMEMBERED = 256 * 2**10  # what a catalog answer told is remembered by its bytes up to this size
 
 
 @dataclass(frozen=True)
@@ -75,16 +77,22 @@ def _ids(values: list[Any]) -> list[str]:
     return [value for value in values if isinstance(value, str)]
 
 
-def _json_body(response: Response) -> Any:
+def _json_data(response: Response) -> bytes | None:
+    """The bytes of a JSON answer small enough to read inside the host's request; None for any other."""
     if response.is_streamed or response.direct_passthrough or not response.is_json:
-        return jsonpath.MISSING
+        return None
     if "Content-Encoding" in response.headers or (response.content_length or 0) > MAX_BODY:
-        return jsonpath.MISSING
-    body = response.get_data()
-    if len(body) > MAX_BODY:
+        return None
+    data = response.get_data()
+    return data if len(data) <= MAX_BODY else None
+
+
+def _json_body(response: Response) -> Any:
+    data = _json_data(response)
+    if data is None:
         return jsonpath.MISSING
     try:
-        return jsontext.loads(body)
+        return jsontext.loads(data)
     except ValueError:
         return jsonpath.MISSING
 
@@ -120,18 +128,39 @@ def _observe(catalog: Any, point: Endpoint, match: re.Match[str], response: Resp
         return
     if response.status_code != 200:
         return
-    body = _json_body(response)
-    if body is jsonpath.MISSING:
+    data = _json_data(response)
+    if data is None:
         return
+    read_catalog = _read_catalog if len(data) <= MAX_REMEMBERED else _read_catalog.__wrapped__
+    read = read_catalog(data, point.models, point.provider, point.state, url_provider)
+    if read is None:
+        return
+    ok, error, collected = read
+    for provider, ids in collected:
+        catalog.observe(provider, list(ids), point.source, ok=ok, error=error, empty_means_none=point.empty_means_none)
+
+
+Collected = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@functools.lru_cache(maxsize=16)  # 16 bodies of at most MAX_REMEMBERED bytes: 4 MiB at most
+def _read_catalog(data: bytes, models_path: str, provider_path: str | None, state_path: str | None,
+                  url_provider: str | None) -> tuple[bool, str | None, Collected] | None:
+    """What a catalog answer says: ok or not, why, and each provider's model ids; None when it is no JSON.
+    The same bytes at the same endpoint say the same: a page reloading an unchanged list is read once."""
+    try:
+        body = jsontext.loads(data)
+    except ValueError:
+        return None
     ok, error = True, None
-    if point.state is not None:
-        states = jsonpath.extract(body, point.state)
+    if state_path is not None:
+        states = jsonpath.extract(body, state_path)
         if states and states[0] != "fresh":
             ok, error = False, f"host reports state {states[0]!s:.40}"
-    if point.provider is not None:
-        pairs = jsonpath.grouped(body, point.provider, point.models)
+    if provider_path is not None:
+        pairs = jsonpath.grouped(body, provider_path, models_path)
     else:
-        pairs = [(url_provider, jsonpath.extract(body, point.models))]
+        pairs = [(url_provider, jsonpath.extract(body, models_path))]
     # A flat list (``models[].provider`` with ``models[].id``) gives one pair per model: collect each
     # provider's models across every entry, or only the last model of each provider would be recorded.
     collected: dict[str, list[str]] = {}
@@ -139,5 +168,4 @@ def _observe(catalog: Any, point: Endpoint, match: re.Match[str], response: Resp
         provider = provider if isinstance(provider, str) and provider else url_provider
         if provider:
             collected.setdefault(provider, []).extend(_ids(models))
-    for provider, ids in collected.items():
-        catalog.observe(provider, ids, point.source, ok=ok, error=error, empty_means_none=point.empty_means_none)
+    return ok, error, tuple((provider, tuple(ids)) for provider, ids in collected.items())

@@ -101,6 +101,27 @@ def test_failed_host_fetch_is_unknown(app, url):
     assert explain(app, "down/x", "down") == "unknown"
 
 
+def test_a_listing_served_again_renews_the_catalog_and_a_changed_one_replaces_it(app, url):
+    # The same answer is read once and its models validated once; every answer still counts as a listing.
+    def served() -> tuple[float | None, list[str]]:
+        requests.get(f"{url}/api/models/live?provider=nous", timeout=10)
+        with app.app_context():
+            snapshot = app.guard.catalog.snapshot("nous")
+        return snapshot.fetched_at, [m.id for m in snapshot.models]
+
+    first, ids = served()
+    again, ids_again = served()
+    assert ids == ids_again == ["nous/kimi", "nous/opus"] and first is not None and again is not None and again > first
+    app.host_live["nous"] = ["nous/opus", "nous/new"]
+    assert served()[1] == ["nous/opus", "nous/new"]
+    app.host_live["nous"] = ["nous/kimi", "nous/opus"]  # back to the first answer, byte for byte
+    assert served()[1] == ["nous/kimi", "nous/opus"]
+    for _ in range(2):  # a static list with bad items: the same items kept both times
+        requests.get(f"{url}/api/models", timeout=10)
+        with app.app_context():
+            assert [m.id for m in app.guard.catalog.snapshot("local").models] == ["local/tiny"]
+
+
 def test_a_stale_host_listing_is_not_a_confirmation(app, url):
     requests.get(f"{url}/api/models/live?provider=nous", timeout=10)
     app.host_state = "stale"
