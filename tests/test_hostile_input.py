@@ -179,3 +179,19 @@ def test_no_write_body_causes_a_5xx_or_a_change_when_refused(host, body, intent,
         model_after = app.store.get("s1")["model"]
         if response.headers.get("X-Hermes-Decision") == "keep":
             assert model_after == LIVE_ONLY  # a kept model is never replaced, whatever else the write held
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_the_demo_host_answers_a_deep_body_with_a_400(tmp_path, guarded):
+    from hermes_plugin.demo.app import create_app as create_demo
+
+    with FakeProvider("openai", models=[LIVE_ONLY]) as fake:
+        app = create_demo({"prov": provider_config(fake)}, tmp_path, guard=guarded)
+        client = app.test_client()
+        deep = BAD_BODIES["deep"]
+        headers = {"Content-Type": "application/json", "X-Hermes-Intent": "user"}
+        settings_before = client.get("/api/settings").get_json()
+        for route in ("/api/settings", "/api/session/update"):  # the first is never guarded
+            response = client.post(route, data=deep, headers=headers)
+            assert response.status_code == 400 and response.get_json()["error"] == "bad_request", route
+        assert client.get("/api/settings").get_json() == settings_before

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 
+from .. import jsontext
 from ..errors import InvalidModelId
 from ..models import validate_write_id
 from .store import SessionStore
@@ -59,7 +60,10 @@ def _bad_request(detail: str) -> tuple[Response, int]:
 
 def _write_body(*required: str) -> tuple[dict[str, Any] | None, tuple[Response, int] | None]:
     """The JSON object of a write, or a 400 naming the first field that is missing or not text."""
-    body = request.get_json(silent=True)
+    try:
+        body = jsontext.loads(request.get_data()) if request.is_json else None
+    except ValueError:  # malformed, or nested too deep to read safely
+        body = None
     if not isinstance(body, dict):
         return None, _bad_request("expected a JSON object")
     for name in required:
