@@ -195,3 +195,18 @@ def test_the_demo_host_answers_a_deep_body_with_a_400(tmp_path, guarded):
             response = client.post(route, data=deep, headers=headers)
             assert response.status_code == 400 and response.get_json()["error"] == "bad_request", route
         assert client.get("/api/settings").get_json() == settings_before
+
+
+def test_the_plain_demo_host_answers_a_deep_body_with_a_400(tmp_path):
+    from hermes_plugin.demo.plain import PlainDemo
+
+    with FakeProvider("openai", models=[LIVE_ONLY]) as fake:
+        plain = PlainDemo({"prov": provider_config(fake)}, tmp_path).serve()
+        try:
+            before = requests.get(plain.url + "/api/settings", timeout=10).json()
+            response = requests.post(plain.url + "/api/settings", data=BAD_BODIES["deep"],
+                                     headers={"Content-Type": "application/json"}, timeout=10)
+            assert response.status_code == 400 and response.json()["error"] == "bad_request"
+            assert requests.get(plain.url + "/api/settings", timeout=10).json() == before
+        finally:
+            plain.stop()

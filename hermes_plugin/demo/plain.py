@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from .. import jsontext
 from ..errors import InvalidModelId
 from ..models import validate_write_id
 from .app import HERE
@@ -185,8 +186,8 @@ def _handler(app: PlainDemo) -> type[BaseHTTPRequestHandler]:
                 self._json(415, {"error": "unsupported_media_type", "detail": "send JSON"})
                 return
             try:
-                body = json.loads(raw)
-            except ValueError:
+                body = jsontext.loads(raw)
+            except ValueError:  # malformed, or nested too deep to read safely
                 self._json(400, {"error": "bad_request", "detail": "malformed JSON"})
                 return
             self._json(*app.post(urlsplit(self.path).path, body))
