@@ -148,6 +148,7 @@ class CatalogService:
         self._subscribers: list[Subscriber] = []
         self._executor = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="hermes-catalog")
         self._closed = False
+        self._running = 0  # fetches in flight: they use the cache's connection, which is closed after the last
         # Shared with the other workers (and hosts): fetch locks, observed catalogs, invalidations.
         self.fleet = fleet if fleet is not None and fleet.shared else None
         if self.fleet is not None:
@@ -311,10 +312,16 @@ class CatalogService:
         return [secret for source in sources for secret in source_secrets(source)]
 
     def close(self) -> None:
+        """Stop fetching. The cache is closed now, or by the last fetch still running when that one ends:
+        closing its SQLite connection under a read in another thread can crash the process."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
+            idle = self._running == 0
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self.session.close()
+        if idle:
+            self.session.close()
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -377,14 +384,35 @@ class CatalogService:
             prov.future = future
         try:
             self._executor.submit(self._run, prov, refresh, future)
-        except RuntimeError:  # closed meanwhile: settle at once with what is known
-            with prov.lock:
-                prov.future = None
-                snap = _snapshot(prov)
-            future.set_result(snap)
+        except RuntimeError:  # closed meanwhile
+            self._settle_unfetched(prov, future)
         return future
 
+    @staticmethod
+    def _settle_unfetched(prov: _Provider, future: Future[ProviderCatalog]) -> None:
+        """A fetch that will not run (the service closed) settles at once with what is known."""
+        with prov.lock:
+            prov.future = None
+            snap = _snapshot(prov)
+        future.set_result(snap)
+
     def _run(self, prov: _Provider, refresh: bool, future: Future[ProviderCatalog]) -> None:
+        with self._lock:
+            closed = self._closed
+            self._running += not closed
+        if closed:  # closed after this fetch was queued
+            self._settle_unfetched(prov, future)
+            return
+        try:
+            self._settle(prov, refresh, future)
+        finally:
+            with self._lock:
+                self._running -= 1
+                last = self._closed and self._running == 0
+            if last:
+                self.session.close()
+
+    def _settle(self, prov: _Provider, refresh: bool, future: Future[ProviderCatalog]) -> None:
         try:
             with prov.lock:
                 have_live = prov.live is not None

@@ -451,3 +451,27 @@ def test_config_providers_and_plugin_errors(provider: FakeProvider) -> None:
         pm.unregister(name="test-broken")
     assert cat.label == "Local" and [m.id for m in cat.models] == ["local/tiny", "live/a", "live/b"]
     assert [error.plugin for error in svc.plugin_errors] == ["test-broken"]
+
+
+def test_closing_while_a_fetch_runs_closes_the_cache_after_that_fetch(provider: FakeProvider, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SQLite cache's connection closed under a read in another thread can crash the process: the
+    # fetch still running finishes with the cache, and only then is it closed.
+    svc = service(live_spec(provider), cache=str(tmp_path / "cache.sqlite"), total_timeout=10)
+    events: list[str] = []
+    closed, close = threading.Event(), svc.session.close
+    monkeypatch.setattr(svc.session, "close", lambda: (events.append("closed"), closed.set(), close()))
+    provider.latency = 30  # until release(): the fetch is in flight while the service closes
+    results: list[ProviderCatalog] = []
+    asker = threading.Thread(target=lambda: results.append(svc.catalog("p")))
+    asker.start()
+    assert provider.wait_requests(1, timeout=10)
+    svc.close()
+    assert events == []  # not under the running fetch
+    provider.release()
+    asker.join(timeout=20)
+    assert [cat.state for cat in results] == ["fresh"] and results[0].ids == {"live/a", "live/b"}
+    assert closed.wait(10)  # by the fetch's thread, right after it settled the answer
+    assert events == ["closed"]
+    svc.close()  # a second close does nothing
+    assert events == ["closed"]
