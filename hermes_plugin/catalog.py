@@ -176,11 +176,7 @@ class CatalogService:
         prov = self._get(provider)
         self._catch_up(prov)
         future = self._start(prov, refresh and self._may_refresh(prov))
-        if future is not None:
-            try:
-                future.result(timeout=self.total_timeout + WAIT_MARGIN)
-            except FutureTimeout:
-                pass
+        self._wait(prov, future, time.monotonic() + self.total_timeout + WAIT_MARGIN)
         return self.snapshot(provider)
 
     def catalogs(self, refresh: bool = False) -> list[ProviderCatalog]:
@@ -191,13 +187,22 @@ class CatalogService:
             self._catch_up(prov)
         futures = [self._start(prov, refresh and self._may_refresh(prov)) for prov in provs]
         deadline = time.monotonic() + self.total_timeout + WAIT_MARGIN
-        for future in futures:
-            if future is not None:
-                try:
-                    future.result(timeout=max(0.0, deadline - time.monotonic()))
-                except FutureTimeout:
-                    pass
+        for prov, future in zip(provs, futures, strict=True):
+            self._wait(prov, future, deadline)
         return [self.snapshot(provider_id) for provider_id in ids]
+
+    @staticmethod
+    def _wait(prov: _Provider, future: Future[ProviderCatalog] | None, deadline: float) -> None:
+        """Wait until ``prov`` has no fetch in flight, or the deadline. A fetch that began while this one ran
+        (another worker's refresh, announced: this copy re-reads the shared cache) is waited for too, so
+        the caller gets the settled list, not "pending"."""
+        while future is not None:
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                return
+            with prov.lock:
+                future = prov.future
 
     def availability(self, model_id: str, provider: str | None = None) -> str:
         return self.explain(model_id, provider)[0]
