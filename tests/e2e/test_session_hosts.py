@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
@@ -51,8 +52,14 @@ def host(convos: Convos, loopback_server: Callable[[Any], Any]) -> Callable[...,
     return start
 
 
-def until(driver: Any, condition: Callable[[Any], Any], message: str) -> Any:
-    return WebDriverWait(driver, WAIT).until(condition, message)
+def until(driver: Any, condition: Callable[[Any], Any], message: str, state: Callable[[], Any] | None = None) -> Any:
+    """Wait for ``condition``; a timeout says ``message`` and, given ``state``, what the page and host held then."""
+    try:
+        return WebDriverWait(driver, WAIT).until(condition, message)
+    except TimeoutException:
+        if state is None:
+            raise
+        raise TimeoutException(f"{message}; state then: {state()!r}") from None
 
 
 def js(driver: Any, source: str, *args: Any) -> Any:
@@ -307,7 +314,9 @@ def test_xhr_reapply_makes_no_write_and_the_pages_callback_runs(chromium, host, 
     convos.live_gate.set()
     until(driver, lambda d: js(d, "return !!window.liveDone") and settled(d), "the live list never landed")
     until(driver, lambda d: shown(d) == "gamma-live", "the stored model was never re-applied")
-    until(driver, lambda d: js(d, "return saves.length") == 1, "the page's save callback never ran")
+    until(driver, lambda d: js(d, "return saves.length") == 1, "the page's save callback never ran",
+          lambda: (convos.writes, js(driver, "return {saves, conv, guard: hermesGuard.state(),"
+                                             " pending: hermesGuard.pending()}")))
     assert js(driver, "return conv.model_id") == "gamma-live"  # the page's own handler ran
     until(driver, lambda d: js(d, "return saves[0].events.includes('loadend')"), "the save never ended")
     save = js(driver, "return saves[0]")
