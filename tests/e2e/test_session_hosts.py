@@ -314,9 +314,10 @@ def test_xhr_reapply_makes_no_write_and_the_pages_callback_runs(chromium, host, 
     convos.live_gate.set()
     until(driver, lambda d: js(d, "return !!window.liveDone") and settled(d), "the live list never landed")
     until(driver, lambda d: shown(d) == "gamma-live", "the stored model was never re-applied")
-    until(driver, lambda d: js(d, "return saves.length") == 1, "the page's save callback never ran",
+    until(driver, lambda d: js(d, "return saves.length") >= 1, "the page's save callback never ran",
           lambda: (convos.writes, js(driver, "return {saves, conv, guard: hermesGuard.state(),"
                                              " pending: hermesGuard.pending()}")))
+    assert js(driver, "return saves.length") == 1, js(driver, "return saves")  # one re-apply, one save
     assert js(driver, "return conv.model_id") == "gamma-live"  # the page's own handler ran
     until(driver, lambda d: js(d, "return saves[0].events.includes('loadend')"), "the save never ended")
     save = js(driver, "return saves[0]")
