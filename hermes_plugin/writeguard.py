@@ -71,6 +71,7 @@ def decide(stored: str | None, proposed: str | None, intent: str, availability: 
     if absent not in ABSENT_POLICIES:
         raise ValueError(f"absent must be one of {ABSENT_POLICIES}, got {absent!r}")
     common = {"session": session, "stored": stored, "proposed": proposed, "intent": intent}
+    kept: Outcome = "keep" if on_keep == "keep" else "reject"  # how the stored model is kept, where it is
     if proposed is None or proposed == stored:
         return Decision("pass", "same", availability=availability, **common)  # type: ignore[arg-type]
     if stored is None:
@@ -81,17 +82,13 @@ def decide(stored: str | None, proposed: str | None, intent: str, availability: 
         extra = {"availability": availability, "replacement": replacement, "price_ratio": price_ratio}
         if price_ratio is not None and price_ratio > max_price_ratio:
             return Decision("reject", "price_increase", **extra, **common)  # type: ignore[arg-type]
-        if replacement is not None:
-            kept: Outcome = "keep" if on_keep == "keep" else "reject"
-            return Decision(kept, "replacement_suggested", **extra, **common)  # type: ignore[arg-type]
-        if absent == "keep":
-            kept = "keep" if on_keep == "keep" else "reject"
-            return Decision(kept, "model_absent_kept", **extra, **common)  # type: ignore[arg-type]
+        if replacement is not None or absent == "keep":
+            reason = "replacement_suggested" if replacement is not None else "model_absent_kept"
+            return Decision(kept, reason, **extra, **common)  # type: ignore[arg-type]
         return Decision("fallback", "model_absent", **extra, **common)  # type: ignore[arg-type]
     # Anything but a confirmed absence keeps the stored model: "unknown" must never rewrite a session.
     reason = "model_present" if availability == "present" else "catalog_unknown"
-    outcome: Outcome = "keep" if on_keep == "keep" else "reject"
-    return Decision(outcome, reason, availability=availability or "unknown", **common)  # type: ignore[arg-type]
+    return Decision(kept, reason, availability=availability or "unknown", **common)  # type: ignore[arg-type]
 
 
 def absent_policy(model: str, default: str, by_provider: Mapping[str, str]) -> str:
